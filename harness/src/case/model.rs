@@ -1,0 +1,557 @@
+//! The case format as Rust types: what a case file may say.
+//!
+//! These types are the authority the JSON Schema (`specs/case.schema.json`)
+//! is generated from. They hold what was written, unresolved: sizes may say
+//! "2p" (two pages) and flags are names; `exec::plan` resolves them against
+//! the environment a case runs in.
+
+use schemars::JsonSchema;
+use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
+
+/// One case: processes doing steps on files and mappings, and what each step must observe.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Case {
+    /// One line: the property the case checks, stated as a fact.
+    pub title: String,
+    /// Why the property holds and what would break it.
+    #[serde(default)]
+    pub description: String,
+    /// Where the property comes from: man pages ("mmap(2)"), standard clauses
+    /// ("POSIX.1-2017 mmap"), and tests of other suites it mirrors ("ltp:mmap01").
+    pub refs: Vec<String>,
+    /// Whether the case checks behaviour POSIX requires or behaviour Linux adds.
+    #[serde(default)]
+    pub profile: Profile,
+    /// What the case needs; when unmet the case is skipped with the reason.
+    #[serde(default)]
+    pub requires: Requires,
+    /// Time limit in seconds for the whole case (default 10).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub timeout: Option<f64>,
+    /// Files created in the case's scratch directory before the first step.
+    #[serde(default)]
+    pub files: BTreeMap<String, FileInit>,
+    /// The steps, run one at a time in this order.
+    pub steps: Vec<Step>,
+}
+
+/// Which standard a case's expectations follow.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Profile {
+    /// Behaviour POSIX requires of every conforming system.
+    Posix,
+    /// Behaviour specific to Linux (where POSIX leaves it open or says otherwise).
+    #[default]
+    Linux,
+}
+
+/// What a case needs to run. Anything unmet makes it skipped, never failed.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Requires {
+    /// Effective uid 0.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub root: bool,
+    /// Kernel version range, e.g. ">=4.17" or ">=5.8,<6.1".
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// Filesystem types (from /proc/self/mountinfo) the case runs on; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fs: Vec<String>,
+    /// Filesystem types the case does not run on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub not_fs: Vec<String>,
+    /// Architectures (uname -m) the case runs on; empty means any.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arch: Vec<String>,
+    /// Page size in bytes the case assumes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u64>,
+    /// Kernel features probed at run time.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub probes: Vec<Probe>,
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
+}
+
+/// A kernel feature the harness can probe for by trying it.
+#[derive(
+    Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
+)]
+#[serde(rename_all = "snake_case")]
+pub enum Probe {
+    /// MAP_FIXED_NOREPLACE is honoured (Linux 4.17); older kernels ignore it.
+    MapFixedNoreplace,
+    /// MAP_SHARED_VALIDATE rejects unknown flags (Linux 4.15).
+    MapSharedValidate,
+    /// madvise(MADV_WIPEONFORK) is known (Linux 4.14).
+    MadvWipeonfork,
+    /// memfd_create(2) exists (Linux 3.17).
+    MemfdCreate,
+    /// mlock(2) of a page succeeds under the current RLIMIT_MEMLOCK.
+    Mlock,
+    /// /proc/self/pagemap shows page frame numbers (needs CAP_SYS_ADMIN).
+    PagemapPfn,
+    /// mremap(2) knows MREMAP_DONTUNMAP (Linux 5.7).
+    MremapDontunmap,
+}
+
+/// A file that exists before the first step.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+pub struct FileInit {
+    /// Size in bytes; the content is zero-filled up to it (or cut to it).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Size>,
+    /// Permission bits (default 0o644).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mode: Option<u32>,
+    /// Initial content.
+    #[serde(flatten)]
+    pub data: Data,
+}
+
+/// Bytes given in one of four ways. Exactly one of `text`, `hex`, `fill`,
+/// `pattern` is set; `fill` and `pattern` also need `len` (or take the
+/// length from the step they are in).
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Data {
+    /// UTF-8 text, taken byte for byte ("\u0000" for a NUL).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Hex digits; spaces are ignored ("48 65 6c").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hex: Option<String>,
+    /// One byte value repeated `len` times.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<u8>,
+    /// A deterministic pseudo-random byte sequence from this seed, `len` long.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<u64>,
+    /// Length for `fill` and `pattern`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<Size>,
+}
+
+impl Data {
+    pub fn is_empty(&self) -> bool {
+        self.text.is_none() && self.hex.is_none() && self.fill.is_none() && self.pattern.is_none()
+    }
+}
+
+/// A byte count or offset: a number, or an expression in pages such as
+/// "1p", "2p+100", "p-1", "0x1000".
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Size {
+    Bytes(i64),
+    Expr(String),
+}
+
+/// One step: a process does one operation, and what it must observe.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+pub struct Step {
+    /// The process that performs the step. A name seen for the first time
+    /// starts a fresh process (like an unrelated program); a name created by
+    /// a `fork` step is that child. Omitted for steps the coordinator does
+    /// itself (`check_file`, `wait`, `kill`, `together`).
+    #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
+    pub process: Option<String>,
+    /// The operation and its arguments.
+    #[serde(flatten)]
+    pub op: Op,
+    /// Name for what the step creates (an fd, a mapping, a child process, a stat snapshot).
+    #[serde(rename = "as", default, skip_serializing_if = "Option::is_none")]
+    pub name: Option<String>,
+    /// What must be observed. Absent means: the call succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+    /// Expectations for particular environments; the first whose `when` matches replaces `expect`.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub variants: Vec<Variant>,
+    /// Record what happens without judging it (behaviour the standard leaves open).
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub observe: bool,
+    /// A remark shown in explanations and reports.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub note: Option<String>,
+}
+
+/// An expectation that applies in a particular environment.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Variant {
+    /// The environment it applies to; every given field must match.
+    pub when: When,
+    /// The expectation there. Absent means: the call succeeds.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expect: Option<Expect>,
+    /// Record instead of judging in that environment.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub observe: bool,
+    /// Why it differs: a commit, a man page sentence, a standard clause.
+    pub why: String,
+}
+
+/// A description of environments.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct When {
+    /// Filesystem types.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub fs: Vec<String>,
+    /// Kernel version range (">=5.8", "<6.1").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kernel: Option<String>,
+    /// Page size in bytes.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub page_size: Option<u64>,
+    /// Architectures (uname -m).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub arch: Vec<String>,
+}
+
+/// What a step must observe. Empty means success. Fields combine: a load
+/// can expect both success and bytes; a failing call expects `errno`.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct Expect {
+    /// The call fails with this errno ("EINVAL").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub errno: Option<String>,
+    /// The memory access raises this signal ("SIGBUS", "SIGSEGV").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal: Option<String>,
+    /// With `signal`: its si_code ("BUS_ADRERR", "SEGV_MAPERR", "SEGV_ACCERR").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub si_code: Option<String>,
+    /// Bytes read equal this text.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub text: Option<String>,
+    /// Bytes read equal these hex digits.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hex: Option<String>,
+    /// Every byte read equals this value.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fill: Option<u8>,
+    /// Bytes read equal the pattern from this seed.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pattern: Option<u64>,
+    /// The number observed (a count, or bytes read as a native-endian unsigned integer).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<i64>,
+    /// The number observed lies in [min, max], both included.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub range: Option<[i64; 2]>,
+    /// For `wait`: the process exited with this status.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<i32>,
+    /// For `wait`: the process was killed by this signal.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub killed_by: Option<String>,
+    /// For `fstat`: fields of the result.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat: Option<StatExpect>,
+}
+
+impl Expect {
+    pub fn bytes(&self) -> Data {
+        Data {
+            text: self.text.clone(),
+            hex: self.hex.clone(),
+            fill: self.fill,
+            pattern: self.pattern,
+            len: None,
+        }
+    }
+}
+
+/// Expected fields of an fstat result.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct StatExpect {
+    /// st_size equals this.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub size: Option<Size>,
+    /// st_blocks (512-byte units) lies in [min, max].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub blocks: Option<[i64; 2]>,
+    /// st_mtime compared with an earlier fstat step's snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mtime: Option<Since>,
+    /// st_ctime compared with an earlier fstat step's snapshot.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub ctime: Option<Since>,
+}
+
+/// A timestamp compared with the one in an earlier snapshot (named by that fstat step's `as`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Since {
+    /// The timestamp differs from the snapshot's.
+    ChangedSince(String),
+    /// The timestamp equals the snapshot's.
+    UnchangedSince(String),
+}
+
+/// A place in memory: an offset into a named mapping, or a raw address
+/// (for arguments the kernel must reject, such as an unaligned or NULL address).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+#[serde(untagged)]
+pub enum Addr {
+    Raw(u64),
+    InMap {
+        map: String,
+        #[serde(default = "zero")]
+        at: Size,
+    },
+}
+
+fn zero() -> Size {
+    Size::Bytes(0)
+}
+
+/// The operations. `do` names one; the other fields are its arguments.
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[serde(tag = "do", rename_all = "snake_case")]
+pub enum Op {
+    /// open(2) a file of the scratch directory; `as` names the fd.
+    Open {
+        path: String,
+        /// O_* flags ("O_RDWR|O_CREAT").
+        flags: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+    },
+    /// close(2) a named fd.
+    Close { fd: String },
+    /// ftruncate(2).
+    Ftruncate { fd: String, len: Size },
+    /// pread(2) `len` bytes at `at`; expect bytes.
+    Pread { fd: String, at: Size, len: Size },
+    /// pwrite(2) bytes at `at`.
+    Pwrite {
+        fd: String,
+        at: Size,
+        #[serde(flatten)]
+        data: Data,
+    },
+    /// write(2) bytes at the fd's current offset.
+    Write {
+        fd: String,
+        #[serde(flatten)]
+        data: Data,
+    },
+    /// fsync(2).
+    Fsync { fd: String },
+    /// fdatasync(2).
+    Fdatasync { fd: String },
+    /// fstat(2); `as` names the snapshot for later `changed_since`.
+    Fstat { fd: String },
+    /// futimens(2): set atime and mtime to `time` seconds since the epoch,
+    /// so a later change is visible without waiting for the clock to tick.
+    Futimens { fd: String, time: i64 },
+    /// unlink(2) a file of the scratch directory.
+    Unlink { path: String },
+    /// memfd_create(2); `as` names the fd.
+    MemfdCreate {
+        #[serde(default = "memfd_default_name")]
+        name: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<String>,
+    },
+    /// mmap(2); `as` names the mapping. Without `fd` the call gets fd -1 (anonymous).
+    Mmap {
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        fd: Option<String>,
+        len: Size,
+        /// PROT_* flags ("READ|WRITE", "NONE").
+        prot: String,
+        /// MAP_* flags ("SHARED", "PRIVATE|ANONYMOUS|FIXED").
+        flags: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<Size>,
+        /// The address argument (a hint, or the place for MAP_FIXED).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        addr: Option<Addr>,
+    },
+    /// munmap(2) of `len` bytes at `at` in a mapping (default: all of it).
+    Munmap {
+        #[serde(flatten)]
+        range: Range,
+    },
+    /// mprotect(2).
+    Mprotect {
+        #[serde(flatten)]
+        range: Range,
+        prot: String,
+    },
+    /// msync(2) with MS_* flags (any, including invalid ones).
+    Msync {
+        #[serde(flatten)]
+        range: Range,
+        flags: String,
+    },
+    /// madvise(2) with one MADV_* advice.
+    Madvise {
+        #[serde(flatten)]
+        range: Range,
+        advice: String,
+    },
+    /// mlock(2), or mlock2(2) when `flags` is given.
+    Mlock {
+        #[serde(flatten)]
+        range: Range,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<String>,
+    },
+    /// munlock(2).
+    Munlock {
+        #[serde(flatten)]
+        range: Range,
+    },
+    /// mincore(2); observes one byte per page, 1 where resident.
+    Mincore {
+        #[serde(flatten)]
+        range: Range,
+    },
+    /// mremap(2) of `old_len` bytes at `at` to `new_len`; `as` renames the
+    /// result (default: the mapping keeps its name and moves).
+    Mremap {
+        map: String,
+        #[serde(default = "zero")]
+        at: Size,
+        old_len: Size,
+        new_len: Size,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<String>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        new_addr: Option<Addr>,
+    },
+    /// Write bytes into a mapping with volatile byte stores.
+    Store {
+        map: String,
+        #[serde(default = "zero")]
+        at: Size,
+        #[serde(flatten)]
+        data: Data,
+    },
+    /// Read `len` bytes from a mapping with volatile byte loads.
+    Load {
+        map: String,
+        #[serde(default = "zero")]
+        at: Size,
+        len: Size,
+    },
+    /// Add 1 to the integer at `at`, `count` times; atomically (lock add)
+    /// or as a plain load, add, store that can lose updates.
+    Increment {
+        map: String,
+        #[serde(default = "zero")]
+        at: Size,
+        count: u64,
+        #[serde(default)]
+        atomic: bool,
+        /// Integer width in bytes, 4 or 8 (default 4).
+        #[serde(default = "four")]
+        width: u8,
+    },
+    /// fork(2) the process; `as` names the child, which inherits mappings and fds.
+    Fork,
+    /// _exit(2) with a status.
+    Exit {
+        #[serde(default)]
+        code: i32,
+    },
+    /// waitpid(2) for a process, done by its real parent; expect `exit` or `killed_by`.
+    Wait {
+        #[serde(rename = "proc")]
+        target: String,
+    },
+    /// kill(2) a process with a signal.
+    Kill {
+        #[serde(rename = "proc")]
+        target: String,
+        signal: String,
+    },
+    /// Run the inner steps at the same time (each in a different process), then join.
+    Together { steps: Vec<Step> },
+    /// Read a file through a fresh fd opened by the coordinator: what any
+    /// reader of the file sees now, through the page cache.
+    CheckFile {
+        path: String,
+        #[serde(default = "zero")]
+        at: Size,
+        /// Bytes to read (default: to the end of the file).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        len: Option<Size>,
+    },
+}
+
+/// A range of a named mapping; `at` defaults to 0 and `len` to the rest of the mapping.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
+pub struct Range {
+    pub map: String,
+    #[serde(default = "zero")]
+    pub at: Size,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub len: Option<Size>,
+}
+
+fn four() -> u8 {
+    4
+}
+
+fn memfd_default_name() -> String {
+    "mmapconf".to_string()
+}
+
+impl Op {
+    /// The operation's name as written in `do`.
+    pub fn name(&self) -> &'static str {
+        match self {
+            Op::Open { .. } => "open",
+            Op::Close { .. } => "close",
+            Op::Ftruncate { .. } => "ftruncate",
+            Op::Pread { .. } => "pread",
+            Op::Pwrite { .. } => "pwrite",
+            Op::Write { .. } => "write",
+            Op::Fsync { .. } => "fsync",
+            Op::Fdatasync { .. } => "fdatasync",
+            Op::Fstat { .. } => "fstat",
+            Op::Futimens { .. } => "futimens",
+            Op::Unlink { .. } => "unlink",
+            Op::MemfdCreate { .. } => "memfd_create",
+            Op::Mmap { .. } => "mmap",
+            Op::Munmap { .. } => "munmap",
+            Op::Mprotect { .. } => "mprotect",
+            Op::Msync { .. } => "msync",
+            Op::Madvise { .. } => "madvise",
+            Op::Mlock { .. } => "mlock",
+            Op::Munlock { .. } => "munlock",
+            Op::Mincore { .. } => "mincore",
+            Op::Mremap { .. } => "mremap",
+            Op::Store { .. } => "store",
+            Op::Load { .. } => "load",
+            Op::Increment { .. } => "increment",
+            Op::Fork => "fork",
+            Op::Exit { .. } => "exit",
+            Op::Wait { .. } => "wait",
+            Op::Kill { .. } => "kill",
+            Op::Together { .. } => "together",
+            Op::CheckFile { .. } => "check_file",
+        }
+    }
+
+    /// Steps the coordinator performs itself, with no `in`.
+    pub fn is_coordinator_op(&self) -> bool {
+        matches!(
+            self,
+            Op::Wait { .. } | Op::Kill { .. } | Op::Together { .. } | Op::CheckFile { .. }
+        )
+    }
+}

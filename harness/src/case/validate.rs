@@ -1,0 +1,676 @@
+//! What serde cannot check: names used before they exist, paths that leave
+//! the scratch directory, flags and sizes that do not parse, expectations
+//! that cannot apply to their operation.
+//!
+//! The walk follows the steps in order with a static picture of each
+//! process (its fds and maps), copied at `fork` as the kernel would.
+
+use super::load::Issue;
+use super::locate::Seg;
+use super::model::{Addr, Case, Data, Expect, Op, Range, Size, Step};
+use crate::names::{self, FlagKind, KernelRange};
+use std::collections::{BTreeMap, BTreeSet};
+
+#[derive(Debug, Clone, Default)]
+struct ProcView {
+    fds: BTreeSet<String>,
+    maps: BTreeSet<String>,
+    exited: bool,
+}
+
+struct Walk {
+    check_names: bool,
+    page_size: u64,
+    procs: BTreeMap<String, ProcView>,
+    snapshots: BTreeSet<String>,
+    issues: Vec<Issue>,
+}
+
+/// Checks a deserialized case header and its parsed steps (with their index
+/// in the file). `all_steps_parsed` is false when some steps failed to parse
+/// and were left out: names they would have created are then not reported
+/// as missing, since that would only echo the first problem.
+pub fn validate(
+    case: &Case,
+    steps: &[(usize, Step)],
+    page_size: u64,
+    all_steps_parsed: bool,
+) -> Vec<Issue> {
+    let mut w = Walk {
+        check_names: all_steps_parsed,
+        page_size,
+        procs: BTreeMap::new(),
+        snapshots: BTreeSet::new(),
+        issues: Vec::new(),
+    };
+    if case.title.trim().is_empty() {
+        w.issue(vec![Seg::from("title")], "`title` is empty");
+    }
+    if case.refs.is_empty() || case.refs.iter().any(|r| r.trim().is_empty()) {
+        w.issue(
+            vec![Seg::from("refs")],
+            "`refs` must name at least one man page, standard clause or test it mirrors",
+        );
+    }
+    if let Some(t) = case.timeout {
+        if !(t > 0.0 && t.is_finite()) {
+            w.issue(
+                vec![Seg::from("timeout")],
+                "`timeout` must be a positive number of seconds",
+            );
+        }
+    }
+    if let Some(k) = &case.requires.kernel {
+        if let Err(e) = KernelRange::parse(k) {
+            w.issue(vec![Seg::from("requires"), Seg::from("kernel")], e);
+        }
+    }
+    for (name, init) in &case.files {
+        let path = vec![Seg::from("files"), Seg::from(name.as_str())];
+        w.check_path(&path, name);
+        if !init.data.is_empty() {
+            let size = init
+                .size
+                .as_ref()
+                .and_then(|s| s.resolve_len(page_size).ok());
+            if let Err(e) = init.data.resolve(page_size, size) {
+                w.issue(path.clone(), e);
+            }
+        }
+        if let Some(size) = &init.size {
+            if let Err(e) = size.resolve_len(page_size) {
+                w.issue(path, e);
+            }
+        }
+    }
+    if all_steps_parsed && steps.is_empty() {
+        w.issue(vec![Seg::from("steps")], "a case needs at least one step");
+    }
+    for (i, step) in steps {
+        w.step(step, vec![Seg::from("steps"), Seg::from(*i)], false);
+    }
+    w.issues
+}
+
+impl Walk {
+    fn issue(&mut self, path: Vec<Seg>, msg: impl Into<String>) {
+        self.issues.push(Issue::at(path, msg));
+    }
+
+    fn key_issue(&mut self, path: &[Seg], key: &str, msg: impl Into<String>) {
+        self.issues.push(Issue::at_key(path.to_vec(), key, msg));
+    }
+
+    fn check_path(&mut self, path: &[Seg], name: &str) {
+        if let Err(e) = check_file_name(name) {
+            self.issue(path.to_vec(), e);
+        }
+    }
+
+    fn size(&mut self, path: &[Seg], key: &str, size: &Size) -> Option<i128> {
+        match size.resolve(self.page_size) {
+            Ok(v) => Some(v),
+            Err(e) => {
+                self.key_issue(path, key, e);
+                None
+            }
+        }
+    }
+
+    fn flags(&mut self, path: &[Seg], key: &str, kind: FlagKind, text: &str) {
+        if let Err(e) = names::parse_flags(kind, text) {
+            self.key_issue(path, key, e);
+        }
+    }
+
+    fn fd(&mut self, path: &[Seg], proc_name: &str, fd: &str) {
+        let known = self
+            .procs
+            .get(proc_name)
+            .is_some_and(|p| p.fds.contains(fd));
+        if !known && self.check_names {
+            self.key_issue(
+                path,
+                "fd",
+                format!("fd `{fd}` is not open in process `{proc_name}` at this step"),
+            );
+        }
+    }
+
+    fn map(&mut self, path: &[Seg], key: &str, proc_name: &str, map: &str) {
+        let known = self
+            .procs
+            .get(proc_name)
+            .is_some_and(|p| p.maps.contains(map));
+        if !known && self.check_names {
+            self.key_issue(
+                path,
+                key,
+                format!("mapping `{map}` does not exist in process `{proc_name}` at this step"),
+            );
+        }
+    }
+
+    fn addr(&mut self, path: &[Seg], key: &str, proc_name: &str, addr: &Addr) {
+        if let Addr::InMap { map, at } = addr {
+            self.map(path, key, proc_name, map);
+            self.size(path, key, at);
+        }
+    }
+
+    fn range(&mut self, path: &[Seg], proc_name: &str, r: &Range) {
+        self.map(path, "map", proc_name, &r.map);
+        self.size(path, "at", &r.at);
+        if let Some(len) = &r.len {
+            self.size(path, "len", len);
+        }
+    }
+
+    fn data(&mut self, path: &[Seg], data: &Data, default_len: Option<u64>) {
+        if let Err(e) = data.resolve(self.page_size, default_len) {
+            self.issue(path.to_vec(), e);
+        }
+    }
+
+    fn step(&mut self, step: &Step, path: Vec<Seg>, in_together: bool) {
+        let op = &step.op;
+        let coord = op.is_coordinator_op();
+        let proc_name = match (&step.process, coord) {
+            (Some(_), true) => {
+                self.key_issue(
+                    &path,
+                    "in",
+                    format!(
+                        "`{}` is done by the harness itself (the waiting parent for `wait`); leave out `in`",
+                        op.name()
+                    ),
+                );
+                None
+            }
+            (None, false) => {
+                self.issue(
+                    path.clone(),
+                    format!("`{}` needs `in`: the process that does it", op.name()),
+                );
+                None
+            }
+            (Some(p), false) => Some(p.clone()),
+            (None, true) => None,
+        };
+        if let Some(p) = &proc_name {
+            let view = self.procs.entry(p.clone()).or_default();
+            if view.exited {
+                self.key_issue(
+                    &path,
+                    "in",
+                    format!("process `{p}` has exited before this step"),
+                );
+            }
+        }
+        if in_together
+            && matches!(
+                op,
+                Op::Fork
+                    | Op::Exit { .. }
+                    | Op::Wait { .. }
+                    | Op::Kill { .. }
+                    | Op::Together { .. }
+                    | Op::CheckFile { .. }
+            )
+        {
+            self.issue(
+                path.clone(),
+                format!(
+                    "`{}` cannot run inside `together`; only one process's own operations can",
+                    op.name()
+                ),
+            );
+        }
+        let creates = matches!(
+            op,
+            Op::Open { .. }
+                | Op::MemfdCreate { .. }
+                | Op::Mmap { .. }
+                | Op::Fork
+                | Op::Fstat { .. }
+                | Op::Mremap { .. }
+        );
+        let needs_name = matches!(
+            op,
+            Op::Open { .. } | Op::MemfdCreate { .. } | Op::Mmap { .. } | Op::Fork
+        );
+        match (&step.name, creates, needs_name) {
+            (Some(_), false, _) => self.key_issue(
+                &path,
+                "as",
+                format!("`{}` creates nothing to name with `as`", op.name()),
+            ),
+            (None, _, true) => self.issue(
+                path.clone(),
+                format!("`{}` needs `as`: the name of what it creates", op.name()),
+            ),
+            _ => {}
+        }
+        let p = proc_name.clone().unwrap_or_default();
+        let has_proc = proc_name.is_some();
+        let mut load_len: Option<i128> = None;
+        match op {
+            Op::Open {
+                path: name, flags, ..
+            } => {
+                self.check_path(&path, name);
+                self.flags(&path, "flags", FlagKind::Open, flags);
+            }
+            Op::Close { fd } => {
+                if has_proc {
+                    self.fd(&path, &p, fd);
+                }
+            }
+            Op::Ftruncate { fd, len } => {
+                if has_proc {
+                    self.fd(&path, &p, fd);
+                }
+                self.size(&path, "len", len);
+            }
+            Op::Pread { fd, at, len } => {
+                if has_proc {
+                    self.fd(&path, &p, fd);
+                }
+                self.size(&path, "at", at);
+                load_len = self.size(&path, "len", len);
+            }
+            Op::Pwrite { fd, at, data } => {
+                if has_proc {
+                    self.fd(&path, &p, fd);
+                }
+                self.size(&path, "at", at);
+                self.data(&path, data, None);
+            }
+            Op::Write { fd, data } => {
+                if has_proc {
+                    self.fd(&path, &p, fd);
+                }
+                self.data(&path, data, None);
+            }
+            Op::Fsync { fd }
+            | Op::Fdatasync { fd }
+            | Op::Fstat { fd }
+            | Op::Futimens { fd, .. } => {
+                if has_proc {
+                    self.fd(&path, &p, fd);
+                }
+            }
+            Op::Unlink { path: name } => self.check_path(&path, name),
+            Op::MemfdCreate { flags, .. } => {
+                if let Some(f) = flags {
+                    self.flags(&path, "flags", FlagKind::Memfd, f);
+                }
+            }
+            Op::Mmap {
+                fd,
+                len,
+                prot,
+                flags,
+                offset,
+                addr,
+            } => {
+                if let (Some(fd), true) = (fd, has_proc) {
+                    self.fd(&path, &p, fd);
+                }
+                self.size(&path, "len", len);
+                self.flags(&path, "prot", FlagKind::Prot, prot);
+                self.flags(&path, "flags", FlagKind::Map, flags);
+                if let Some(o) = offset {
+                    self.size(&path, "offset", o);
+                }
+                if let (Some(a), true) = (addr, has_proc) {
+                    self.addr(&path, "addr", &p, a);
+                }
+            }
+            Op::Munmap { range } | Op::Munlock { range } | Op::Mincore { range } => {
+                if has_proc {
+                    self.range(&path, &p, range);
+                }
+            }
+            Op::Mprotect { range, prot } => {
+                if has_proc {
+                    self.range(&path, &p, range);
+                }
+                self.flags(&path, "prot", FlagKind::Prot, prot);
+            }
+            Op::Msync { range, flags } => {
+                if has_proc {
+                    self.range(&path, &p, range);
+                }
+                self.flags(&path, "flags", FlagKind::Msync, flags);
+            }
+            Op::Madvise { range, advice } => {
+                if has_proc {
+                    self.range(&path, &p, range);
+                }
+                self.flags(&path, "advice", FlagKind::Madvise, advice);
+            }
+            Op::Mlock { range, flags } => {
+                if has_proc {
+                    self.range(&path, &p, range);
+                }
+                if let Some(f) = flags {
+                    self.flags(&path, "flags", FlagKind::Mlock, f);
+                }
+            }
+            Op::Mremap {
+                map,
+                at,
+                old_len,
+                new_len,
+                flags,
+                new_addr,
+            } => {
+                if has_proc {
+                    self.map(&path, "map", &p, map);
+                }
+                self.size(&path, "at", at);
+                self.size(&path, "old_len", old_len);
+                self.size(&path, "new_len", new_len);
+                if let Some(f) = flags {
+                    self.flags(&path, "flags", FlagKind::Mremap, f);
+                }
+                if let (Some(a), true) = (new_addr, has_proc) {
+                    self.addr(&path, "new_addr", &p, a);
+                }
+            }
+            Op::Store { map, at, data } => {
+                if has_proc {
+                    self.map(&path, "map", &p, map);
+                }
+                self.size(&path, "at", at);
+                self.data(&path, data, None);
+            }
+            Op::Load { map, at, len } => {
+                if has_proc {
+                    self.map(&path, "map", &p, map);
+                }
+                self.size(&path, "at", at);
+                load_len = self.size(&path, "len", len);
+            }
+            Op::Increment { map, at, width, .. } => {
+                if has_proc {
+                    self.map(&path, "map", &p, map);
+                }
+                self.size(&path, "at", at);
+                if *width != 4 && *width != 8 {
+                    self.key_issue(&path, "width", "`width` is 4 or 8 bytes");
+                }
+            }
+            Op::Fork => {
+                if let Some(child) = &step.name {
+                    if self.procs.contains_key(child) {
+                        self.key_issue(&path, "as", format!("process `{child}` already exists"));
+                    } else if has_proc {
+                        let mut view = self.procs.get(&p).cloned().unwrap_or_default();
+                        view.exited = false;
+                        self.procs.insert(child.clone(), view);
+                    }
+                }
+            }
+            Op::Exit { .. } => {
+                if let Some(v) = self.procs.get_mut(&p) {
+                    v.exited = true;
+                }
+            }
+            Op::Wait { target } => {
+                if !self.procs.contains_key(target) {
+                    self.key_issue(&path, "proc", format!("no process `{target}` to wait for"));
+                }
+            }
+            Op::Kill { target, signal } => {
+                if !self.procs.contains_key(target) {
+                    self.key_issue(&path, "proc", format!("no process `{target}` to signal"));
+                }
+                if names::signal_value(signal).is_none() {
+                    self.key_issue(&path, "signal", format!("unknown signal `{signal}`"));
+                }
+            }
+            Op::Together { steps } => {
+                if steps.len() < 2 {
+                    self.issue(path.clone(), "`together` needs at least two steps");
+                }
+                let mut seen = BTreeSet::new();
+                for (i, inner) in steps.iter().enumerate() {
+                    let mut ip = path.clone();
+                    ip.push(Seg::from("steps"));
+                    ip.push(Seg::from(i));
+                    if let Some(pn) = &inner.process {
+                        if !seen.insert(pn.clone()) {
+                            self.key_issue(
+                                &ip,
+                                "in",
+                                format!("process `{pn}` appears twice in one `together`"),
+                            );
+                        }
+                    }
+                    self.step(inner, ip, true);
+                }
+            }
+            Op::CheckFile {
+                path: name,
+                len,
+                at,
+            } => {
+                self.check_path(&path, name);
+                self.size(&path, "at", at);
+                if let Some(l) = len {
+                    load_len = self.size(&path, "len", l);
+                }
+            }
+        }
+        self.expectations(step, &path, load_len);
+        // Names created by this step exist from the next step on.
+        if let (Some(name), true) = (&step.name, has_proc) {
+            let view = self.procs.entry(p.clone()).or_default();
+            match op {
+                Op::Open { .. } | Op::MemfdCreate { .. } => {
+                    view.fds.insert(name.clone());
+                }
+                Op::Mmap { .. } | Op::Mremap { .. } => {
+                    view.maps.insert(name.clone());
+                }
+                Op::Fstat { .. } => {
+                    self.snapshots.insert(name.clone());
+                }
+                _ => {}
+            }
+        }
+        if let (Op::Close { fd }, true) = (op, has_proc) {
+            if let Some(v) = self.procs.get_mut(&p) {
+                v.fds.remove(fd);
+            }
+        }
+    }
+
+    fn expectations(&mut self, step: &Step, path: &[Seg], load_len: Option<i128>) {
+        if step.observe && step.expect.is_some() {
+            self.key_issue(
+                path,
+                "observe",
+                "a step either expects or observes, not both",
+            );
+        }
+        if let Some(e) = &step.expect {
+            let mut p = path.to_vec();
+            p.push(Seg::from("expect"));
+            self.expect(&step.op, e, &p, load_len);
+        }
+        for (i, v) in step.variants.iter().enumerate() {
+            let mut vp = path.to_vec();
+            vp.push(Seg::from("variants"));
+            vp.push(Seg::from(i));
+            let w = &v.when;
+            if w.fs.is_empty() && w.kernel.is_none() && w.page_size.is_none() && w.arch.is_empty() {
+                self.key_issue(
+                    &vp,
+                    "when",
+                    "`when` must name at least one of fs, kernel, page_size, arch",
+                );
+            }
+            if let Some(k) = &w.kernel {
+                if let Err(e) = KernelRange::parse(k) {
+                    self.key_issue(&vp, "kernel", e);
+                }
+            }
+            if v.why.trim().is_empty() {
+                self.key_issue(
+                    &vp,
+                    "why",
+                    "a variant says why it differs (a commit, man page or clause)",
+                );
+            }
+            if v.observe && v.expect.is_some() {
+                self.key_issue(
+                    &vp,
+                    "observe",
+                    "a variant either expects or observes, not both",
+                );
+            }
+            if let Some(e) = &v.expect {
+                vp.push(Seg::from("expect"));
+                self.expect(&step.op, e, &vp, load_len);
+            }
+        }
+    }
+
+    fn expect(&mut self, op: &Op, e: &Expect, path: &[Seg], load_len: Option<i128>) {
+        let name = op.name();
+        if let Some(errno) = &e.errno {
+            if names::errno_value(errno).is_none() {
+                self.key_issue(path, "errno", format!("unknown errno `{errno}`"));
+            }
+        }
+        if let Some(sig) = &e.signal {
+            if names::signal_value(sig).is_none() {
+                self.key_issue(path, "signal", format!("unknown signal `{sig}`"));
+            }
+            if !matches!(
+                op,
+                Op::Load { .. } | Op::Store { .. } | Op::Increment { .. }
+            ) {
+                self.key_issue(path, "signal", format!("`{name}` makes no memory access that could raise a signal; a failing syscall gives an errno"));
+            }
+        }
+        match (&e.si_code, &e.signal) {
+            (Some(_), None) => self.key_issue(path, "si_code", "`si_code` goes with `signal`"),
+            (Some(code), Some(sig)) if !names::si_code_known(sig, code) => self.key_issue(
+                path,
+                "si_code",
+                format!("`{code}` is not an si_code of {sig}"),
+            ),
+            _ => {}
+        }
+        let outcomes = [
+            e.errno.is_some(),
+            e.signal.is_some(),
+            e.exit.is_some() || e.killed_by.is_some(),
+        ];
+        if outcomes.iter().filter(|b| **b).count() > 1 {
+            self.issue(
+                path.to_vec(),
+                "expect at most one outcome: `errno`, `signal`, or `exit`/`killed_by`",
+            );
+        }
+        if (e.exit.is_some() || e.killed_by.is_some()) && !matches!(op, Op::Wait { .. }) {
+            self.issue(
+                path.to_vec(),
+                "`exit` and `killed_by` are outcomes of `wait`",
+            );
+        }
+        if e.exit.is_some() && e.killed_by.is_some() {
+            self.issue(path.to_vec(), "a process either exits or is killed");
+        }
+        if let Some(k) = &e.killed_by {
+            if names::signal_value(k).is_none() {
+                self.key_issue(path, "killed_by", format!("unknown signal `{k}`"));
+            }
+        }
+        let bytes = e.bytes();
+        let byte_op = matches!(
+            op,
+            Op::Load { .. } | Op::Pread { .. } | Op::CheckFile { .. } | Op::Mincore { .. }
+        );
+        if !bytes.is_empty() {
+            if !byte_op {
+                self.issue(path.to_vec(), format!("`{name}` reads no bytes to compare"));
+            } else {
+                let default_len = load_len.and_then(|l| u64::try_from(l).ok());
+                match bytes.resolve(self.page_size, default_len) {
+                    Err(err) => self.issue(path.to_vec(), err),
+                    Ok(b) => {
+                        if let (Some(want), false) = (default_len, matches!(op, Op::Mincore { .. }))
+                        {
+                            if b.len() != want {
+                                self.issue(
+                                    path.to_vec(),
+                                    format!("expects {} bytes but the step reads {want}", b.len()),
+                                );
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        if e.value.is_some() || e.range.is_some() {
+            if e.value.is_some() && e.range.is_some() {
+                self.issue(path.to_vec(), "give `value` or `range`, not both");
+            }
+            let number_op = byte_op || matches!(op, Op::Pwrite { .. } | Op::Write { .. });
+            if !number_op {
+                self.issue(path.to_vec(), format!("`{name}` observes no number"));
+            }
+            if let Some([lo, hi]) = e.range {
+                if lo > hi {
+                    self.key_issue(path, "range", "`range` is [min, max] with min <= max");
+                }
+            }
+        }
+        if let Some(st) = &e.stat {
+            if !matches!(op, Op::Fstat { .. }) {
+                self.key_issue(path, "stat", "`stat` is an expectation of `fstat`");
+            }
+            if let Some(size) = &st.size {
+                self.size(path, "size", size);
+            }
+            for since in [&st.mtime, &st.ctime].into_iter().flatten() {
+                let (super::model::Since::ChangedSince(snap)
+                | super::model::Since::UnchangedSince(snap)) = since;
+                if !self.snapshots.contains(snap) {
+                    self.issue(
+                        path.to_vec(),
+                        format!("no earlier fstat step named `{snap}`"),
+                    );
+                }
+            }
+        }
+    }
+}
+
+/// A file name inside the scratch directory: no `/`, not `.` or `..`, not empty.
+pub fn check_file_name(name: &str) -> Result<(), String> {
+    if name.is_empty() {
+        return Err("empty path".to_string());
+    }
+    if name.starts_with('/') {
+        return Err(format!(
+            "path `{name}` is absolute; paths are names inside the case's scratch directory"
+        ));
+    }
+    if name.split('/').any(|c| c == "..") {
+        return Err(format!(
+            "path `{name}` leaves the scratch directory through `..`"
+        ));
+    }
+    if name.contains('/') || name == "." || name.contains('\0') {
+        return Err(format!(
+            "path `{name}` must be a plain file name inside the scratch directory"
+        ));
+    }
+    Ok(())
+}

@@ -1,0 +1,563 @@
+//! The coordinator: walks one case's steps in order, hands each to the
+//! process that performs it, waits for the observation, judges it.
+//!
+//! Order across processes comes only from here: a step is sent after the
+//! previous step's observation came back, so no case ever needs a sleep.
+//! The coordinator may run several cases on threads at once, so it never
+//! forks without exec: fresh workers are spawned by exec of the harness,
+//! and `fork` steps are performed by the workers themselves.
+
+use super::live;
+use super::ops::{open_beneath, with_bytes};
+use super::plan;
+use super::protocol::{
+    Call, Channel, ExitStatus, Observation, Outcome, RecvError, Request, StatInfo,
+};
+use crate::case::expect::{self, Context};
+use crate::case::model::{Op, Step};
+use crate::case::LoadedCase;
+use crate::report::{CaseReport, Status, StepReport, StepStatus};
+use crate::target::Environment;
+use std::collections::{BTreeMap, HashMap};
+use std::os::fd::{AsRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+use std::os::unix::process::CommandExt;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+/// How cases are run.
+#[derive(Debug, Clone)]
+pub struct RunOptions {
+    /// The harness binary, exec'd as `EXE __worker DIR` for each fresh process.
+    pub worker_exe: PathBuf,
+    /// Time limit for cases that do not set their own.
+    pub default_timeout: Duration,
+    /// When set, overrides every case's own limit.
+    pub force_timeout: Option<Duration>,
+}
+
+struct Proc {
+    pid: i32,
+    chan: Channel,
+    /// The worker that forked this one; None for a process the coordinator spawned.
+    parent: Option<String>,
+    /// The handle of a spawned process, for waitpid.
+    child: Option<Child>,
+    /// It performed `exit`, was waited for, or its channel closed.
+    gone: bool,
+}
+
+/// Why a case stopped early.
+enum Stop {
+    /// A step did not observe what was expected.
+    Failed,
+    /// The harness could not go on (timeout, setup, broken worker).
+    Broken(String),
+}
+
+struct Run<'a> {
+    env: &'a Environment,
+    dir: PathBuf,
+    dirfd: OwnedFd,
+    opts: &'a RunOptions,
+    deadline: Instant,
+    limit: Duration,
+    procs: BTreeMap<String, Proc>,
+    pgids: Vec<i32>,
+    snapshots: HashMap<String, StatInfo>,
+    steps: Vec<StepReport>,
+}
+
+/// Runs one case in `dir` (an empty scratch directory) and reports on it.
+pub fn run_case(case: &LoadedCase, env: &Environment, dir: &Path, opts: &RunOptions) -> CaseReport {
+    let started = Instant::now();
+    let limit = opts.force_timeout.unwrap_or_else(|| {
+        case.case
+            .timeout
+            .map(Duration::from_secs_f64)
+            .unwrap_or(opts.default_timeout)
+    });
+    let mut report = CaseReport {
+        id: case.id.clone(),
+        title: case.case.title.clone(),
+        status: Status::Pass,
+        duration_ms: 0,
+        reason: None,
+        failed_step: None,
+        steps: Vec::new(),
+    };
+    let dirfd = match nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        // SAFETY: the kernel just gave us this fd.
+        Ok(fd) => unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) },
+        Err(e) => {
+            report.status = Status::Error;
+            report.reason = Some(format!("cannot open scratch dir {}: {e}", dir.display()));
+            return report;
+        }
+    };
+    let mut run = Run {
+        env,
+        dir: dir.to_path_buf(),
+        dirfd,
+        opts,
+        deadline: started + limit,
+        limit,
+        procs: BTreeMap::new(),
+        pgids: Vec::new(),
+        snapshots: HashMap::new(),
+        steps: Vec::new(),
+    };
+    let outcome = run
+        .create_files(case)
+        .map_err(Stop::Broken)
+        .and_then(|()| run.walk(&case.case.steps));
+    run.teardown();
+    report.steps = std::mem::take(&mut run.steps);
+    match outcome {
+        Ok(()) => {}
+        Err(Stop::Failed) => {
+            report.status = Status::Fail;
+            if let Some(s) = report.steps.iter().find(|s| s.status == StepStatus::Fail) {
+                report.failed_step = s.index.split('.').next().and_then(|i| i.parse().ok());
+                report.reason = Some(format!(
+                    "step {} ({}): {}",
+                    s.index,
+                    s.summary,
+                    s.message.as_deref().unwrap_or("failed")
+                ));
+            }
+        }
+        Err(Stop::Broken(why)) => {
+            report.status = Status::Error;
+            report.failed_step = report
+                .steps
+                .last()
+                .and_then(|s| s.index.split('.').next().and_then(|i| i.parse().ok()));
+            report.reason = Some(why);
+        }
+    }
+    report.duration_ms = started.elapsed().as_millis() as u64;
+    report
+}
+
+impl Run<'_> {
+    fn ps(&self) -> u64 {
+        self.env.page_size
+    }
+
+    fn create_files(&self, case: &LoadedCase) -> Result<(), String> {
+        use std::io::Write;
+        use std::os::unix::fs::PermissionsExt;
+        for (name, init) in &case.case.files {
+            let path = self.dir.join(name);
+            let fail = |e: std::io::Error| format!("creating {name}: {e}");
+            let mut f = std::fs::File::create(&path).map_err(fail)?;
+            let size = init
+                .size
+                .as_ref()
+                .map(|s| s.resolve_len(self.ps()))
+                .transpose()?;
+            if !init.data.is_empty() {
+                let bytes = init.data.resolve(self.ps(), size)?.materialize();
+                f.write_all(&bytes).map_err(fail)?;
+            }
+            if let Some(size) = size {
+                f.set_len(size).map_err(fail)?;
+            }
+            let mode = init.mode.unwrap_or(0o644);
+            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+        }
+        Ok(())
+    }
+
+    fn walk(&mut self, steps: &[Step]) -> Result<(), Stop> {
+        for (i, step) in steps.iter().enumerate() {
+            let index = (i + 1).to_string();
+            if let Op::Together { steps: inner } = &step.op {
+                self.together(&index, inner)?;
+            } else {
+                let started = Instant::now();
+                let obs = self.perform(step)?;
+                self.record(&index, step, obs, started)?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Judges an observation, records the step, and stops the case on failure.
+    fn record(
+        &mut self,
+        index: &str,
+        step: &Step,
+        obs: Observation,
+        started: Instant,
+    ) -> Result<(), Stop> {
+        let applied = expect::applied(step, self.env);
+        let ctx = Context {
+            page_size: self.ps(),
+            snapshots: &self.snapshots,
+        };
+        let (status, message) = match (&obs.outcome, &applied.expect) {
+            (Outcome::Error { message }, _) => (StepStatus::Error, Some(message.clone())),
+            (_, None) => (StepStatus::Observed, None),
+            (_, Some(e)) => match expect::judge(e, &obs, &ctx) {
+                Ok(()) => (StepStatus::Pass, None),
+                Err(m) => (StepStatus::Fail, Some(m)),
+            },
+        };
+        if let (Op::Fstat { .. }, Some(name), Some(st)) = (&step.op, &step.name, &obs.stat) {
+            self.snapshots.insert(name.clone(), st.clone());
+        }
+        let summary = plan::summary(step);
+        self.steps.push(StepReport {
+            index: index.to_string(),
+            process: step.process.clone(),
+            op: step.op.name().to_string(),
+            summary: summary.clone(),
+            status,
+            expected: applied.expect,
+            variant: applied.variant,
+            observed: Some(obs),
+            message: message.clone(),
+            duration_us: started.elapsed().as_micros() as u64,
+        });
+        match status {
+            StepStatus::Pass | StepStatus::Observed => Ok(()),
+            StepStatus::Fail => Err(Stop::Failed),
+            StepStatus::Error => Err(Stop::Broken(format!(
+                "step {index} ({summary}): {}",
+                message.unwrap_or_default()
+            ))),
+        }
+    }
+
+    /// Performs one step and returns what was observed. Err only when the
+    /// case cannot go on at all (a timeout, a worker that cannot start).
+    fn perform(&mut self, step: &Step) -> Result<Observation, Stop> {
+        match &step.op {
+            Op::Wait { target } => self.wait(target),
+            Op::Kill { target, signal } => Ok(self.kill(target, signal)),
+            Op::CheckFile { path, at, len } => Ok(self.check_file(path, at, len.as_ref())),
+            Op::Together { .. } => unreachable!("handled by walk"),
+            Op::Fork => {
+                let p = self.proc_for(step)?;
+                self.fork(&p, step.name.as_deref().unwrap_or_default())
+            }
+            Op::Exit { code } => {
+                let p = self.proc_for(step)?;
+                self.exit(&p, *code)
+            }
+            _ => {
+                let p = self.proc_for(step)?;
+                let call = plan::call(step, self.ps())
+                    .map_err(Stop::Broken)?
+                    .expect("worker op has a call");
+                self.send(&p, Request::Call(call), None)?;
+                self.receive(&p)
+            }
+        }
+    }
+
+    fn together(&mut self, index: &str, inner: &[Step]) -> Result<(), Stop> {
+        let started = Instant::now();
+        let mut sent = Vec::new();
+        for step in inner {
+            let p = self.proc_for(step)?;
+            let call = plan::call(step, self.ps()).map_err(Stop::Broken)?;
+            let Some(call) = call else {
+                return Err(Stop::Broken(format!(
+                    "`{}` cannot run inside `together`",
+                    step.op.name()
+                )));
+            };
+            self.send(&p, Request::Call(call), None)?;
+            sent.push(p);
+        }
+        // Join: every process's observation, in the order the case lists them.
+        let mut observed = Vec::new();
+        for p in &sent {
+            observed.push(self.receive(p)?);
+        }
+        for (i, (step, obs)) in inner.iter().zip(observed).enumerate() {
+            self.record(&format!("{index}.{}", i + 1), step, obs, started)?;
+        }
+        Ok(())
+    }
+
+    /// The process a worker step names, spawning it if it is new.
+    fn proc_for(&mut self, step: &Step) -> Result<String, Stop> {
+        let name = step
+            .process
+            .clone()
+            .ok_or_else(|| Stop::Broken(format!("`{}` has no `in`", step.op.name())))?;
+        if !self.procs.contains_key(&name) {
+            self.spawn(&name)?;
+        }
+        Ok(name)
+    }
+
+    fn spawn(&mut self, name: &str) -> Result<(), Stop> {
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| Stop::Broken(format!("socketpair: {e}")))?;
+        let their_fd = theirs.as_raw_fd();
+        let mut cmd = Command::new(&self.opts.worker_exe);
+        cmd.arg("__worker")
+            .arg(&self.dir)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .process_group(0);
+        // SAFETY: only async-signal-safe calls between fork and exec.
+        unsafe {
+            cmd.pre_exec(move || {
+                // The channel becomes fd 3 (dup2 clears close-on-exec on the copy).
+                if libc::dup2(their_fd, super::worker::CHANNEL_FD) < 0 {
+                    return Err(std::io::Error::last_os_error());
+                }
+                // If the coordinator dies, so does the worker.
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+        let child = cmd.spawn().map_err(|e| {
+            Stop::Broken(format!(
+                "cannot start process `{name}` ({}): {e}",
+                self.opts.worker_exe.display()
+            ))
+        })?;
+        drop(theirs);
+        let pid = child.id() as i32;
+        self.pgids.push(pid);
+        live::add_group(pid);
+        let chan = Channel::new(ours).map_err(|e| Stop::Broken(format!("channel: {e}")))?;
+        self.procs.insert(
+            name.to_string(),
+            Proc {
+                pid,
+                chan,
+                parent: None,
+                child: Some(child),
+                gone: false,
+            },
+        );
+        Ok(())
+    }
+
+    fn proc(&mut self, name: &str) -> Result<&mut Proc, Stop> {
+        self.procs
+            .get_mut(name)
+            .ok_or_else(|| Stop::Broken(format!("no process `{name}`")))
+    }
+
+    fn send(&mut self, name: &str, req: Request, fd: Option<i32>) -> Result<(), Stop> {
+        let p = self.proc(name)?;
+        if p.gone {
+            return Err(Stop::Broken(format!("process `{name}` has already ended")));
+        }
+        // A send to a process that died is seen as a closed channel on receive.
+        let _ = p.chan.send(&req, fd);
+        Ok(())
+    }
+
+    fn receive(&mut self, name: &str) -> Result<Observation, Stop> {
+        let deadline = self.deadline;
+        let limit = self.limit;
+        let p = self.proc(name)?;
+        match p.chan.recv(deadline) {
+            Ok(obs) => Ok(obs),
+            Err(RecvError::TimedOut) => Err(Stop::Broken(format!(
+                "timed out after {:.1}s waiting for process `{name}`",
+                limit.as_secs_f64()
+            ))),
+            Err(RecvError::Closed) => {
+                p.gone = true;
+                let how = match p.child.as_mut().map(|c| c.wait()) {
+                    Some(Ok(status)) => describe_status(status),
+                    _ => "ended".to_string(),
+                };
+                Ok(Observation::of(Outcome::Error {
+                    message: format!("process `{name}` died during the step ({how})"),
+                }))
+            }
+            Err(e) => Err(Stop::Broken(format!("channel of `{name}`: {e}"))),
+        }
+    }
+
+    fn fork(&mut self, parent: &str, child: &str) -> Result<Observation, Stop> {
+        let (ours, theirs) =
+            UnixStream::pair().map_err(|e| Stop::Broken(format!("socketpair: {e}")))?;
+        self.send(parent, Request::Fork, Some(theirs.as_raw_fd()))?;
+        drop(theirs);
+        let obs = self.receive(parent)?;
+        if let Some(pid) = obs.pid {
+            let chan = Channel::new(ours).map_err(|e| Stop::Broken(format!("channel: {e}")))?;
+            self.procs.insert(
+                child.to_string(),
+                Proc {
+                    pid,
+                    chan,
+                    parent: Some(parent.to_string()),
+                    child: None,
+                    gone: false,
+                },
+            );
+        }
+        Ok(obs)
+    }
+
+    fn exit(&mut self, name: &str, code: i32) -> Result<Observation, Stop> {
+        self.send(name, Request::Exit(code), None)?;
+        let deadline = self.deadline;
+        let p = self.proc(name)?;
+        p.gone = true;
+        match p.chan.wait_closed(deadline) {
+            Ok(()) => Ok(Observation::ok()),
+            Err(RecvError::TimedOut) => Err(Stop::Broken(format!(
+                "timed out waiting for `{name}` to exit"
+            ))),
+            Err(e) => Err(Stop::Broken(format!("channel of `{name}`: {e}"))),
+        }
+    }
+
+    /// waitpid by the real parent: the coordinator for spawned processes,
+    /// the forking worker for forked ones.
+    fn wait(&mut self, target: &str) -> Result<Observation, Stop> {
+        let deadline = self.deadline;
+        let limit = self.limit;
+        let parent = self.proc(target)?.parent.clone();
+        match parent {
+            Some(parent) => {
+                let pid = self.proc(target)?.pid;
+                self.send(&parent, Request::Call(Call::Wait { pid }), None)?;
+                let obs = self.receive(&parent)?;
+                self.proc(target)?.gone = true;
+                Ok(obs)
+            }
+            None => {
+                let p = self.proc(target)?;
+                // The channel closes when the process ends; only then is
+                // waitpid sure not to block past the deadline.
+                match p.chan.wait_closed(deadline) {
+                    Ok(()) => {}
+                    Err(RecvError::TimedOut) => {
+                        return Err(Stop::Broken(format!(
+                            "timed out after {:.1}s waiting for process `{target}` to end",
+                            limit.as_secs_f64()
+                        )))
+                    }
+                    Err(e) => return Err(Stop::Broken(format!("channel of `{target}`: {e}"))),
+                }
+                p.gone = true;
+                let Some(child) = p.child.as_mut() else {
+                    return Ok(Observation::error(format!(
+                        "`{target}` is not a child of the harness"
+                    )));
+                };
+                match child.wait() {
+                    Ok(status) => {
+                        let mut obs = Observation::ok();
+                        obs.exit = Some(exit_status(status));
+                        Ok(obs)
+                    }
+                    Err(e) => Ok(Observation::errno(e.raw_os_error().unwrap_or(libc::ECHILD))),
+                }
+            }
+        }
+    }
+
+    fn kill(&mut self, target: &str, signal: &str) -> Observation {
+        let Some(p) = self.procs.get(target) else {
+            return Observation::error(format!("no process `{target}`"));
+        };
+        let Some(sig) = crate::names::signal_value(signal) else {
+            return Observation::error(format!("unknown signal `{signal}`"));
+        };
+        // SAFETY: signals a process of this case.
+        if unsafe { libc::kill(p.pid, sig) } == 0 {
+            Observation::ok()
+        } else {
+            Observation::errno(nix::errno::Errno::last_raw())
+        }
+    }
+
+    /// Reads the file as a newcomer would: a fresh open, then pread.
+    fn check_file(
+        &self,
+        path: &str,
+        at: &crate::case::model::Size,
+        len: Option<&crate::case::model::Size>,
+    ) -> Observation {
+        let at = match at.resolve_offset(self.ps()) {
+            Ok(v) => v,
+            Err(e) => return Observation::error(e),
+        };
+        let fd = match open_beneath(self.dirfd.as_raw_fd(), path, libc::O_RDONLY, 0) {
+            Ok(fd) => fd,
+            Err(e) => return Observation::errno(e as i32),
+        };
+        let want = match len.map(|l| l.resolve_len(self.ps())) {
+            Some(Ok(l)) => Some(l as usize),
+            Some(Err(e)) => return Observation::error(e),
+            None => None,
+        };
+        let file = std::fs::File::from(fd);
+        let mut buf = Vec::new();
+        let mut offset = at as u64;
+        let mut chunk = vec![0u8; 65536];
+        loop {
+            let room = match want {
+                Some(w) if buf.len() >= w => break,
+                Some(w) => (w - buf.len()).min(chunk.len()),
+                None => chunk.len(),
+            };
+            match std::os::unix::fs::FileExt::read_at(&file, &mut chunk[..room], offset) {
+                Ok(0) => break,
+                Ok(n) => {
+                    buf.extend_from_slice(&chunk[..n]);
+                    offset += n as u64;
+                }
+                Err(e) => return Observation::errno(e.raw_os_error().unwrap_or(libc::EIO)),
+            }
+        }
+        with_bytes(buf)
+    }
+
+    /// Ends every process of the case, whatever state it is in, and reaps them.
+    fn teardown(&mut self) {
+        for &pgid in &self.pgids {
+            // SAFETY: signals only process groups this case created.
+            unsafe { libc::killpg(pgid, libc::SIGKILL) };
+        }
+        for p in self.procs.values_mut() {
+            if let Some(c) = p.child.as_mut() {
+                let _ = c.wait();
+            }
+        }
+        // Forked workers whose parents died were reparented to us (we are a
+        // child subreaper); collect them so no zombie outlives the case.
+        for &pgid in &self.pgids {
+            live::reap_group(pgid);
+            live::remove_group(pgid);
+        }
+    }
+}
+
+fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
+    use std::os::unix::process::ExitStatusExt;
+    match (status.code(), status.signal()) {
+        (Some(c), _) => ExitStatus::Exited(c),
+        (None, Some(s)) => ExitStatus::Killed(crate::names::signal_name(s)),
+        _ => ExitStatus::Exited(-1),
+    }
+}
+
+fn describe_status(status: std::process::ExitStatus) -> String {
+    match exit_status(status) {
+        ExitStatus::Exited(c) => format!("exit status {c}"),
+        ExitStatus::Killed(s) => format!("killed by {s}"),
+    }
+}

@@ -1,0 +1,12 @@
+//! Running cases: the coordinator, the workers, the wire between them, and
+//! the syscall operations.
+
+pub mod coordinator;
+pub mod fault;
+pub mod live;
+pub mod ops;
+pub mod plan;
+pub mod protocol;
+pub mod worker;
+
+pub use coordinator::{run_case, RunOptions};

@@ -1,0 +1,445 @@
+//! The syscall operations a worker performs: one function per operation,
+//! and the only place in the harness that makes these calls on behalf of a case.
+//!
+//! Memory-management calls go through libc, not nix: cases pass arguments
+//! the kernel must reject (length 0, NULL or unaligned addresses, unknown
+//! flag bits), and nix's typed wrappers cannot express those by design.
+
+use super::fault::{self, Fault};
+use super::protocol::{Call, ExitStatus, Observation, Outcome, Place, Span, StatInfo};
+use crate::names;
+use nix::errno::Errno;
+use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
+use nix::sys::stat::Mode;
+use nix::sys::wait::{waitpid, WaitStatus};
+use nix::unistd::Pid;
+use std::collections::HashMap;
+use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
+
+/// A named mapping: where the case's `mmap` put it and how long it was.
+#[derive(Debug, Clone, Copy)]
+pub struct MapInfo {
+    pub addr: usize,
+    pub len: u64,
+}
+
+/// Everything a worker holds by name. fork(2) copies it along with the
+/// address space, which is exactly the inheritance a child should see.
+pub struct WorkerState {
+    pub dir: OwnedFd,
+    pub fds: HashMap<String, OwnedFd>,
+    pub maps: HashMap<String, MapInfo>,
+    pub page_size: u64,
+}
+
+type OpResult = Result<Observation, Observation>;
+
+fn last_errno() -> Observation {
+    Observation::errno(Errno::last_raw())
+}
+
+fn from_nix(e: Errno) -> Observation {
+    Observation::errno(e as i32)
+}
+
+fn fault_observation(f: Fault, start: usize) -> Observation {
+    Observation::of(Outcome::Signal {
+        signal: names::signal_name(f.signo),
+        si_code: names::si_code_name(f.signo, f.code),
+        offset: (f.addr as i64).wrapping_sub(start as i64),
+        done: f.done,
+    })
+}
+
+impl WorkerState {
+    fn fd(&self, name: &str) -> Result<RawFd, Observation> {
+        self.fds.get(name).map(|f| f.as_raw_fd()).ok_or_else(|| {
+            Observation::error(format!(
+                "no fd named `{name}` in this process (did its open fail?)"
+            ))
+        })
+    }
+
+    fn map(&self, name: &str) -> Result<MapInfo, Observation> {
+        self.maps.get(name).copied().ok_or_else(|| {
+            Observation::error(format!(
+                "no mapping named `{name}` in this process (did its mmap fail?)"
+            ))
+        })
+    }
+
+    fn place(&self, p: &Place) -> Result<usize, Observation> {
+        match p {
+            Place::Raw(a) => Ok(*a as usize),
+            Place::InMap { map, at } => Ok(self.map(map)?.addr.wrapping_add(*at as usize)),
+        }
+    }
+
+    /// Start address and length of a span; the length defaults to the rest of the map.
+    fn span(&self, s: &Span) -> Result<(usize, usize), Observation> {
+        let m = self.map(&s.map)?;
+        let addr = m.addr.wrapping_add(s.at as usize);
+        let len = s
+            .len
+            .unwrap_or_else(|| m.len.saturating_sub(s.at.max(0) as u64));
+        Ok((addr, len as usize))
+    }
+
+    fn open_beneath(&self, path: &str, flags: i32, mode: u32) -> Result<OwnedFd, Errno> {
+        open_beneath(self.dir.as_raw_fd(), path, flags, mode)
+    }
+
+    /// Performs one call and reports what happened.
+    pub fn perform(&mut self, call: &Call) -> Observation {
+        match self.dispatch(call) {
+            Ok(obs) | Err(obs) => obs,
+        }
+    }
+
+    fn dispatch(&mut self, call: &Call) -> OpResult {
+        match call {
+            Call::Open {
+                path,
+                flags,
+                mode,
+                name,
+            } => self.open(path, *flags, *mode, name),
+            Call::Close { fd } => self.close(fd),
+            Call::Ftruncate { fd, len } => {
+                let fd = self.fd(fd)?;
+                // SAFETY: plain syscall on an fd we own.
+                check(unsafe { libc::ftruncate(fd, *len) })
+            }
+            Call::Pread { fd, at, len } => self.pread(fd, *at, *len),
+            Call::Pwrite { fd, at, data } => {
+                let fd = self.fd(fd)?;
+                let bytes = data.materialize();
+                // SAFETY: the buffer is valid for its length.
+                let n = unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), *at) };
+                counted(n)
+            }
+            Call::Write { fd, data } => {
+                let fd = self.fd(fd)?;
+                let bytes = data.materialize();
+                // SAFETY: the buffer is valid for its length.
+                let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
+                counted(n)
+            }
+            Call::Fsync { fd } => check(unsafe { libc::fsync(self.fd(fd)?) }),
+            Call::Fdatasync { fd } => check(unsafe { libc::fdatasync(self.fd(fd)?) }),
+            Call::Fstat { fd } => self.fstat(fd),
+            Call::Futimens { fd, time } => {
+                let ts = libc::timespec {
+                    tv_sec: *time,
+                    tv_nsec: 0,
+                };
+                let times = [ts, ts];
+                // SAFETY: two valid timespecs.
+                check(unsafe { libc::futimens(self.fd(fd)?, times.as_ptr()) })
+            }
+            Call::Unlink { path } => {
+                let c = std::ffi::CString::new(path.as_str())
+                    .map_err(|_| Observation::error("NUL in path"))?;
+                // SAFETY: valid C string and dir fd.
+                check(unsafe { libc::unlinkat(self.dir.as_raw_fd(), c.as_ptr(), 0) })
+            }
+            Call::MemfdCreate { label, flags, name } => {
+                let c = std::ffi::CString::new(label.as_str())
+                    .map_err(|_| Observation::error("NUL in name"))?;
+                // SAFETY: valid C string.
+                let fd = unsafe { libc::memfd_create(c.as_ptr(), *flags) };
+                if fd < 0 {
+                    return Err(last_errno());
+                }
+                // SAFETY: the kernel just gave us this fd.
+                self.fds
+                    .insert(name.clone(), unsafe { OwnedFd::from_raw_fd(fd) });
+                Ok(Observation::ok())
+            }
+            Call::Mmap {
+                fd,
+                len,
+                prot,
+                flags,
+                offset,
+                addr,
+                name,
+            } => {
+                let fd = match fd {
+                    Some(f) => self.fd(f)?,
+                    None => -1,
+                };
+                let hint = match addr {
+                    Some(p) => self.place(p)?,
+                    None => 0,
+                };
+                // SAFETY: mmap with case-chosen arguments; it cannot touch our
+                // memory unless MAP_FIXED names it, and case addresses come from mmap.
+                let p = unsafe {
+                    libc::mmap(hint as *mut _, *len as usize, *prot, *flags, fd, *offset)
+                };
+                if p == libc::MAP_FAILED {
+                    return Err(last_errno());
+                }
+                self.maps.insert(
+                    name.clone(),
+                    MapInfo {
+                        addr: p as usize,
+                        len: *len,
+                    },
+                );
+                Ok(Observation::ok())
+            }
+            Call::Munmap { span } => {
+                let (a, l) = self.span(span)?;
+                check(unsafe { libc::munmap(a as *mut _, l) })
+            }
+            Call::Mprotect { span, prot } => {
+                let (a, l) = self.span(span)?;
+                check(unsafe { libc::mprotect(a as *mut _, l, *prot) })
+            }
+            Call::Msync { span, flags } => {
+                let (a, l) = self.span(span)?;
+                check(unsafe { libc::msync(a as *mut _, l, *flags) })
+            }
+            Call::Madvise { span, advice } => {
+                let (a, l) = self.span(span)?;
+                check(unsafe { libc::madvise(a as *mut _, l, *advice) })
+            }
+            Call::Mlock { span, flags } => {
+                let (a, l) = self.span(span)?;
+                match flags {
+                    None => check(unsafe { libc::mlock(a as *const _, l) }),
+                    Some(f) => check(unsafe { libc::syscall(libc::SYS_mlock2, a, l, *f) } as i32),
+                }
+            }
+            Call::Munlock { span } => {
+                let (a, l) = self.span(span)?;
+                check(unsafe { libc::munlock(a as *const _, l) })
+            }
+            Call::Mincore { span } => self.mincore(span),
+            Call::Mremap {
+                map,
+                at,
+                old_len,
+                new_len,
+                flags,
+                new_addr,
+                name,
+            } => {
+                let m = self.map(map)?;
+                let old = m.addr.wrapping_add(*at as usize);
+                let target = match new_addr {
+                    Some(p) => self.place(p)?,
+                    None => 0,
+                };
+                // SAFETY: as for mmap.
+                let p = unsafe {
+                    libc::mremap(
+                        old as *mut _,
+                        *old_len as usize,
+                        *new_len as usize,
+                        *flags,
+                        target,
+                    )
+                };
+                if p == libc::MAP_FAILED {
+                    return Err(last_errno());
+                }
+                self.maps.insert(
+                    name.clone(),
+                    MapInfo {
+                        addr: p as usize,
+                        len: *new_len,
+                    },
+                );
+                Ok(Observation::ok())
+            }
+            Call::Store { map, at, data } => {
+                let start = self.map(map)?.addr.wrapping_add(*at as usize);
+                let bytes = data.materialize();
+                // SAFETY: see fault::store; faults are caught and reported.
+                unsafe { fault::store(start, &bytes) }.map_err(|f| fault_observation(f, start))?;
+                Ok(Observation::ok())
+            }
+            Call::Load { map, at, len } => {
+                let start = self.map(map)?.addr.wrapping_add(*at as usize);
+                let mut buf = vec![0u8; *len as usize];
+                // SAFETY: see fault::load.
+                unsafe { fault::load(start, &mut buf) }.map_err(|f| fault_observation(f, start))?;
+                Ok(with_bytes(buf))
+            }
+            Call::Increment {
+                map,
+                at,
+                count,
+                atomic,
+                width,
+            } => {
+                let start = self.map(map)?.addr.wrapping_add(*at as usize);
+                // SAFETY: see fault::increment.
+                unsafe { fault::increment(start, *count, *atomic, *width) }
+                    .map_err(|f| fault_observation(f, start))?;
+                Ok(Observation::ok())
+            }
+            Call::Wait { pid } => wait_child(*pid),
+        }
+    }
+
+    fn open(&mut self, path: &str, flags: i32, mode: u32, name: &str) -> OpResult {
+        let fd = self.open_beneath(path, flags, mode).map_err(from_nix)?;
+        self.fds.insert(name.to_string(), fd);
+        Ok(Observation::ok())
+    }
+
+    fn close(&mut self, name: &str) -> OpResult {
+        let fd = self
+            .fds
+            .remove(name)
+            .ok_or_else(|| Observation::error(format!("no fd named `{name}`")))?;
+        let raw = fd.into_raw_fd();
+        // SAFETY: we owned it; close(2) reports its own errors (EIO on NFS, say).
+        check(unsafe { libc::close(raw) })
+    }
+
+    fn pread(&self, fd: &str, at: i64, len: u64) -> OpResult {
+        let fd = self.fd(fd)?;
+        let mut buf = vec![0u8; len as usize];
+        let mut got = 0usize;
+        // Loop: a short read is not the end of the file until read returns 0.
+        while got < buf.len() {
+            // SAFETY: reading into our own buffer.
+            let n = unsafe {
+                libc::pread(
+                    fd,
+                    buf[got..].as_mut_ptr().cast(),
+                    buf.len() - got,
+                    at + got as i64,
+                )
+            };
+            if n < 0 {
+                return Err(last_errno());
+            }
+            if n == 0 {
+                break;
+            }
+            got += n as usize;
+        }
+        buf.truncate(got);
+        Ok(with_bytes(buf))
+    }
+
+    fn fstat(&self, fd: &str) -> OpResult {
+        let st = nix::sys::stat::fstat(self.fd(fd)?).map_err(from_nix)?;
+        let mut obs = Observation::ok();
+        obs.stat = Some(StatInfo {
+            size: st.st_size,
+            blocks: st.st_blocks,
+            mtime_sec: st.st_mtime,
+            mtime_nsec: st.st_mtime_nsec,
+            ctime_sec: st.st_ctime,
+            ctime_nsec: st.st_ctime_nsec,
+        });
+        Ok(obs)
+    }
+
+    fn mincore(&self, span: &Span) -> OpResult {
+        let (a, l) = self.span(span)?;
+        let ps = self.page_size as usize;
+        let pages = l.div_ceil(ps).max(1);
+        let mut vec = vec![0u8; pages];
+        // SAFETY: vec holds one byte per page of the range.
+        if unsafe { libc::mincore(a as *mut _, l, vec.as_mut_ptr()) } != 0 {
+            return Err(last_errno());
+        }
+        vec.truncate(l.div_ceil(ps));
+        let resident: Vec<u8> = vec.iter().map(|b| b & 1).collect();
+        let mut obs = Observation::ok();
+        obs.value = Some(resident.iter().map(|b| *b as i64).sum());
+        obs.bytes = Some(resident);
+        Ok(obs)
+    }
+}
+
+/// Opens `path` inside `dir` and never outside it: RESOLVE_BENEATH refuses
+/// `..` and symlinks that lead out (openat2, Linux 5.6). Older kernels fall
+/// back to O_NOFOLLOW on a name already checked to be a plain file name.
+pub fn open_beneath(dir: RawFd, path: &str, flags: i32, mode: u32) -> Result<OwnedFd, Errno> {
+    // openat2 refuses a mode without O_CREAT or O_TMPFILE, unlike open(2).
+    let creates = flags & libc::O_CREAT != 0 || flags & libc::O_TMPFILE == libc::O_TMPFILE;
+    let how = OpenHow::new()
+        .flags(OFlag::from_bits_retain(flags | libc::O_CLOEXEC))
+        .mode(Mode::from_bits_retain(if creates { mode } else { 0 }))
+        .resolve(ResolveFlag::RESOLVE_BENEATH | ResolveFlag::RESOLVE_NO_MAGICLINKS);
+    let raw = match openat2(dir, path, how) {
+        Err(Errno::ENOSYS) => {
+            let c = std::ffi::CString::new(path).map_err(|_| Errno::EINVAL)?;
+            // SAFETY: valid C string and dir fd.
+            let fd = unsafe {
+                libc::openat(
+                    dir,
+                    c.as_ptr(),
+                    flags | libc::O_CLOEXEC | libc::O_NOFOLLOW,
+                    mode,
+                )
+            };
+            Errno::result(fd)?
+        }
+        other => other?,
+    };
+    // SAFETY: the kernel just gave us this fd.
+    Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+fn check(rc: i32) -> OpResult {
+    if rc == 0 {
+        Ok(Observation::ok())
+    } else {
+        Err(last_errno())
+    }
+}
+
+fn counted(n: isize) -> OpResult {
+    if n < 0 {
+        return Err(last_errno());
+    }
+    let mut obs = Observation::ok();
+    obs.value = Some(n as i64);
+    Ok(obs)
+}
+
+/// Bytes read, and the same bytes as a number when they fit an integer.
+pub fn with_bytes(buf: Vec<u8>) -> Observation {
+    let mut obs = Observation::ok();
+    obs.value = match buf.len() {
+        1 => Some(buf[0] as i64),
+        2 => Some(u16::from_ne_bytes([buf[0], buf[1]]) as i64),
+        4 => Some(u32::from_ne_bytes(buf[..4].try_into().unwrap()) as i64),
+        8 => Some(u64::from_ne_bytes(buf[..8].try_into().unwrap()) as i64),
+        _ => None,
+    };
+    obs.bytes = Some(buf);
+    obs
+}
+
+fn wait_child(pid: i32) -> OpResult {
+    loop {
+        match waitpid(Pid::from_raw(pid), None) {
+            Err(Errno::EINTR) => continue,
+            Err(e) => return Err(from_nix(e)),
+            Ok(status) => {
+                let mut obs = Observation::ok();
+                obs.exit = Some(match status {
+                    WaitStatus::Exited(_, code) => ExitStatus::Exited(code),
+                    WaitStatus::Signaled(_, sig, _) => ExitStatus::Killed(sig.as_str().to_string()),
+                    other => {
+                        return Err(Observation::error(format!(
+                            "unexpected wait status {other:?}"
+                        )))
+                    }
+                });
+                return Ok(obs);
+            }
+        }
+    }
+}

@@ -1,0 +1,229 @@
+//! Turning a step as written (names, page expressions) into the call a
+//! worker performs (numbers), for one page size.
+
+use super::protocol::{Call, Place, Span};
+use crate::case::model::{Addr, Op, Range, Size, Step};
+use crate::names::{parse_flags, FlagKind};
+
+fn len(s: &Size, ps: u64) -> Result<u64, String> {
+    s.resolve_len(ps)
+}
+
+fn off(s: &Size, ps: u64) -> Result<i64, String> {
+    s.resolve_offset(ps)
+}
+
+fn flags(kind: FlagKind, text: &str) -> Result<i32, String> {
+    parse_flags(kind, text).map(|v| v as i32)
+}
+
+fn place(a: &Addr, ps: u64) -> Result<Place, String> {
+    Ok(match a {
+        Addr::Raw(v) => Place::Raw(*v),
+        Addr::InMap { map, at } => Place::InMap {
+            map: map.clone(),
+            at: off(at, ps)?,
+        },
+    })
+}
+
+fn span(r: &Range, ps: u64) -> Result<Span, String> {
+    Ok(Span {
+        map: r.map.clone(),
+        at: off(&r.at, ps)?,
+        len: r.len.as_ref().map(|l| len(l, ps)).transpose()?,
+    })
+}
+
+/// The worker call for a step, or None for steps that are not a single
+/// worker call (fork, exit, and the coordinator's own steps).
+pub fn call(step: &Step, ps: u64) -> Result<Option<Call>, String> {
+    let name = || step.name.clone().unwrap_or_default();
+    Ok(Some(match &step.op {
+        Op::Open {
+            path,
+            flags: f,
+            mode,
+        } => Call::Open {
+            path: path.clone(),
+            flags: flags(FlagKind::Open, f)?,
+            mode: mode.unwrap_or(0o644),
+            name: name(),
+        },
+        Op::Close { fd } => Call::Close { fd: fd.clone() },
+        Op::Ftruncate { fd, len: l } => Call::Ftruncate {
+            fd: fd.clone(),
+            len: off(l, ps)?,
+        },
+        Op::Pread { fd, at, len: l } => Call::Pread {
+            fd: fd.clone(),
+            at: off(at, ps)?,
+            len: len(l, ps)?,
+        },
+        Op::Pwrite { fd, at, data } => Call::Pwrite {
+            fd: fd.clone(),
+            at: off(at, ps)?,
+            data: data.resolve(ps, None)?,
+        },
+        Op::Write { fd, data } => Call::Write {
+            fd: fd.clone(),
+            data: data.resolve(ps, None)?,
+        },
+        Op::Fsync { fd } => Call::Fsync { fd: fd.clone() },
+        Op::Fdatasync { fd } => Call::Fdatasync { fd: fd.clone() },
+        Op::Fstat { fd } => Call::Fstat { fd: fd.clone() },
+        Op::Futimens { fd, time } => Call::Futimens {
+            fd: fd.clone(),
+            time: *time,
+        },
+        Op::Unlink { path } => Call::Unlink { path: path.clone() },
+        Op::MemfdCreate {
+            name: label,
+            flags: f,
+        } => Call::MemfdCreate {
+            label: label.clone(),
+            flags: f
+                .as_deref()
+                .map(|f| flags(FlagKind::Memfd, f))
+                .transpose()?
+                .unwrap_or(0) as u32,
+            name: name(),
+        },
+        Op::Mmap {
+            fd,
+            len: l,
+            prot,
+            flags: f,
+            offset,
+            addr,
+        } => Call::Mmap {
+            fd: fd.clone(),
+            len: len(l, ps)?,
+            prot: flags(FlagKind::Prot, prot)?,
+            flags: flags(FlagKind::Map, f)?,
+            offset: offset
+                .as_ref()
+                .map(|o| off(o, ps))
+                .transpose()?
+                .unwrap_or(0),
+            addr: addr.as_ref().map(|a| place(a, ps)).transpose()?,
+            name: name(),
+        },
+        Op::Munmap { range } => Call::Munmap {
+            span: span(range, ps)?,
+        },
+        Op::Mprotect { range, prot } => Call::Mprotect {
+            span: span(range, ps)?,
+            prot: flags(FlagKind::Prot, prot)?,
+        },
+        Op::Msync { range, flags: f } => Call::Msync {
+            span: span(range, ps)?,
+            flags: flags(FlagKind::Msync, f)?,
+        },
+        Op::Madvise { range, advice } => Call::Madvise {
+            span: span(range, ps)?,
+            advice: flags(FlagKind::Madvise, advice)?,
+        },
+        Op::Mlock { range, flags: f } => Call::Mlock {
+            span: span(range, ps)?,
+            flags: f
+                .as_deref()
+                .map(|f| flags(FlagKind::Mlock, f))
+                .transpose()?
+                .map(|v| v as u32),
+        },
+        Op::Munlock { range } => Call::Munlock {
+            span: span(range, ps)?,
+        },
+        Op::Mincore { range } => Call::Mincore {
+            span: span(range, ps)?,
+        },
+        Op::Mremap {
+            map,
+            at,
+            old_len,
+            new_len,
+            flags: f,
+            new_addr,
+        } => Call::Mremap {
+            map: map.clone(),
+            at: off(at, ps)?,
+            old_len: len(old_len, ps)?,
+            new_len: len(new_len, ps)?,
+            flags: f
+                .as_deref()
+                .map(|f| flags(FlagKind::Mremap, f))
+                .transpose()?
+                .unwrap_or(0),
+            new_addr: new_addr.as_ref().map(|a| place(a, ps)).transpose()?,
+            name: step.name.clone().unwrap_or_else(|| map.clone()),
+        },
+        Op::Store { map, at, data } => Call::Store {
+            map: map.clone(),
+            at: off(at, ps)?,
+            data: data.resolve(ps, None)?,
+        },
+        Op::Load { map, at, len: l } => Call::Load {
+            map: map.clone(),
+            at: off(at, ps)?,
+            len: len(l, ps)?,
+        },
+        Op::Increment {
+            map,
+            at,
+            count,
+            atomic,
+            width,
+        } => Call::Increment {
+            map: map.clone(),
+            at: off(at, ps)?,
+            count: *count,
+            atomic: *atomic,
+            width: *width,
+        },
+        Op::Fork
+        | Op::Exit { .. }
+        | Op::Wait { .. }
+        | Op::Kill { .. }
+        | Op::Together { .. }
+        | Op::CheckFile { .. } => return Ok(None),
+    }))
+}
+
+/// One readable line for a step ("writer: store m+0 \"Hello\"").
+pub fn summary(step: &Step) -> String {
+    let who = step
+        .process
+        .as_deref()
+        .map(|p| format!("{p}: "))
+        .unwrap_or_default();
+    let v = serde_json::to_value(&step.op).unwrap_or_default();
+    let mut args = Vec::new();
+    if let Some(obj) = v.as_object() {
+        for (k, val) in obj {
+            if k == "do" || k == "steps" {
+                continue;
+            }
+            let shown = match val {
+                serde_json::Value::String(s) => {
+                    let short: String = s.chars().take(40).collect();
+                    if s.chars().count() > 40 {
+                        format!("{k}={short:?}…")
+                    } else {
+                        format!("{k}={short:?}")
+                    }
+                }
+                other => format!("{k}={other}"),
+            };
+            args.push(shown);
+        }
+    }
+    let named = step
+        .name
+        .as_deref()
+        .map(|n| format!(" -> {n}"))
+        .unwrap_or_default();
+    format!("{who}{} {}{named}", step.op.name(), args.join(" "))
+        .trim_end()
+        .to_string()
+}

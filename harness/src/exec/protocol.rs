@@ -1,0 +1,524 @@
+//! The wire between the coordinator and a worker.
+//!
+//! One Unix stream socket per worker. A message is a 4-byte little-endian
+//! length and a JSON body. The coordinator sends a [`Request`] and waits for
+//! one [`Observation`] back (except after `Exit`, whose answer is the socket
+//! closing). A `Fork` request carries the child's new socket as SCM_RIGHTS
+//! on its first byte, so every process, forked or not, has its own channel.
+//!
+//! Requests carry resolved values only (numbers, not "2p" or "READ|WRITE"),
+//! so a worker never interprets the case format.
+
+use crate::case::values::{hex_bytes, Bytes};
+use nix::sys::socket::{recvmsg, sendmsg, ControlMessage, ControlMessageOwned, MsgFlags};
+use serde::{Deserialize, Serialize};
+use std::io::{IoSlice, IoSliceMut, Read, Write};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
+use std::os::unix::net::UnixStream;
+use std::time::Instant;
+
+/// A place in a worker's address space.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Place {
+    Raw(u64),
+    InMap { map: String, at: i64 },
+}
+
+/// A range of a named mapping; `len` None means to the end of the mapping.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Span {
+    pub map: String,
+    pub at: i64,
+    pub len: Option<u64>,
+}
+
+/// One operation with its arguments resolved.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "op", rename_all = "snake_case")]
+pub enum Call {
+    Open {
+        path: String,
+        flags: i32,
+        mode: u32,
+        name: String,
+    },
+    Close {
+        fd: String,
+    },
+    Ftruncate {
+        fd: String,
+        len: i64,
+    },
+    Pread {
+        fd: String,
+        at: i64,
+        len: u64,
+    },
+    Pwrite {
+        fd: String,
+        at: i64,
+        data: Bytes,
+    },
+    Write {
+        fd: String,
+        data: Bytes,
+    },
+    Fsync {
+        fd: String,
+    },
+    Fdatasync {
+        fd: String,
+    },
+    Fstat {
+        fd: String,
+    },
+    Futimens {
+        fd: String,
+        time: i64,
+    },
+    Unlink {
+        path: String,
+    },
+    MemfdCreate {
+        label: String,
+        flags: u32,
+        name: String,
+    },
+    Mmap {
+        fd: Option<String>,
+        len: u64,
+        prot: i32,
+        flags: i32,
+        offset: i64,
+        addr: Option<Place>,
+        name: String,
+    },
+    Munmap {
+        span: Span,
+    },
+    Mprotect {
+        span: Span,
+        prot: i32,
+    },
+    Msync {
+        span: Span,
+        flags: i32,
+    },
+    Madvise {
+        span: Span,
+        advice: i32,
+    },
+    Mlock {
+        span: Span,
+        flags: Option<u32>,
+    },
+    Munlock {
+        span: Span,
+    },
+    Mincore {
+        span: Span,
+    },
+    Mremap {
+        map: String,
+        at: i64,
+        old_len: u64,
+        new_len: u64,
+        flags: i32,
+        new_addr: Option<Place>,
+        name: String,
+    },
+    Store {
+        map: String,
+        at: i64,
+        data: Bytes,
+    },
+    Load {
+        map: String,
+        at: i64,
+        len: u64,
+    },
+    Increment {
+        map: String,
+        at: i64,
+        count: u64,
+        atomic: bool,
+        width: u8,
+    },
+    /// waitpid(2) for a child this worker forked.
+    Wait {
+        pid: i32,
+    },
+}
+
+/// What the coordinator asks of a worker.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum Request {
+    Call(Call),
+    /// fork(2); the child's channel travels with this message.
+    Fork,
+    /// _exit(2) with this status; no answer but the channel closing.
+    Exit(i32),
+}
+
+/// How a call ended.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case")]
+pub enum Outcome {
+    /// The call returned success (or the access completed).
+    Ok,
+    /// The call failed with this errno.
+    Errno { errno: String },
+    /// The access raised a signal. `offset` is the faulting address relative
+    /// to the start of the access; `done` the bytes completed before it.
+    Signal {
+        signal: String,
+        si_code: String,
+        offset: i64,
+        done: u64,
+    },
+    /// The harness could not perform the step (an unknown name, say).
+    Error { message: String },
+}
+
+/// A process's end, as waitpid(2) reports it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum ExitStatus {
+    Exited(i32),
+    Killed(String),
+}
+
+/// Timestamps and sizes from fstat(2).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct StatInfo {
+    pub size: i64,
+    pub blocks: i64,
+    pub mtime_sec: i64,
+    pub mtime_nsec: i64,
+    pub ctime_sec: i64,
+    pub ctime_nsec: i64,
+}
+
+/// What a worker saw when it performed a call.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Observation {
+    pub outcome: Outcome,
+    #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    pub bytes: Option<Vec<u8>>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub value: Option<i64>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub stat: Option<StatInfo>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pid: Option<i32>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub exit: Option<ExitStatus>,
+}
+
+impl Observation {
+    pub fn of(outcome: Outcome) -> Observation {
+        Observation {
+            outcome,
+            bytes: None,
+            value: None,
+            stat: None,
+            pid: None,
+            exit: None,
+        }
+    }
+
+    pub fn ok() -> Observation {
+        Observation::of(Outcome::Ok)
+    }
+
+    pub fn errno(code: i32) -> Observation {
+        Observation::of(Outcome::Errno {
+            errno: crate::names::errno_name(code),
+        })
+    }
+
+    pub fn error(message: impl Into<String>) -> Observation {
+        Observation::of(Outcome::Error {
+            message: message.into(),
+        })
+    }
+}
+
+mod opt_hex {
+    use serde::{Deserialize, Deserializer, Serializer};
+
+    pub fn serialize<S: Serializer>(bytes: &Option<Vec<u8>>, s: S) -> Result<S::Ok, S::Error> {
+        match bytes {
+            Some(b) => super::hex_bytes::serialize(b, s),
+            None => s.serialize_none(),
+        }
+    }
+
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Option<Vec<u8>>, D::Error> {
+        let text = Option::<String>::deserialize(d)?;
+        text.map(|t| crate::case::values::parse_hex(&t).map_err(serde::de::Error::custom))
+            .transpose()
+    }
+}
+
+/// Why a message did not arrive.
+#[derive(Debug)]
+pub enum RecvError {
+    /// The peer closed its end: the process exited (or died).
+    Closed,
+    /// The deadline passed first.
+    TimedOut,
+    Io(std::io::Error),
+    Malformed(String),
+}
+
+impl std::fmt::Display for RecvError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RecvError::Closed => write!(f, "channel closed"),
+            RecvError::TimedOut => write!(f, "timed out"),
+            RecvError::Io(e) => write!(f, "{e}"),
+            RecvError::Malformed(m) => write!(f, "malformed message: {m}"),
+        }
+    }
+}
+
+fn frame<T: Serialize>(msg: &T) -> Vec<u8> {
+    let body = serde_json::to_vec(msg).expect("wire messages serialize");
+    let mut out = Vec::with_capacity(body.len() + 4);
+    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
+    out.extend_from_slice(&body);
+    out
+}
+
+/// Sends one message, with `fd` attached when given.
+pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fd: Option<RawFd>) -> std::io::Result<()> {
+    let bytes = frame(msg);
+    match fd {
+        None => (&*sock).write_all(&bytes),
+        Some(fd) => {
+            let fds = [fd];
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            let first = [IoSlice::new(&bytes[..1])];
+            sendmsg::<()>(sock.as_raw_fd(), &first, &cmsg, MsgFlags::empty(), None)
+                .map_err(std::io::Error::from)?;
+            (&*sock).write_all(&bytes[1..])
+        }
+    }
+}
+
+/// Blocking receive for workers: one message and any fd that came with it.
+/// `Ok(None)` means the coordinator closed the channel.
+pub fn recv_blocking<T: for<'de> Deserialize<'de>>(
+    sock: &UnixStream,
+) -> Result<Option<(T, Option<OwnedFd>)>, RecvError> {
+    let mut first = [0u8; 1];
+    let mut space = nix::cmsg_space!([RawFd; 1]);
+    let mut fd = None;
+    let n = {
+        let mut iov = [IoSliceMut::new(&mut first)];
+        let msg = loop {
+            match recvmsg::<()>(
+                sock.as_raw_fd(),
+                &mut iov,
+                Some(&mut space),
+                MsgFlags::MSG_CMSG_CLOEXEC,
+            ) {
+                Err(nix::errno::Errno::EINTR) => continue,
+                other => break other.map_err(|e| RecvError::Io(e.into()))?,
+            }
+        };
+        for c in msg.cmsgs().map_err(|e| RecvError::Io(e.into()))? {
+            if let ControlMessageOwned::ScmRights(fds) = c {
+                for (i, raw) in fds.into_iter().enumerate() {
+                    // SAFETY: the kernel just installed this fd for us.
+                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
+                    if i == 0 {
+                        fd = Some(owned);
+                    }
+                }
+            }
+        }
+        msg.bytes
+    };
+    if n == 0 {
+        return Ok(None);
+    }
+    let mut rest = [0u8; 3];
+    (&*sock).read_exact(&mut rest).map_err(RecvError::Io)?;
+    let len = u32::from_le_bytes([first[0], rest[0], rest[1], rest[2]]) as usize;
+    let mut body = vec![0u8; len];
+    (&*sock).read_exact(&mut body).map_err(RecvError::Io)?;
+    let msg = serde_json::from_slice(&body).map_err(|e| RecvError::Malformed(e.to_string()))?;
+    Ok(Some((msg, fd)))
+}
+
+/// The coordinator's end of one worker's channel: non-blocking, read with a deadline.
+pub struct Channel {
+    sock: UnixStream,
+    buf: Vec<u8>,
+}
+
+impl Channel {
+    pub fn new(sock: UnixStream) -> std::io::Result<Channel> {
+        sock.set_nonblocking(true)?;
+        Ok(Channel {
+            sock,
+            buf: Vec::new(),
+        })
+    }
+
+    pub fn send(&self, req: &Request, fd: Option<RawFd>) -> std::io::Result<()> {
+        let bytes = frame(req);
+        let mut sent = 0;
+        if let Some(fd) = fd {
+            let fds = [fd];
+            let cmsg = [ControlMessage::ScmRights(&fds)];
+            let first = [IoSlice::new(&bytes[..1])];
+            sendmsg::<()>(
+                self.sock.as_raw_fd(),
+                &first,
+                &cmsg,
+                MsgFlags::empty(),
+                None,
+            )
+            .map_err(std::io::Error::from)?;
+            sent = 1;
+        }
+        // The worker has read the previous request, so the socket buffer is
+        // empty and a request fits; wait for room only if it somehow does not.
+        while sent < bytes.len() {
+            match (&self.sock).write(&bytes[sent..]) {
+                Ok(n) => sent += n,
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
+                    use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+                    use std::os::fd::AsFd;
+                    let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLOUT)];
+                    let _ = poll(&mut fds, PollTimeout::from(1000u16));
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for one observation until `deadline`.
+    pub fn recv(&mut self, deadline: Instant) -> Result<Observation, RecvError> {
+        loop {
+            if self.buf.len() >= 4 {
+                let len = u32::from_le_bytes(self.buf[..4].try_into().unwrap()) as usize;
+                if self.buf.len() >= 4 + len {
+                    let body: Vec<u8> = self.buf.drain(..4 + len).skip(4).collect();
+                    return serde_json::from_slice(&body)
+                        .map_err(|e| RecvError::Malformed(e.to_string()));
+                }
+            }
+            match self.fill(deadline)? {
+                0 => return Err(RecvError::Closed),
+                _ => continue,
+            }
+        }
+    }
+
+    /// Waits until the peer closes its end (the process has exited).
+    pub fn wait_closed(&mut self, deadline: Instant) -> Result<(), RecvError> {
+        loop {
+            match self.fill(deadline) {
+                Ok(0) => return Ok(()),
+                Ok(_) => self.buf.clear(),
+                Err(e) => return Err(e),
+            }
+        }
+    }
+
+    /// Reads what is available, waiting for it until the deadline. 0 = closed.
+    fn fill(&mut self, deadline: Instant) -> Result<usize, RecvError> {
+        use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
+        use std::os::fd::AsFd;
+        loop {
+            let mut chunk = [0u8; 65536];
+            match (&self.sock).read(&mut chunk) {
+                Ok(n) => {
+                    self.buf.extend_from_slice(&chunk[..n]);
+                    return Ok(n);
+                }
+                Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(0),
+                Err(e) => return Err(RecvError::Io(e)),
+            }
+            let now = Instant::now();
+            if now >= deadline {
+                return Err(RecvError::TimedOut);
+            }
+            let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
+            let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
+                Err(e) => return Err(RecvError::Io(e.into())),
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rstest::rstest;
+    use std::time::Duration;
+
+    #[rstest]
+    #[case(Request::Fork)]
+    #[case(Request::Exit(3))]
+    #[case(Request::Call(Call::Store { map: "m".into(), at: -1, data: Bytes::Literal(vec![0, 255]) }))]
+    #[case(Request::Call(Call::Mmap { fd: None, len: u64::MAX, prot: 3, flags: 0x22, offset: 0, addr: Some(Place::Raw(1)), name: "m".into() }))]
+    fn requests_round_trip(#[case] req: Request) {
+        let (a, b) = UnixStream::pair().unwrap();
+        send(&a, &req, None).unwrap();
+        let (got, fd) = recv_blocking::<Request>(&b).unwrap().unwrap();
+        assert_eq!(got, req);
+        assert!(fd.is_none());
+    }
+
+    #[test]
+    fn fd_travels_with_the_message() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (x, _y) = UnixStream::pair().unwrap();
+        send(&a, &Request::Fork, Some(x.as_raw_fd())).unwrap();
+        let (got, fd) = recv_blocking::<Request>(&b).unwrap().unwrap();
+        assert_eq!(got, Request::Fork);
+        assert!(fd.is_some());
+    }
+
+    #[test]
+    fn observations_round_trip_and_close_is_seen() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let mut obs = Observation::of(Outcome::Signal {
+            signal: "SIGBUS".into(),
+            si_code: "BUS_ADRERR".into(),
+            offset: 4096,
+            done: 4096,
+        });
+        obs.bytes = Some(vec![1, 2, 3]);
+        send(&a, &obs, None).unwrap();
+        drop(a);
+        let mut chan = Channel::new(b).unwrap();
+        let deadline = Instant::now() + Duration::from_secs(5);
+        assert_eq!(chan.recv(deadline).unwrap(), obs);
+        assert!(matches!(chan.recv(deadline), Err(RecvError::Closed)));
+    }
+
+    #[test]
+    fn recv_times_out_when_nothing_comes() {
+        let (_a, b) = UnixStream::pair().unwrap();
+        let mut chan = Channel::new(b).unwrap();
+        let deadline = Instant::now() + Duration::from_millis(20);
+        assert!(matches!(chan.recv(deadline), Err(RecvError::TimedOut)));
+    }
+}

@@ -1,0 +1,94 @@
+//! A worker: one process of a case, doing what the coordinator asks, one
+//! request at a time. Started by exec of the harness (`mmapconf __worker`)
+//! with its channel on fd 3, or by fork of another worker.
+
+use super::ops::WorkerState;
+use super::protocol::{recv_blocking, send, Observation, Request};
+use std::collections::HashMap;
+use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::unix::net::UnixStream;
+
+/// The fd an exec'd worker finds its channel on.
+pub const CHANNEL_FD: i32 = 3;
+
+/// Entry point of `mmapconf __worker DIR`. Never returns.
+pub fn main(dir: &str) -> ! {
+    // A fresh process starts with default signal state, whatever the parent had.
+    let _ = nix::sys::signal::sigprocmask(
+        nix::sys::signal::SigmaskHow::SIG_SETMASK,
+        Some(&nix::sys::signal::SigSet::empty()),
+        None,
+    );
+    if let Err(e) = super::fault::install_handlers() {
+        eprintln!("mmapconf worker: cannot install fault handlers: {e}");
+        std::process::exit(101);
+    }
+    let dir = match nix::fcntl::open(
+        dir,
+        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
+        nix::sys::stat::Mode::empty(),
+    ) {
+        // SAFETY: the kernel just gave us this fd.
+        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
+        Err(e) => {
+            eprintln!("mmapconf worker: cannot open scratch dir {dir}: {e}");
+            std::process::exit(101);
+        }
+    };
+    // SAFETY: fd 3 was set up as our channel by the coordinator before exec.
+    let chan = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
+    let state = WorkerState {
+        dir,
+        fds: HashMap::new(),
+        maps: HashMap::new(),
+        page_size: crate::target::page_size(),
+    };
+    serve(chan, state)
+}
+
+fn serve(mut chan: UnixStream, mut state: WorkerState) -> ! {
+    loop {
+        let (req, fd) = match recv_blocking::<Request>(&chan) {
+            Ok(Some(msg)) => msg,
+            // The coordinator is gone: nothing more will be asked.
+            Ok(None) | Err(_) => unsafe { libc::_exit(0) },
+        };
+        let obs = match req {
+            Request::Call(call) => state.perform(&call),
+            Request::Exit(code) => unsafe { libc::_exit(code) },
+            Request::Fork => {
+                let Some(child_chan) = fd else {
+                    reply(
+                        &chan,
+                        &Observation::error("fork request came without the child's channel"),
+                    );
+                    continue;
+                };
+                // SAFETY: workers are single-threaded, so the child may run any code.
+                match unsafe { nix::unistd::fork() } {
+                    Ok(nix::unistd::ForkResult::Child) => {
+                        // The child answers on its own channel from now on;
+                        // dropping the parent's closes only the child's copy.
+                        chan = UnixStream::from(child_chan);
+                        continue;
+                    }
+                    Ok(nix::unistd::ForkResult::Parent { child }) => {
+                        drop(child_chan);
+                        let mut obs = Observation::ok();
+                        obs.pid = Some(child.as_raw());
+                        obs
+                    }
+                    Err(e) => Observation::errno(e as i32),
+                }
+            }
+        };
+        reply(&chan, &obs);
+    }
+}
+
+fn reply(chan: &UnixStream, obs: &Observation) {
+    if send(chan, obs, None).is_err() {
+        // Nobody to report to.
+        unsafe { libc::_exit(0) }
+    }
+}

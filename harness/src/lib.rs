@@ -1,0 +1,13 @@
+//! mmapconf: a conformance suite for Linux memory-mapping semantics.
+//!
+//! `case` reads and checks case files, `exec` runs them in real processes,
+//! `target` describes where they run, `report` records what happened, and
+//! `runner` runs many cases at once.
+
+pub mod case;
+pub mod cli;
+pub mod exec;
+pub mod names;
+pub mod report;
+pub mod runner;
+pub mod target;

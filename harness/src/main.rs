@@ -1,0 +1,5 @@
+use clap::Parser;
+
+fn main() -> std::process::ExitCode {
+    mmapconf::cli::main(mmapconf::cli::Cli::parse())
+}

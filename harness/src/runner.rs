@@ -1,0 +1,96 @@
+//! Running a set of cases: requirements, scratch directories, parallel
+//! jobs, and the report.
+
+use crate::case::LoadedCase;
+use crate::exec::{live, run_case, RunOptions};
+use crate::report::{now_rfc3339, CaseReport, Report, Status, Summary, SCHEMA_VERSION};
+use crate::target::{probe, Environment, ScratchRoot};
+use std::path::Path;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::Mutex;
+use std::time::Instant;
+
+/// Runs one case in a fresh directory under `root`: skipped when its
+/// requirements are unmet, otherwise executed; the directory is removed after.
+pub fn run_one(
+    index: usize,
+    case: &LoadedCase,
+    env: &Environment,
+    root: &ScratchRoot,
+    opts: &RunOptions,
+) -> CaseReport {
+    if let Some(reason) = probe::unmet(&case.case.requires, env) {
+        return CaseReport {
+            id: case.id.clone(),
+            title: case.case.title.clone(),
+            status: Status::Skip,
+            duration_ms: 0,
+            reason: Some(reason),
+            failed_step: None,
+            steps: Vec::new(),
+        };
+    }
+    let dir = match root.case_dir(index, &case.id) {
+        Ok(d) => d,
+        Err(e) => {
+            return CaseReport {
+                id: case.id.clone(),
+                title: case.case.title.clone(),
+                status: Status::Error,
+                duration_ms: 0,
+                reason: Some(format!("cannot create scratch dir: {e}")),
+                failed_step: None,
+                steps: Vec::new(),
+            }
+        }
+    };
+    let report = run_case(case, env, &dir, opts);
+    let _ = std::fs::remove_dir_all(&dir);
+    report
+}
+
+/// Runs `cases` on `jobs` threads in a scratch root under `base`; reports
+/// come back in the order of `cases`. `progress` is told of each finished case.
+pub fn run_all(
+    cases: &[LoadedCase],
+    base: &Path,
+    jobs: usize,
+    opts: &RunOptions,
+    progress: &(dyn Fn(&CaseReport) + Sync),
+) -> std::io::Result<Report> {
+    live::become_subreaper();
+    let started = Instant::now();
+    let started_at = now_rfc3339();
+    let root = ScratchRoot::create(base)?;
+    live::add_root(root.path.clone());
+    let env = Environment::probe(&root.path);
+    let next = AtomicUsize::new(0);
+    let results: Mutex<Vec<Option<CaseReport>>> = Mutex::new(vec![None; cases.len()]);
+    std::thread::scope(|s| {
+        for _ in 0..jobs.max(1).min(cases.len().max(1)) {
+            s.spawn(|| loop {
+                let i = next.fetch_add(1, Ordering::SeqCst);
+                let Some(case) = cases.get(i) else { break };
+                let r = run_one(i, case, &env, &root, opts);
+                progress(&r);
+                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+            });
+        }
+    });
+    live::remove_root(&root.path);
+    drop(root);
+    let cases: Vec<CaseReport> = results
+        .into_inner()
+        .unwrap_or_else(|e| e.into_inner())
+        .into_iter()
+        .flatten()
+        .collect();
+    let summary = Summary::of(&cases, started.elapsed().as_millis() as u64);
+    Ok(Report {
+        schema_version: SCHEMA_VERSION,
+        environment: env,
+        started_at,
+        summary,
+        cases,
+    })
+}

@@ -1,0 +1,229 @@
+//! Where cases run: the environment (kernel, architecture, page size, the
+//! filesystem under the scratch directory) and what it can do.
+
+pub mod probe;
+
+use crate::names::KernelVersion;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+
+/// The system page size.
+pub fn page_size() -> u64 {
+    // SAFETY: sysconf has no preconditions.
+    let ps = unsafe { libc::sysconf(libc::_SC_PAGESIZE) };
+    if ps > 0 {
+        ps as u64
+    } else {
+        4096
+    }
+}
+
+/// Facts about where a run happens, as recorded in its report.
+#[derive(Debug, Clone, Serialize, Deserialize, schemars::JsonSchema)]
+pub struct Environment {
+    /// uname -r.
+    pub kernel_release: String,
+    /// uname -v.
+    pub kernel_version: String,
+    /// uname -m.
+    pub arch: String,
+    pub page_size: u64,
+    /// PRETTY_NAME from /etc/os-release.
+    pub distro: String,
+    /// Filesystem type of the scratch directory, from /proc/self/mountinfo.
+    pub fs_type: String,
+    /// Mount options of that filesystem (per-mount and superblock options).
+    pub mount_options: String,
+    /// Mount point of that filesystem.
+    pub mount_point: String,
+    /// Device or source of that filesystem.
+    pub mount_source: String,
+    /// Where the cases' scratch directories were made.
+    pub scratch_dir: String,
+    /// Effective uid of the harness.
+    pub euid: u32,
+    pub harness_version: String,
+}
+
+impl Environment {
+    /// Reads the environment of the machine, for a scratch directory at `dir`.
+    pub fn probe(dir: &Path) -> Environment {
+        let uts = nix::sys::utsname::uname().ok();
+        let field = |f: fn(&nix::sys::utsname::UtsName) -> &std::ffi::OsStr| {
+            uts.as_ref()
+                .map(|u| f(u).to_string_lossy().into_owned())
+                .unwrap_or_default()
+        };
+        let mount = mount_of(dir).unwrap_or_default();
+        Environment {
+            kernel_release: field(|u| u.release()),
+            kernel_version: field(|u| u.version()),
+            arch: field(|u| u.machine()),
+            page_size: page_size(),
+            distro: distro(),
+            fs_type: mount.fs_type,
+            mount_options: mount.options,
+            mount_point: mount.mount_point,
+            mount_source: mount.source,
+            scratch_dir: dir.display().to_string(),
+            euid: nix::unistd::geteuid().as_raw(),
+            harness_version: env!("CARGO_PKG_VERSION").to_string(),
+        }
+    }
+
+    pub fn kernel(&self) -> KernelVersion {
+        KernelVersion::parse(&self.kernel_release).unwrap_or(KernelVersion(0, 0, 0))
+    }
+}
+
+fn distro() -> String {
+    let text = std::fs::read_to_string("/etc/os-release").unwrap_or_default();
+    text.lines()
+        .find_map(|l| l.strip_prefix("PRETTY_NAME="))
+        .map(|v| v.trim_matches('"').to_string())
+        .unwrap_or_else(|| "unknown".to_string())
+}
+
+/// One line of /proc/self/mountinfo, the parts we report.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct MountInfo {
+    pub mount_point: String,
+    pub fs_type: String,
+    pub source: String,
+    pub options: String,
+}
+
+/// The mount that holds `path`: the longest mount point that is a prefix of
+/// it. The last such line wins, since later mounts stack on earlier ones.
+pub fn mount_of(path: &Path) -> Option<MountInfo> {
+    let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+    let text = std::fs::read_to_string("/proc/self/mountinfo").ok()?;
+    let mut best: Option<MountInfo> = None;
+    for line in text.lines() {
+        let Some(m) = parse_mountinfo_line(line) else {
+            continue;
+        };
+        if !path.starts_with(&m.mount_point) {
+            continue;
+        }
+        let better = best
+            .as_ref()
+            .is_none_or(|b| m.mount_point.len() >= b.mount_point.len());
+        if better {
+            best = Some(m);
+        }
+    }
+    best
+}
+
+/// Parses "36 35 98:0 /mnt1 /mnt2 rw,noatime master:1 - ext3 /dev/root rw,errors=continue".
+pub fn parse_mountinfo_line(line: &str) -> Option<MountInfo> {
+    let (left, right) = line.split_once(" - ")?;
+    let l: Vec<&str> = left.split(' ').collect();
+    let r: Vec<&str> = right.split(' ').collect();
+    let mount_point = unescape(l.get(4)?);
+    let mount_opts = l.get(5)?.to_string();
+    let fs_type = r.first()?.to_string();
+    let source = unescape(r.get(1).unwrap_or(&""));
+    let super_opts = r.get(2).unwrap_or(&"").to_string();
+    Some(MountInfo {
+        mount_point,
+        fs_type,
+        source,
+        options: if super_opts.is_empty() {
+            mount_opts
+        } else {
+            format!("{mount_opts} {super_opts}")
+        },
+    })
+}
+
+/// mountinfo escapes space, tab, newline and backslash as \ooo octal.
+fn unescape(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        if b[i] == b'\\'
+            && i + 3 < b.len()
+            && b[i + 1..i + 4].iter().all(|c| (b'0'..=b'7').contains(c))
+        {
+            let v = (b[i + 1] - b'0') * 64 + (b[i + 2] - b'0') * 8 + (b[i + 3] - b'0');
+            out.push(v);
+            i += 4;
+        } else {
+            out.push(b[i]);
+            i += 1;
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// The scratch area of one run: `<base>/mmapconf-run-<pid>-<n>/`, one
+/// subdirectory per case. The fixed prefix lets `cleanup` find what a
+/// killed run left behind.
+pub struct ScratchRoot {
+    pub path: PathBuf,
+}
+
+pub const SCRATCH_PREFIX: &str = "mmapconf-run-";
+
+impl ScratchRoot {
+    pub fn create(base: &Path) -> std::io::Result<ScratchRoot> {
+        let stamp = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map(|d| d.as_nanos())
+            .unwrap_or(0);
+        let path = base.join(format!("{SCRATCH_PREFIX}{}-{stamp:x}", std::process::id()));
+        std::fs::create_dir_all(&path)?;
+        Ok(ScratchRoot { path })
+    }
+
+    /// A fresh directory for one case.
+    pub fn case_dir(&self, index: usize, id: &str) -> std::io::Result<PathBuf> {
+        let slug: String = id
+            .chars()
+            .map(|c| {
+                if c.is_ascii_alphanumeric() || c == '-' {
+                    c
+                } else {
+                    '_'
+                }
+            })
+            .collect();
+        let dir = self.path.join(format!("{index:04}-{slug}"));
+        std::fs::create_dir(&dir)?;
+        Ok(dir)
+    }
+}
+
+impl Drop for ScratchRoot {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.path);
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn mountinfo_lines() {
+        let m = parse_mountinfo_line(
+            "36 35 98:0 / /mnt\\040x rw,noatime master:1 - ext4 /dev/vda rw,errors=continue",
+        )
+        .unwrap();
+        assert_eq!(m.mount_point, "/mnt x");
+        assert_eq!(m.fs_type, "ext4");
+        assert_eq!(m.source, "/dev/vda");
+        assert_eq!(m.options, "rw,noatime rw,errors=continue");
+        assert!(parse_mountinfo_line("garbage").is_none());
+    }
+
+    #[test]
+    fn the_root_is_on_some_filesystem() {
+        let m = mount_of(Path::new("/")).expect("/ is mounted");
+        assert_eq!(m.mount_point, "/");
+        assert!(!m.fs_type.is_empty());
+    }
+}
