@@ -178,7 +178,8 @@ fn judge_stat(
     fn ctime(s: &StatInfo) -> (i64, i64) {
         (s.ctime_sec, s.ctime_nsec)
     }
-    let stamps: [(&str, &Option<Since>, fn(&StatInfo) -> (i64, i64)); 2] = [
+    type Pick = fn(&StatInfo) -> (i64, i64);
+    let stamps: [(&str, &Option<Since>, Pick); 2] = [
         ("st_mtime", &want.mtime, mtime),
         ("st_ctime", &want.ctime, ctime),
     ];

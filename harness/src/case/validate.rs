@@ -67,7 +67,7 @@ pub fn validate(
     }
     for (name, init) in &case.files {
         let path = vec![Seg::from("files"), Seg::from(name.as_str())];
-        w.check_path(&path, name);
+        w.check_path(&path, None, name);
         if !init.data.is_empty() {
             let size = init
                 .size
@@ -101,9 +101,12 @@ impl Walk {
         self.issues.push(Issue::at_key(path.to_vec(), key, msg));
     }
 
-    fn check_path(&mut self, path: &[Seg], name: &str) {
+    fn check_path(&mut self, path: &[Seg], key: Option<&str>, name: &str) {
         if let Err(e) = check_file_name(name) {
-            self.issue(path.to_vec(), e);
+            match key {
+                Some(k) => self.key_issue(path, k, e),
+                None => self.issue(path.to_vec(), e),
+            }
         }
     }
 
@@ -258,7 +261,7 @@ impl Walk {
             Op::Open {
                 path: name, flags, ..
             } => {
-                self.check_path(&path, name);
+                self.check_path(&path, Some("path"), name);
                 self.flags(&path, "flags", FlagKind::Open, flags);
             }
             Op::Close { fd } => {
@@ -300,7 +303,7 @@ impl Walk {
                     self.fd(&path, &p, fd);
                 }
             }
-            Op::Unlink { path: name } => self.check_path(&path, name),
+            Op::Unlink { path: name } => self.check_path(&path, Some("path"), name),
             Op::MemfdCreate { flags, .. } => {
                 if let Some(f) = flags {
                     self.flags(&path, "flags", FlagKind::Memfd, f);
@@ -457,7 +460,7 @@ impl Walk {
                 len,
                 at,
             } => {
-                self.check_path(&path, name);
+                self.check_path(&path, Some("path"), name);
                 self.size(&path, "at", at);
                 if let Some(l) = len {
                     load_len = self.size(&path, "len", l);

@@ -173,7 +173,7 @@ impl Data {
 /// Parses hex digits, ignoring whitespace ("48 65 6c 6c 6f").
 pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
     let digits: Vec<u8> = text.bytes().filter(|b| !b.is_ascii_whitespace()).collect();
-    if digits.len() % 2 != 0 {
+    if !digits.len().is_multiple_of(2) {
         return Err(format!("hex `{text}` has an odd number of digits"));
     }
     digits

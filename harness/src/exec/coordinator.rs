@@ -67,6 +67,9 @@ struct Run<'a> {
     pgids: Vec<i32>,
     snapshots: HashMap<String, StatInfo>,
     steps: Vec<StepReport>,
+    /// The step being performed: its index and summary, for reports of a
+    /// case that breaks in the middle of it.
+    current: Option<(String, String)>,
 }
 
 /// Runs one case in `dir` (an empty scratch directory) and reports on it.
@@ -111,6 +114,7 @@ pub fn run_case(case: &LoadedCase, env: &Environment, dir: &Path, opts: &RunOpti
         pgids: Vec::new(),
         snapshots: HashMap::new(),
         steps: Vec::new(),
+        current: None,
     };
     let outcome = run
         .create_files(case)
@@ -134,11 +138,14 @@ pub fn run_case(case: &LoadedCase, env: &Environment, dir: &Path, opts: &RunOpti
         }
         Err(Stop::Broken(why)) => {
             report.status = Status::Error;
-            report.failed_step = report
-                .steps
-                .last()
-                .and_then(|s| s.index.split('.').next().and_then(|i| i.parse().ok()));
             report.reason = Some(why);
+            if let Some((index, summary)) = &run.current {
+                report.failed_step = index.split('.').next().and_then(|i| i.parse().ok());
+                report.reason = Some(format!(
+                    "step {index} ({summary}): {}",
+                    report.reason.take().unwrap_or_default()
+                ));
+            }
         }
     }
     report.duration_ms = started.elapsed().as_millis() as u64;
@@ -178,6 +185,7 @@ impl Run<'_> {
     fn walk(&mut self, steps: &[Step]) -> Result<(), Stop> {
         for (i, step) in steps.iter().enumerate() {
             let index = (i + 1).to_string();
+            self.current = Some((index.clone(), plan::summary(step)));
             if let Op::Together { steps: inner } = &step.op {
                 self.together(&index, inner)?;
             } else {
@@ -229,10 +237,10 @@ impl Run<'_> {
         match status {
             StepStatus::Pass | StepStatus::Observed => Ok(()),
             StepStatus::Fail => Err(Stop::Failed),
-            StepStatus::Error => Err(Stop::Broken(format!(
-                "step {index} ({summary}): {}",
-                message.unwrap_or_default()
-            ))),
+            StepStatus::Error => {
+                self.current = Some((index.to_string(), summary));
+                Err(Stop::Broken(message.unwrap_or_default()))
+            }
         }
     }
 

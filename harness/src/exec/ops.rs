@@ -5,6 +5,10 @@
 //! the kernel must reject (length 0, NULL or unaligned addresses, unknown
 //! flag bits), and nix's typed wrappers cannot express those by design.
 
+// An early-returned observation is the error path of every op here; its
+// size does not matter next to the syscall it reports on.
+#![allow(clippy::result_large_err)]
+
 use super::fault::{self, Fault};
 use super::protocol::{Call, ExitStatus, Observation, Outcome, Place, Span, StatInfo};
 use crate::names;

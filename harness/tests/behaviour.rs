@@ -1,0 +1,220 @@
+//! The harness's promises, checked through its command line: clear errors
+//! for bad input, a time limit that kills, a diff when bytes differ,
+//! cleanup after interruption, and a schema that matches the code.
+
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+fn exe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mmapconf"))
+}
+
+fn fixture(name: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR"))
+        .join("tests/fixtures")
+        .join(name)
+}
+
+fn repo(path: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
+}
+
+fn text(o: &Output) -> String {
+    format!(
+        "{}{}",
+        String::from_utf8_lossy(&o.stdout),
+        String::from_utf8_lossy(&o.stderr)
+    )
+}
+
+/// Processes whose command line mentions `needle` (our workers carry their scratch dir).
+fn processes_mentioning(needle: &str) -> Vec<String> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let cmdline = entry.path().join("cmdline");
+        if let Ok(bytes) = std::fs::read(&cmdline) {
+            let line = String::from_utf8_lossy(&bytes).replace('\0', " ");
+            if line.contains(needle) && line.contains("__worker") {
+                found.push(format!("{}: {line}", entry.file_name().to_string_lossy()));
+            }
+        }
+    }
+    found
+}
+
+fn leftovers(base: &Path) -> Vec<String> {
+    std::fs::read_dir(base)
+        .map(|d| {
+            d.flatten()
+                .map(|e| e.file_name().to_string_lossy().into_owned())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+#[test]
+fn validate_reports_every_problem_with_its_position() {
+    let file = fixture("invalid.json");
+    let out = exe().arg("validate").arg(&file).output().unwrap();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let lines: Vec<&str> = stdout.lines().collect();
+    let prefix = file.display().to_string();
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{prefix}:7:24: unknown operation `mmapp`"))),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{prefix}:8:5: missing field `len`"))),
+        "{stdout}"
+    );
+    assert!(
+        lines
+            .iter()
+            .any(|l| l.starts_with(&format!("{prefix}:9:32:")) && l.contains("`..`")),
+        "{stdout}"
+    );
+    assert_eq!(lines.len(), 3, "one line per problem: {stdout}");
+}
+
+#[test]
+fn validate_accepts_the_corpus() {
+    let out = exe().arg("validate").arg(repo("cases")).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+}
+
+#[test]
+fn a_case_that_blocks_is_killed_at_its_limit_and_leaves_nothing() {
+    let base = tempfile::tempdir().unwrap();
+    let report = base.path().join("report.json");
+    let scratch = base.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let started = Instant::now();
+    let out = exe()
+        .args(["run", "--jobs", "1", "--report"])
+        .arg(&report)
+        .arg("--dir")
+        .arg(&scratch)
+        .arg(fixture("blocks-forever.json"))
+        .output()
+        .unwrap();
+    let elapsed = started.elapsed();
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let case = &json["cases"][0];
+    assert_eq!(case["status"], "error");
+    assert_eq!(case["failed_step"], 4, "{case}");
+    assert!(
+        case["reason"].as_str().unwrap().contains("timed out"),
+        "{case}"
+    );
+    assert!(processes_mentioning(scratch.to_str().unwrap()).is_empty());
+    assert!(leftovers(&scratch).is_empty(), "{:?}", leftovers(&scratch));
+}
+
+#[test]
+fn a_wrong_expected_byte_fails_with_a_diff() {
+    let dir = tempfile::tempdir().unwrap();
+    let original = std::fs::read_to_string(repo("cases/seed/writer-reader.json")).unwrap();
+    let mutated = original.replacen(
+        "\"expect\": { \"text\": \"Hello from writer!\" }",
+        "\"expect\": { \"text\": \"Hello from wrlter!\" }",
+        1,
+    );
+    assert_ne!(original, mutated, "the seed case changed; update this test");
+    let file = dir.path().join("mutant.json");
+    std::fs::write(&file, mutated).unwrap();
+    let out = exe()
+        .arg("run")
+        .arg("--report")
+        .arg(dir.path().join("r.json"))
+        .arg(&file)
+        .output()
+        .unwrap();
+    let t = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{t}");
+    assert!(t.contains("FAIL"), "{t}");
+    assert!(
+        t.contains("bytes differ at offset 13: expected 0x6c l, observed 0x69 i"),
+        "{t}"
+    );
+    assert!(t.contains("^^"), "{t}");
+}
+
+#[test]
+fn an_interrupted_run_kills_its_workers_and_removes_its_scratch() {
+    let base = tempfile::tempdir().unwrap();
+    let scratch = base.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let mut child = exe()
+        .args(["run", "--timeout", "60", "--report"])
+        .arg(base.path().join("r.json"))
+        .arg("--dir")
+        .arg(&scratch)
+        .arg(fixture("blocks-forever.json"))
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    // Wait (bounded) until the case's processes exist, then interrupt.
+    let needle = scratch.to_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(20);
+    while processes_mentioning(&needle).len() < 3 {
+        assert!(Instant::now() < deadline, "workers never appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGINT,
+    )
+    .unwrap();
+    let status = child.wait().unwrap();
+    assert_eq!(status.code(), Some(130));
+    assert!(
+        processes_mentioning(&needle).is_empty(),
+        "{:?}",
+        processes_mentioning(&needle)
+    );
+    assert!(leftovers(&scratch).is_empty(), "{:?}", leftovers(&scratch));
+}
+
+#[test]
+fn the_checked_in_case_schema_matches_the_code() {
+    let checked_in = std::fs::read_to_string(repo("specs/case.schema.json")).unwrap_or_default();
+    let generated = mmapconf::cli::case_schema();
+    assert!(
+        checked_in.trim_end() == generated.trim_end(),
+        "specs/case.schema.json is stale: run `cargo run -q -- schema > specs/case.schema.json`"
+    );
+}
+
+#[test]
+fn explain_draws_one_column_per_process() {
+    let out = exe()
+        .args(["explain", "seed/writer-reader"])
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    let header = t.lines().find(|l| l.contains("writer")).unwrap();
+    assert!(header.contains("reader"), "{t}");
+    assert!(t.contains("⇒ \"Hello from writer!\""), "{t}");
+}
+
+#[test]
+fn list_shows_ids_titles_and_requirements() {
+    let out = exe().arg("list").arg(repo("cases")).output().unwrap();
+    let t = String::from_utf8_lossy(&out.stdout);
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        t.lines().any(|l| l.starts_with("seed/writer-reader\t")),
+        "{t}"
+    );
+}
