@@ -46,6 +46,8 @@ pub struct Context<'a> {
     pub page_size: u64,
     /// fstat snapshots taken by earlier steps, by name.
     pub snapshots: &'a HashMap<String, StatInfo>,
+    /// Numbers recorded by earlier steps, by name.
+    pub values: &'a HashMap<String, i64>,
 }
 
 /// Compares an observation with an expectation; Err says how they differ.
@@ -86,6 +88,18 @@ pub fn judge(expect: &Expect, obs: &Observation, ctx: &Context<'_>) -> Result<()
             None => problems.push(format!(
                 "expected a value in [{lo}, {hi}], but the step observed no number"
             )),
+        }
+    }
+    for (name, same) in [(&expect.same_as, true), (&expect.differs_from, false)] {
+        let Some(name) = name else { continue };
+        match (ctx.values.get(name), obs.value) {
+            (Some(then), Some(now)) if (*then == now) == same => {}
+            (Some(then), Some(now)) => problems.push(format!(
+                "expected {now} to {} `{name}` ({then})",
+                if same { "equal" } else { "differ from" }
+            )),
+            (None, _) => problems.push(format!("no value was recorded as `{name}`")),
+            (_, None) => problems.push("the step observed no number".to_string()),
         }
     }
     if expect.exit.is_some() || expect.killed_by.is_some() {
@@ -367,9 +381,11 @@ mod tests {
 
     fn ctx() -> Context<'static> {
         static EMPTY: std::sync::OnceLock<HashMap<String, StatInfo>> = std::sync::OnceLock::new();
+        static VALUES: std::sync::OnceLock<HashMap<String, i64>> = std::sync::OnceLock::new();
         Context {
             page_size: 4096,
             snapshots: EMPTY.get_or_init(HashMap::new),
+            values: VALUES.get_or_init(|| HashMap::from([("pfn".to_string(), 42)])),
         }
     }
 
@@ -444,6 +460,25 @@ mod tests {
         };
         assert!(judge(&fill, &crate::exec::ops::with_bytes(vec![0; 100]), &ctx()).is_ok());
         assert!(judge(&fill, &crate::exec::ops::with_bytes(vec![0, 1]), &ctx()).is_err());
+    }
+
+    #[test]
+    fn recorded_values_compare() {
+        let mut obs = Observation::ok();
+        obs.value = Some(42);
+        let same = Expect {
+            same_as: Some("pfn".into()),
+            ..Expect::default()
+        };
+        let differs = Expect {
+            differs_from: Some("pfn".into()),
+            ..Expect::default()
+        };
+        assert!(judge(&same, &obs, &ctx()).is_ok());
+        assert!(judge(&differs, &obs, &ctx()).is_err());
+        obs.value = Some(43);
+        assert!(judge(&same, &obs, &ctx()).is_err());
+        assert!(judge(&differs, &obs, &ctx()).is_ok());
     }
 
     #[test]

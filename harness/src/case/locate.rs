@@ -167,8 +167,8 @@ mod tests {
 
     #[rstest]
     #[case(vec![Seg::from("steps"), Seg::from(0)], Focus::Node, (3, 5))]
-    #[case(vec![Seg::from("steps"), Seg::from(0)], Focus::Key("lenn".into()), (3, 21))]
-    #[case(vec![Seg::from("steps"), Seg::from(0)], Focus::StringValue("stor".into()), (3, 11))]
+    #[case(vec![Seg::from("steps"), Seg::from(0)], Focus::Key("lenn".into()), (3, 20))]
+    #[case(vec![Seg::from("steps"), Seg::from(0)], Focus::StringValue("stor".into()), (3, 12))]
     #[case(vec![Seg::from("steps"), Seg::from(1)], Focus::Node, (4, 5))]
     #[case(vec![Seg::from("steps"), Seg::from(7)], Focus::Node, (2, 12))]
     fn locates(#[case] path: Vec<Seg>, #[case] focus: Focus, #[case] want: (usize, usize)) {

@@ -247,6 +247,12 @@ pub struct Expect {
     /// The number observed lies in [min, max], both included.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub range: Option<[i64; 2]>,
+    /// The number observed equals the one an earlier step recorded under this name (`as`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub same_as: Option<String>,
+    /// The number observed differs from the one an earlier step recorded under this name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub differs_from: Option<String>,
     /// For `wait`: the process exited with this status.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<i32>,
@@ -480,6 +486,15 @@ pub enum Op {
     },
     /// Run the inner steps at the same time (each in a different process), then join.
     Together { steps: Vec<Step> },
+    /// Read the page's entry in /proc/self/pagemap; observes its page frame
+    /// number as `value` (0 when the page is not present, or when the kernel
+    /// hides frame numbers from an unprivileged reader). `as` names the value
+    /// for `same_as` / `differs_from` in later steps.
+    Pagemap {
+        map: String,
+        #[serde(default = "zero")]
+        at: Size,
+    },
     /// Read a file through a fresh fd opened by the coordinator: what any
     /// reader of the file sees now, through the page cache.
     CheckFile {
@@ -544,6 +559,7 @@ impl Op {
             Op::Kill { .. } => "kill",
             Op::Together { .. } => "together",
             Op::CheckFile { .. } => "check_file",
+            Op::Pagemap { .. } => "pagemap",
         }
     }
 

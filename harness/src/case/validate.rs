@@ -23,6 +23,8 @@ struct Walk {
     page_size: u64,
     procs: BTreeMap<String, ProcView>,
     snapshots: BTreeSet<String>,
+    /// Names of numbers recorded by earlier steps (`pagemap ... as`).
+    values: BTreeSet<String>,
     issues: Vec<Issue>,
 }
 
@@ -41,6 +43,7 @@ pub fn validate(
         page_size,
         procs: BTreeMap::new(),
         snapshots: BTreeSet::new(),
+        values: BTreeSet::new(),
         issues: Vec::new(),
     };
     if case.title.trim().is_empty() {
@@ -237,6 +240,7 @@ impl Walk {
                 | Op::Fork
                 | Op::Fstat { .. }
                 | Op::Mremap { .. }
+                | Op::Pagemap { .. }
         );
         let needs_name = matches!(
             op,
@@ -455,6 +459,12 @@ impl Walk {
                     self.step(inner, ip, true);
                 }
             }
+            Op::Pagemap { map, at } => {
+                if has_proc {
+                    self.map(&path, "map", &p, map);
+                }
+                self.size(&path, "at", at);
+            }
             Op::CheckFile {
                 path: name,
                 len,
@@ -480,6 +490,9 @@ impl Walk {
                 }
                 Op::Fstat { .. } => {
                     self.snapshots.insert(name.clone());
+                }
+                Op::Pagemap { .. } => {
+                    self.values.insert(name.clone());
                 }
                 _ => {}
             }
@@ -624,7 +637,11 @@ impl Walk {
             if e.value.is_some() && e.range.is_some() {
                 self.issue(path.to_vec(), "give `value` or `range`, not both");
             }
-            let number_op = byte_op || matches!(op, Op::Pwrite { .. } | Op::Write { .. });
+            let number_op = byte_op
+                || matches!(
+                    op,
+                    Op::Pwrite { .. } | Op::Write { .. } | Op::Pagemap { .. }
+                );
             if !number_op {
                 self.issue(path.to_vec(), format!("`{name}` observes no number"));
             }
@@ -632,6 +649,23 @@ impl Walk {
                 if lo > hi {
                     self.key_issue(path, "range", "`range` is [min, max] with min <= max");
                 }
+            }
+        }
+        for (key, name) in [("same_as", &e.same_as), ("differs_from", &e.differs_from)] {
+            let Some(name) = name else { continue };
+            if !self.values.contains(name) {
+                self.key_issue(
+                    path,
+                    key,
+                    format!("no earlier step recorded a value as `{name}`"),
+                );
+            }
+            if !matches!(op, Op::Pagemap { .. }) {
+                self.key_issue(
+                    path,
+                    key,
+                    format!("`{key}` compares numbers recorded by `pagemap`"),
+                );
             }
         }
         if let Some(st) = &e.stat {

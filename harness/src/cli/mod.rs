@@ -1,6 +1,7 @@
 //! The `mmapconf` command line.
 
 mod explain;
+mod mutate;
 
 use crate::case::{self, LoadedCase, Problem};
 use crate::exec::{live, RunOptions};
@@ -63,6 +64,24 @@ pub enum Command {
         /// A case id ("seed/writer-reader") or file.
         case: String,
     },
+    /// Mutation check: rewrite each expectation to a wrong one, run the
+    /// mutants, and list every mutant that still passes.
+    Mutate {
+        /// Case files or directories (default: the cases/ directory).
+        paths: Vec<PathBuf>,
+        /// Directory to make scratch directories in (default: $TMPDIR).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Cases run at once (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Only cases whose id contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Only every Nth case (a quick sample for CI).
+        #[arg(long)]
+        every: Option<usize>,
+    },
     /// Print the JSON Schema of case files (specs/case.schema.json).
     Schema,
     /// A worker process of a running case (internal).
@@ -115,6 +134,19 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Validate { paths } => validate(default_paths(paths)),
         Command::List { paths } => list(default_paths(paths)),
         Command::Explain { case } => explain::explain(&case),
+        Command::Mutate {
+            paths,
+            dir,
+            jobs,
+            filter,
+            every,
+        } => mutate::mutate(mutate::MutateArgs {
+            paths: default_paths(paths),
+            dir,
+            jobs,
+            filter,
+            every,
+        }),
         Command::Schema => {
             println!("{}", case_schema());
             ExitCode::SUCCESS
@@ -233,6 +265,25 @@ struct RunArgs {
     verbose: bool,
 }
 
+/// Options shared by commands that run cases.
+pub(crate) fn run_options(timeout: Option<f64>) -> Result<RunOptions, String> {
+    let worker_exe =
+        std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
+    Ok(RunOptions {
+        worker_exe,
+        default_timeout: Duration::from_secs(10),
+        force_timeout: timeout.map(Duration::from_secs_f64),
+    })
+}
+
+pub(crate) fn jobs_or_cpus(jobs: Option<usize>) -> usize {
+    jobs.unwrap_or_else(|| {
+        std::thread::available_parallelism()
+            .map(|n| n.get())
+            .unwrap_or(1)
+    })
+}
+
 fn run(args: RunArgs) -> ExitCode {
     handle_interrupts();
     let (mut cases, problems) = match load_all(&args.paths) {
@@ -245,24 +296,15 @@ fn run(args: RunArgs) -> ExitCode {
     if let Some(f) = &args.filter {
         cases.retain(|c| c.id.contains(f.as_str()));
     }
-    let worker_exe = match std::env::current_exe() {
-        Ok(p) => p,
+    let opts = match run_options(args.timeout) {
+        Ok(o) => o,
         Err(e) => {
-            eprintln!("mmapconf: cannot find own executable: {e}");
+            eprintln!("mmapconf: {e}");
             return ExitCode::from(2);
         }
     };
-    let opts = RunOptions {
-        worker_exe,
-        default_timeout: Duration::from_secs(10),
-        force_timeout: args.timeout.map(Duration::from_secs_f64),
-    };
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let jobs = args.jobs.unwrap_or_else(|| {
-        std::thread::available_parallelism()
-            .map(|n| n.get())
-            .unwrap_or(1)
-    });
+    let jobs = jobs_or_cpus(args.jobs);
     let verbose = args.verbose;
     let progress = move |r: &CaseReport| {
         if verbose || !matches!(r.status, Status::Pass | Status::Skip) {
@@ -351,7 +393,7 @@ fn print_summary(report: &report::Report) {
 
 /// SIGINT and SIGTERM end the run cleanly: every case's processes are
 /// killed and the scratch directories removed before the harness exits.
-fn handle_interrupts() {
+pub(crate) fn handle_interrupts() {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     let mut set = SigSet::empty();
     set.add(Signal::SIGINT);

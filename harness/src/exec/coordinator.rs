@@ -66,6 +66,7 @@ struct Run<'a> {
     procs: BTreeMap<String, Proc>,
     pgids: Vec<i32>,
     snapshots: HashMap<String, StatInfo>,
+    values: HashMap<String, i64>,
     steps: Vec<StepReport>,
     /// The step being performed: its index and summary, for reports of a
     /// case that breaks in the middle of it.
@@ -113,6 +114,7 @@ pub fn run_case(case: &LoadedCase, env: &Environment, dir: &Path, opts: &RunOpti
         procs: BTreeMap::new(),
         pgids: Vec::new(),
         snapshots: HashMap::new(),
+        values: HashMap::new(),
         steps: Vec::new(),
         current: None,
     };
@@ -209,6 +211,7 @@ impl Run<'_> {
         let ctx = Context {
             page_size: self.ps(),
             snapshots: &self.snapshots,
+            values: &self.values,
         };
         let (status, message) = match (&obs.outcome, &applied.expect) {
             (Outcome::Error { message }, _) => (StepStatus::Error, Some(message.clone())),
@@ -220,6 +223,9 @@ impl Run<'_> {
         };
         if let (Op::Fstat { .. }, Some(name), Some(st)) = (&step.op, &step.name, &obs.stat) {
             self.snapshots.insert(name.clone(), st.clone());
+        }
+        if let (Op::Pagemap { .. }, Some(name), Some(v)) = (&step.op, &step.name, obs.value) {
+            self.values.insert(name.clone(), v);
         }
         let summary = plan::summary(step);
         self.steps.push(StepReport {

@@ -286,6 +286,10 @@ impl WorkerState {
                     .map_err(|f| fault_observation(f, start))?;
                 Ok(Observation::ok())
             }
+            Call::Pagemap { map, at } => {
+                let addr = self.map(map)?.addr.wrapping_add(*at as usize) as u64;
+                self.pagemap(addr)
+            }
             Call::Wait { pid } => wait_child(*pid),
         }
     }
@@ -343,6 +347,25 @@ impl WorkerState {
             mtime_nsec: st.st_mtime_nsec,
             ctime_sec: st.st_ctime,
             ctime_nsec: st.st_ctime_nsec,
+        });
+        Ok(obs)
+    }
+
+    /// The page frame number backing `addr`, from /proc/self/pagemap
+    /// (bits 0-54; bit 63 says the page is present).
+    fn pagemap(&self, addr: u64) -> OpResult {
+        use std::os::unix::fs::FileExt;
+        let file = std::fs::File::open("/proc/self/pagemap")
+            .map_err(|e| Observation::errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let mut entry = [0u8; 8];
+        file.read_exact_at(&mut entry, (addr / self.page_size) * 8)
+            .map_err(|e| Observation::errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
+        let e = u64::from_le_bytes(entry);
+        let mut obs = Observation::ok();
+        obs.value = Some(if e & (1 << 63) != 0 {
+            (e & ((1 << 55) - 1)) as i64
+        } else {
+            0
         });
         Ok(obs)
     }

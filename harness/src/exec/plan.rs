@@ -181,6 +181,10 @@ pub fn call(step: &Step, ps: u64) -> Result<Option<Call>, String> {
             atomic: *atomic,
             width: *width,
         },
+        Op::Pagemap { map, at } => Call::Pagemap {
+            map: map.clone(),
+            at: off(at, ps)?,
+        },
         Op::Fork
         | Op::Exit { .. }
         | Op::Wait { .. }

@@ -145,6 +145,10 @@ pub enum Call {
         atomic: bool,
         width: u8,
     },
+    Pagemap {
+        map: String,
+        at: i64,
+    },
     /// waitpid(2) for a child this worker forked.
     Wait {
         pid: i32,
