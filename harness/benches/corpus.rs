@@ -16,7 +16,9 @@ fn main() {
     let base = std::env::var_os("MMAPCONF_BENCH_DIR")
         .map(PathBuf::from)
         .unwrap_or_else(|| PathBuf::from("/dev/shm"));
-    let jobs = std::thread::available_parallelism().map(|n| n.get()).unwrap_or(1);
+    let jobs = std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1);
     let opts = RunOptions {
         worker_exe: PathBuf::from(env!("CARGO_BIN_EXE_mmapconf")),
         default_timeout: Duration::from_secs(10),
@@ -28,7 +30,11 @@ fn main() {
         let started = Instant::now();
         let report = runner::run_all(&cases, &base, jobs, &opts, &|_| {}).expect("scratch dir");
         let t = started.elapsed();
-        let not_ok = report.cases.iter().filter(|c| !matches!(c.status, Status::Pass | Status::Skip)).count();
+        let not_ok = report
+            .cases
+            .iter()
+            .filter(|c| !matches!(c.status, Status::Pass | Status::Skip))
+            .count();
         println!(
             "round {round}: {} cases ({} on {}) in {:.0} ms, {:.0} cases/s, {} not passing, {jobs} jobs",
             report.cases.len(),

@@ -5,7 +5,7 @@
 //! deserialized on its own so that one bad step does not hide the next.
 
 use super::locate::{focus_of_message, Focus, Locator, Seg};
-use super::model::{Case, Op, Step};
+use super::model::{Case, FileInit, Op, Step};
 use super::validate;
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
@@ -109,18 +109,31 @@ fn check_value(mut value: Value, page_size: u64) -> Result<Case, Vec<Issue>> {
             if issues.len() == before {
                 match serde_json::from_value::<Step>(step) {
                     Ok(s) => parsed.push((i, s)),
-                    Err(e) => {
-                        let msg = e.to_string();
-                        issues.push(Issue {
-                            path,
-                            focus: focus_of_message(&msg),
-                            message: msg,
-                        });
-                    }
+                    Err(e) => issues.push(explain_serde_error(path, &e.to_string())),
                 }
             }
             if issues.len() != before {
                 all_steps_ok = false;
+            }
+        }
+    }
+    // `files` entries flatten their bytes, so serde cannot refuse unknown keys there either.
+    if let Some(Value::Object(files)) = obj.get("files") {
+        let allowed =
+            struct_fields(&serde_json::to_value(schemars::schema_for!(FileInit)).expect("schema"));
+        for (name, init) in files {
+            for key in init.as_object().map(|o| o.keys()).into_iter().flatten() {
+                if !allowed.contains(key) {
+                    let expected: Vec<&str> = allowed.iter().map(String::as_str).collect();
+                    issues.push(Issue::at_key(
+                        vec![Seg::from("files"), Seg::from(name.as_str())],
+                        key,
+                        format!(
+                            "unknown field `{key}` in a file; expected one of {}",
+                            expected.join(", ")
+                        ),
+                    ));
+                }
             }
         }
     }
@@ -208,6 +221,38 @@ pub fn op_fields() -> &'static BTreeMap<String, BTreeSet<String>> {
         }
         map
     })
+}
+
+/// serde's words for untagged enums say nothing useful; say what is accepted.
+fn explain_serde_error(path: Vec<Seg>, msg: &str) -> Issue {
+    if msg.contains("untagged enum Addr") {
+        return Issue {
+            path,
+            focus: Focus::Node,
+            message: "an address is a number or {\"map\": NAME, \"at\": SIZE} (no other keys)"
+                .to_string(),
+        };
+    }
+    if msg.contains("untagged enum Size") {
+        return Issue {
+            path,
+            focus: Focus::Node,
+            message: "a size is a number or a string such as \"4096\", \"1p\", \"2p+100\""
+                .to_string(),
+        };
+    }
+    Issue {
+        path,
+        focus: focus_of_message(msg),
+        message: msg.to_string(),
+    }
+}
+
+fn struct_fields(schema: &Value) -> BTreeSet<String> {
+    schema["properties"]
+        .as_object()
+        .map(|p| p.keys().cloned().collect())
+        .unwrap_or_default()
 }
 
 /// serde_json appends " at line L column C"; we print our own position.

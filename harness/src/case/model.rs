@@ -307,7 +307,7 @@ pub enum Since {
 /// A place in memory: an offset into a named mapping, or a raw address
 /// (for arguments the kernel must reject, such as an unaligned or NULL address).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, JsonSchema)]
-#[serde(untagged)]
+#[serde(untagged, deny_unknown_fields)]
 pub enum Addr {
     Raw(u64),
     InMap {

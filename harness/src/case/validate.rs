@@ -20,6 +20,8 @@ struct ProcView {
 
 struct Walk {
     check_names: bool,
+    /// The case requires the pagemap_pfn probe.
+    pagemap_probe: bool,
     page_size: u64,
     procs: BTreeMap<String, ProcView>,
     snapshots: BTreeSet<String>,
@@ -40,6 +42,10 @@ pub fn validate(
 ) -> Vec<Issue> {
     let mut w = Walk {
         check_names: all_steps_parsed,
+        pagemap_probe: case
+            .requires
+            .probes
+            .contains(&super::model::Probe::PagemapPfn),
         page_size,
         procs: BTreeMap::new(),
         snapshots: BTreeSet::new(),
@@ -121,6 +127,16 @@ impl Walk {
                 None
             }
         }
+    }
+
+    /// A length: as `size`, and also not negative.
+    fn len(&mut self, path: &[Seg], key: &str, size: &Size) -> Option<i128> {
+        let v = self.size(path, key, size)?;
+        if let Err(e) = size.resolve_len(self.page_size) {
+            self.key_issue(path, key, e);
+            return None;
+        }
+        Some(v)
     }
 
     fn flags(&mut self, path: &[Seg], key: &str, kind: FlagKind, text: &str) {
@@ -241,6 +257,9 @@ impl Walk {
                 | Op::Fstat { .. }
                 | Op::Mremap { .. }
                 | Op::Pagemap { .. }
+                | Op::Load { .. }
+                | Op::Pread { .. }
+                | Op::Mincore { .. }
         );
         let needs_name = matches!(
             op,
@@ -284,7 +303,7 @@ impl Walk {
                     self.fd(&path, &p, fd);
                 }
                 self.size(&path, "at", at);
-                load_len = self.size(&path, "len", len);
+                load_len = self.len(&path, "len", len);
             }
             Op::Pwrite { fd, at, data } => {
                 if has_proc {
@@ -377,8 +396,8 @@ impl Walk {
                     self.map(&path, "map", &p, map);
                 }
                 self.size(&path, "at", at);
-                self.size(&path, "old_len", old_len);
-                self.size(&path, "new_len", new_len);
+                self.len(&path, "old_len", old_len);
+                self.len(&path, "new_len", new_len);
                 if let Some(f) = flags {
                     self.flags(&path, "flags", FlagKind::Mremap, f);
                 }
@@ -398,7 +417,7 @@ impl Walk {
                     self.map(&path, "map", &p, map);
                 }
                 self.size(&path, "at", at);
-                load_len = self.size(&path, "len", len);
+                load_len = self.len(&path, "len", len);
             }
             Op::Increment { map, at, width, .. } => {
                 if has_proc {
@@ -473,7 +492,7 @@ impl Walk {
                 self.check_path(&path, Some("path"), name);
                 self.size(&path, "at", at);
                 if let Some(l) = len {
-                    load_len = self.size(&path, "len", l);
+                    load_len = self.len(&path, "len", l);
                 }
             }
         }
@@ -491,7 +510,7 @@ impl Walk {
                 Op::Fstat { .. } => {
                     self.snapshots.insert(name.clone());
                 }
-                Op::Pagemap { .. } => {
+                op if records_value(op) => {
                     self.values.insert(name.clone());
                 }
                 _ => {}
@@ -505,6 +524,33 @@ impl Walk {
     }
 
     fn expectations(&mut self, step: &Step, path: &[Seg], load_len: Option<i128>) {
+        if let Op::Together { .. } = step.op {
+            if step.expect.is_some() || !step.variants.is_empty() || step.observe {
+                self.issue(
+                    path.to_vec(),
+                    "`together` has no outcome of its own; put expectations on its inner steps",
+                );
+            }
+            return;
+        }
+        if let Op::Wait { .. } = step.op {
+            let says_how = step
+                .expect
+                .as_ref()
+                .is_some_and(|e| e.exit.is_some() || e.killed_by.is_some());
+            if !step.observe && !says_how {
+                self.issue(
+                    path.to_vec(),
+                    "`wait` must expect how the process ends: `exit` or `killed_by` (or `observe`)",
+                );
+            }
+        }
+        if let (Op::Pagemap { .. }, false) = (&step.op, self.pagemap_probe) {
+            self.issue(
+                path.to_vec(),
+                "a case using `pagemap` requires the `pagemap_pfn` probe (frame numbers read as 0 without it)",
+            );
+        }
         if step.observe && step.expect.is_some() {
             self.key_issue(
                 path,
@@ -617,7 +663,12 @@ impl Walk {
                 self.issue(path.to_vec(), format!("`{name}` reads no bytes to compare"));
             } else {
                 let default_len = load_len.and_then(|l| u64::try_from(l).ok());
-                match bytes.resolve(self.page_size, default_len) {
+                // mincore and check_file without `len` read a length known
+                // only at run time; a fill or pattern then takes that length.
+                let runtime_len =
+                    matches!(op, Op::Mincore { .. } | Op::CheckFile { len: None, .. });
+                let resolve_len = if runtime_len { Some(0) } else { default_len };
+                match bytes.resolve(self.page_size, resolve_len) {
                     Err(err) => self.issue(path.to_vec(), err),
                     Ok(b) => {
                         if let (Some(want), false) = (default_len, matches!(op, Op::Mincore { .. }))
@@ -645,6 +696,18 @@ impl Walk {
             if !number_op {
                 self.issue(path.to_vec(), format!("`{name}` observes no number"));
             }
+            let reads_bytes = matches!(
+                op,
+                Op::Load { .. } | Op::Pread { .. } | Op::CheckFile { .. }
+            );
+            if let (true, Some(l)) = (reads_bytes, load_len) {
+                if ![1, 2, 4, 8].contains(&l) {
+                    self.issue(
+                        path.to_vec(),
+                        format!("a number is read from 1, 2, 4 or 8 bytes, not {l}"),
+                    );
+                }
+            }
             if let Some([lo, hi]) = e.range {
                 if lo > hi {
                     self.key_issue(path, "range", "`range` is [min, max] with min <= max");
@@ -660,11 +723,11 @@ impl Walk {
                     format!("no earlier step recorded a value as `{name}`"),
                 );
             }
-            if !matches!(op, Op::Pagemap { .. }) {
+            if !records_value(op) {
                 self.key_issue(
                     path,
                     key,
-                    format!("`{key}` compares numbers recorded by `pagemap`"),
+                    format!("`{key}` compares numbers; `{name}` observes none it could compare"),
                 );
             }
         }
@@ -687,6 +750,14 @@ impl Walk {
             }
         }
     }
+}
+
+/// Operations whose observed number `as` can record and `same_as` can compare.
+fn records_value(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Pagemap { .. } | Op::Load { .. } | Op::Pread { .. } | Op::Mincore { .. }
+    )
 }
 
 /// A file name inside the scratch directory: no `/`, not `.` or `..`, not empty.

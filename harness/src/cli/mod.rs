@@ -321,9 +321,18 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    // Files that did not parse are errors of the run, not silently dropped.
+    // Files that did not parse are errors of the run, not silently dropped:
+    // one error entry per file, with all its problems.
+    let mut by_file: std::collections::BTreeMap<&Path, Vec<String>> = Default::default();
     for p in &problems {
-        let id = case::case_id(&p.file);
+        eprintln!("{p}");
+        by_file
+            .entry(p.file.as_path())
+            .or_default()
+            .push(p.to_string());
+    }
+    for (file, lines) in by_file {
+        let id = case::case_id(file);
         if args.filter.as_deref().is_some_and(|f| !id.contains(f)) {
             continue;
         }
@@ -332,11 +341,10 @@ fn run(args: RunArgs) -> ExitCode {
             title: String::new(),
             status: Status::Error,
             duration_ms: 0,
-            reason: Some(p.to_string()),
+            reason: Some(lines.join("\n")),
             failed_step: None,
             steps: Vec::new(),
         });
-        eprintln!("{p}");
     }
     report.summary = report::Summary::of(&report.cases, report.summary.duration_ms);
     let path = args

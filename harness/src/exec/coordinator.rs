@@ -224,7 +224,11 @@ impl Run<'_> {
         if let (Op::Fstat { .. }, Some(name), Some(st)) = (&step.op, &step.name, &obs.stat) {
             self.snapshots.insert(name.clone(), st.clone());
         }
-        if let (Op::Pagemap { .. }, Some(name), Some(v)) = (&step.op, &step.name, obs.value) {
+        let records = matches!(
+            step.op,
+            Op::Pagemap { .. } | Op::Load { .. } | Op::Pread { .. } | Op::Mincore { .. }
+        );
+        if let (true, Some(name), Some(v)) = (records, &step.name, obs.value) {
             self.values.insert(name.clone(), v);
         }
         let summary = plan::summary(step);
