@@ -7,7 +7,7 @@ use mmapconf::exec::RunOptions;
 use mmapconf::report::Status;
 use mmapconf::{cli, runner};
 use std::path::{Path, PathBuf};
-use std::time::{Duration, Instant};
+use std::time::Instant;
 
 fn main() {
     let cases_dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
@@ -19,11 +19,7 @@ fn main() {
     let jobs = std::thread::available_parallelism()
         .map(|n| n.get())
         .unwrap_or(1);
-    let opts = RunOptions {
-        worker_exe: PathBuf::from(env!("CARGO_BIN_EXE_mmapconf")),
-        default_timeout: Duration::from_secs(10),
-        force_timeout: None,
-    };
+    let opts = RunOptions::new(PathBuf::from(env!("CARGO_BIN_EXE_mmapconf")));
     let rounds = 5;
     let mut times = Vec::new();
     for round in 1..=rounds {

@@ -19,7 +19,14 @@ pub fn run_one(
     root: &ScratchRoot,
     opts: &RunOptions,
 ) -> CaseReport {
-    if let Some(reason) = probe::unmet(&case.case.requires, env) {
+    let unmet = if live::interrupted() {
+        Some("the run was interrupted".to_string())
+    } else if case.case.needs_owned_fs() && opts.owned_fs.is_none() {
+        Some("remount, crash and fill_fs need a filesystem the harness made (run --fs)".to_string())
+    } else {
+        probe::unmet(&case.case.requires, env)
+    };
+    if let Some(reason) = unmet {
         return CaseReport {
             id: case.id.clone(),
             title: case.case.title.clone(),
@@ -45,6 +52,12 @@ pub fn run_one(
         }
     };
     let report = run_case(case, env, &dir, opts);
+    if let (Some(fs), true) = (&opts.owned_fs, case.case.needs_exclusive_fs()) {
+        // A case may have left the filesystem read-only.
+        fs.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .ensure_writable();
+    }
     let _ = std::fs::remove_dir_all(&dir);
     report
 }
@@ -61,22 +74,46 @@ pub fn run_all(
     live::become_subreaper();
     let started = Instant::now();
     let started_at = now_rfc3339();
-    let root = ScratchRoot::create(base)?;
+    let lower = opts.owned_fs.as_ref().and_then(|fs| {
+        fs.lock()
+            .unwrap_or_else(|e| e.into_inner())
+            .lower_dir
+            .clone()
+    });
+    let root = ScratchRoot::create_layered(base, lower.as_deref())?;
     live::add_root(root.path.clone());
-    let env = Environment::probe(&root.path);
+    let mut env = Environment::probe(&root.path);
+    if let Some(fs) = &opts.owned_fs {
+        env.target = Some(
+            fs.lock()
+                .unwrap_or_else(|e| e.into_inner())
+                .config
+                .name
+                .clone(),
+        );
+    }
+    // Cases that remount, crash or drop caches act on the whole filesystem:
+    // they run one at a time after the others, never beside another case.
+    let (exclusive, shared): (Vec<usize>, Vec<usize>) =
+        (0..cases.len()).partition(|&i| cases[i].case.needs_exclusive_fs());
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<CaseReport>>> = Mutex::new(vec![None; cases.len()]);
+    let record = |i: usize, r: CaseReport| {
+        progress(&r);
+        results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+    };
     std::thread::scope(|s| {
-        for _ in 0..jobs.max(1).min(cases.len().max(1)) {
+        for _ in 0..jobs.max(1).min(shared.len().max(1)) {
             s.spawn(|| loop {
-                let i = next.fetch_add(1, Ordering::SeqCst);
-                let Some(case) = cases.get(i) else { break };
-                let r = run_one(i, case, &env, &root, opts);
-                progress(&r);
-                results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
+                let n = next.fetch_add(1, Ordering::SeqCst);
+                let Some(&i) = shared.get(n) else { break };
+                record(i, run_one(i, &cases[i], &env, &root, opts));
             });
         }
     });
+    for i in exclusive {
+        record(i, run_one(i, &cases[i], &env, &root, opts));
+    }
     live::remove_root(&root.path);
     drop(root);
     let cases: Vec<CaseReport> = results

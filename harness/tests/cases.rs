@@ -9,18 +9,13 @@ use mmapconf::report::Status;
 use mmapconf::runner;
 use mmapconf::target::{page_size, Environment, ScratchRoot};
 use std::path::{Path, PathBuf};
-use std::time::Duration;
 
 fn cases_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases")
 }
 
 fn run_trial(loaded: &LoadedCase) -> Result<Completion, Failed> {
-    let opts = RunOptions {
-        worker_exe: PathBuf::from(env!("CARGO_BIN_EXE_mmapconf")),
-        default_timeout: Duration::from_secs(10),
-        force_timeout: None,
-    };
+    let opts = RunOptions::new(PathBuf::from(env!("CARGO_BIN_EXE_mmapconf")));
     let root = ScratchRoot::create(&std::env::temp_dir())
         .map_err(|e| Failed::from(format!("scratch dir: {e}")))?;
     let env = Environment::probe(&root.path);

@@ -274,6 +274,6 @@ mod tests {
         assert!(fields["store"].contains("map"));
         assert!(fields["msync"].contains("flags"));
         assert!(fields["fork"].is_empty());
-        assert_eq!(fields.len(), 31);
+        assert_eq!(fields.len(), 35);
     }
 }

@@ -495,6 +495,28 @@ pub enum Op {
         #[serde(default = "zero")]
         at: Size,
     },
+    /// Unmount the filesystem cleanly and mount it again: all write-back is
+    /// done and its page cache is gone, so reads come from the device. Fails
+    /// with EBUSY while a process still has a file open or mapped there.
+    /// Needs a filesystem the harness made (`run --fs`).
+    Remount {
+        /// Mount it again read-only (`-o ro`).
+        #[serde(default, skip_serializing_if = "is_false")]
+        read_only: bool,
+    },
+    /// A power cut: every process of the case is killed and the filesystem
+    /// is left as its device holds it at this instant, then recovered from
+    /// its journal (FS_IOC_SHUTDOWN with NOLOGFLUSH where supported, else a
+    /// copy of the loop image). Later steps see what survived. Needs a
+    /// filesystem the harness made (`run --fs`).
+    Crash,
+    /// sync(2), then drop clean page cache, dentries and inodes
+    /// (/proc/sys/vm/drop_caches). Needs root.
+    DropCaches,
+    /// Fill the filesystem: the harness writes a file of this name until
+    /// the filesystem says ENOSPC, so later allocations fail. Needs a
+    /// filesystem the harness made (`run --fs`).
+    FillFs { path: String },
     /// Read a file through a fresh fd opened by the coordinator: what any
     /// reader of the file sees now, through the page cache.
     CheckFile {
@@ -560,6 +582,10 @@ impl Op {
             Op::Together { .. } => "together",
             Op::CheckFile { .. } => "check_file",
             Op::Pagemap { .. } => "pagemap",
+            Op::Remount { .. } => "remount",
+            Op::Crash => "crash",
+            Op::DropCaches => "drop_caches",
+            Op::FillFs { .. } => "fill_fs",
         }
     }
 
@@ -567,7 +593,36 @@ impl Op {
     pub fn is_coordinator_op(&self) -> bool {
         matches!(
             self,
-            Op::Wait { .. } | Op::Kill { .. } | Op::Together { .. } | Op::CheckFile { .. }
+            Op::Wait { .. }
+                | Op::Kill { .. }
+                | Op::Together { .. }
+                | Op::CheckFile { .. }
+                | Op::Remount { .. }
+                | Op::Crash
+                | Op::DropCaches
+                | Op::FillFs { .. }
         )
+    }
+
+    /// Steps that act on the whole filesystem, so their case must have it to itself.
+    pub fn needs_exclusive_fs(&self) -> bool {
+        matches!(
+            self,
+            Op::Remount { .. } | Op::Crash | Op::DropCaches | Op::FillFs { .. }
+        )
+    }
+}
+
+impl Case {
+    /// Whether any step acts on the whole filesystem (remount, crash, drop_caches).
+    pub fn needs_exclusive_fs(&self) -> bool {
+        self.steps.iter().any(|s| s.op.needs_exclusive_fs())
+    }
+
+    /// Whether the case needs a filesystem the harness made (remount, crash, fill_fs).
+    pub fn needs_owned_fs(&self) -> bool {
+        self.steps
+            .iter()
+            .any(|s| matches!(s.op, Op::Remount { .. } | Op::Crash | Op::FillFs { .. }))
     }
 }

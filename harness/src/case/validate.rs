@@ -238,6 +238,10 @@ impl Walk {
                     | Op::Kill { .. }
                     | Op::Together { .. }
                     | Op::CheckFile { .. }
+                    | Op::Remount { .. }
+                    | Op::Crash
+                    | Op::DropCaches
+                    | Op::FillFs { .. }
             )
         {
             self.issue(
@@ -437,6 +441,14 @@ impl Walk {
                         view.exited = false;
                         self.procs.insert(child.clone(), view);
                     }
+                }
+            }
+            Op::Remount { .. } | Op::DropCaches => {}
+            Op::FillFs { path: name } => self.check_path(&path, Some("path"), name),
+            Op::Crash => {
+                // A power cut ends every process; later steps need new ones.
+                for v in self.procs.values_mut() {
+                    v.exited = true;
                 }
             }
             Op::Exit { .. } => {

@@ -1,5 +1,6 @@
 //! `mmapconf explain`: a case as a timeline, one column per process, the
-//! way the seed draws who does what and what each must see.
+//! way the seed draws who does what and what each must see; with `--html`,
+//! the same as swimlanes on a page (`swimlanes`).
 
 use crate::case::model::{Expect, Op, Step};
 use crate::exec::plan;
@@ -7,7 +8,7 @@ use std::process::ExitCode;
 
 const LANE: usize = 38;
 
-pub fn explain(which: &str) -> ExitCode {
+pub fn explain(which: &str, html: Option<&std::path::Path>) -> ExitCode {
     let path = {
         let p = std::path::PathBuf::from(which);
         if p.is_file() {
@@ -27,8 +28,24 @@ pub fn explain(which: &str) -> ExitCode {
             return ExitCode::from(1);
         }
     };
-    print!("{}", timeline(&loaded.id, &loaded.case));
-    ExitCode::SUCCESS
+    let Some(dest) = html else {
+        print!("{}", timeline(&loaded.id, &loaded.case));
+        return ExitCode::SUCCESS;
+    };
+    let page = super::swimlanes::page(&loaded.id, &loaded.case);
+    let written = if dest.as_os_str() == "-" {
+        use std::io::Write;
+        std::io::stdout().write_all(page.as_bytes())
+    } else {
+        std::fs::write(dest, page)
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("mmapconf: cannot write {}: {e}", dest.display());
+            ExitCode::from(2)
+        }
+    }
 }
 
 /// The processes in order of first appearance (fork children included).
@@ -50,7 +67,7 @@ fn lanes(steps: &[Step], out: &mut Vec<String>) {
     }
 }
 
-fn expectation(s: &Step) -> String {
+pub(super) fn expectation(s: &Step) -> String {
     if s.observe {
         return "observe".to_string();
     }

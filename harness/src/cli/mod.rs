@@ -2,12 +2,16 @@
 
 mod explain;
 mod mutate;
+mod progress;
+mod reports;
+mod swimlanes;
 
 use crate::case::{self, LoadedCase, Problem};
 use crate::exec::{live, RunOptions};
 use crate::report::{self, CaseReport, Status};
 use crate::runner;
 use crate::target;
+use crate::target::fs::{OwnedFs, TargetConfig};
 use clap::{Parser, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
@@ -48,6 +52,25 @@ pub enum Command {
         /// Print every case, not only those that did not pass.
         #[arg(long, short)]
         verbose: bool,
+        /// Make a scratch filesystem of each type (comma-separated: tmpfs,
+        /// ext2, ext4, xfs, btrfs, f2fs, overlay) and run the cases on each,
+        /// one report per filesystem. Needs root.
+        #[arg(long, value_delimiter = ',')]
+        fs: Vec<String>,
+        /// Named target configurations from the targets file (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        target: Vec<String>,
+        /// The file of named targets (default: ci/targets.json).
+        #[arg(long)]
+        targets_file: Option<PathBuf>,
+        #[command(flatten)]
+        outputs: reports::OutputArgs,
+    },
+    /// Remove what a killed run left behind: workers, mounts, loop devices,
+    /// images and scratch directories (found by their mmapconf- names).
+    Cleanup {
+        /// Directories to look in besides $TMPDIR.
+        dirs: Vec<PathBuf>,
     },
     /// Check case files; print every problem as file:line:col.
     Validate {
@@ -63,7 +86,12 @@ pub enum Command {
     Explain {
         /// A case id ("seed/writer-reader") or file.
         case: String,
+        /// Draw it as an HTML page of swimlanes instead, to FILE (`-` or no FILE: standard output).
+        #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
+        html: Option<PathBuf>,
     },
+    /// Show where reports from several kernels and filesystems differ, case by case.
+    Compare(reports::CompareArgs),
     /// Mutation check: rewrite each expectation to a wrong one, run the
     /// mutants, and list every mutant that still passes.
     Mutate {
@@ -84,6 +112,8 @@ pub enum Command {
     },
     /// Print the JSON Schema of case files (specs/case.schema.json).
     Schema,
+    /// Print the JSON Schema of reports (specs/report.schema.json).
+    ReportSchema,
     /// A worker process of a running case (internal).
     #[command(name = "__worker", hide = true)]
     Worker { dir: String },
@@ -133,7 +163,9 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Worker { dir } => crate::exec::worker::main(&dir),
         Command::Validate { paths } => validate(default_paths(paths)),
         Command::List { paths } => list(default_paths(paths)),
-        Command::Explain { case } => explain::explain(&case),
+        Command::Explain { case, html } => explain::explain(&case, html.as_deref()),
+        Command::Compare(args) => reports::compare(args),
+        Command::ReportSchema => reports::print_report_schema(),
         Command::Mutate {
             paths,
             dir,
@@ -159,6 +191,10 @@ pub fn main(cli: Cli) -> ExitCode {
             filter,
             timeout,
             verbose,
+            fs,
+            target,
+            targets_file,
+            outputs,
         } => run(RunArgs {
             paths: default_paths(paths),
             dir,
@@ -167,7 +203,19 @@ pub fn main(cli: Cli) -> ExitCode {
             filter,
             timeout,
             verbose,
+            fs,
+            target,
+            targets_file,
+            outputs,
         }),
+        Command::Cleanup { dirs } => {
+            let mut bases = vec![std::env::temp_dir()];
+            bases.extend(dirs);
+            for line in target::cleanup::cleanup(&bases) {
+                println!("{line}");
+            }
+            ExitCode::SUCCESS
+        }
     }
 }
 
@@ -263,17 +311,56 @@ struct RunArgs {
     filter: Option<String>,
     timeout: Option<f64>,
     verbose: bool,
+    fs: Vec<String>,
+    target: Vec<String>,
+    targets_file: Option<PathBuf>,
+    outputs: reports::OutputArgs,
+}
+
+/// The targets a run asks for: `--fs` types and `--target` names, or none
+/// (cases then run in a scratch directory of `--dir`).
+fn resolve_targets(args: &RunArgs) -> Result<Vec<TargetConfig>, String> {
+    let mut out: Vec<TargetConfig> = args.fs.iter().map(|f| TargetConfig::plain(f)).collect();
+    if !args.target.is_empty() {
+        let file = args
+            .targets_file
+            .clone()
+            .unwrap_or_else(|| project_root().join("ci").join("targets.json"));
+        let known = target::fs::load_targets(&file)?;
+        for name in &args.target {
+            let t = known
+                .iter()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| format!("no target `{name}` in {}", file.display()))?;
+            out.push(t.clone());
+        }
+    }
+    Ok(out)
+}
+
+/// Where a target's report goes: the given path, or with `-<target>`
+/// before the extension when several targets share one run.
+fn report_path(base: &Path, target: Option<&str>, several: bool) -> PathBuf {
+    match (target, several) {
+        (Some(t), true) => {
+            let stem = base
+                .file_stem()
+                .and_then(|s| s.to_str())
+                .unwrap_or("report");
+            let ext = base.extension().and_then(|s| s.to_str()).unwrap_or("json");
+            base.with_file_name(format!("{stem}-{t}.{ext}"))
+        }
+        _ => base.to_path_buf(),
+    }
 }
 
 /// Options shared by commands that run cases.
 pub(crate) fn run_options(timeout: Option<f64>) -> Result<RunOptions, String> {
     let worker_exe =
         std::env::current_exe().map_err(|e| format!("cannot find own executable: {e}"))?;
-    Ok(RunOptions {
-        worker_exe,
-        default_timeout: Duration::from_secs(10),
-        force_timeout: timeout.map(Duration::from_secs_f64),
-    })
+    let mut opts = RunOptions::new(worker_exe);
+    opts.force_timeout = timeout.map(Duration::from_secs_f64);
+    Ok(opts)
 }
 
 pub(crate) fn jobs_or_cpus(jobs: Option<usize>) -> usize {
@@ -303,15 +390,119 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let jobs = jobs_or_cpus(args.jobs);
-    let verbose = args.verbose;
-    let progress = move |r: &CaseReport| {
-        if verbose || !matches!(r.status, Status::Pass | Status::Skip) {
-            print_case_line(r);
+    let outputs = match reports::Prepared::new(&args.outputs) {
+        Ok(o) => o,
+        Err(e) => {
+            eprintln!("mmapconf: {e}");
+            return ExitCode::from(2);
         }
     };
-    let mut report = match runner::run_all(&cases, &base, jobs, &opts, &progress) {
+    let targets = match resolve_targets(&args) {
+        Ok(t) => t,
+        Err(e) => {
+            eprintln!("mmapconf: {e}");
+            return ExitCode::from(2);
+        }
+    };
+    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let report_base = args
+        .report
+        .clone()
+        .unwrap_or_else(|| project_root().join("reports").join("latest.json"));
+    if targets.is_empty() {
+        let code = run_on(
+            &args,
+            &cases,
+            &problems,
+            opts,
+            &outputs,
+            &base,
+            &report_base,
+        );
+        return outputs.close(code);
+    }
+    let several = targets.len() > 1;
+    let mut code = ExitCode::SUCCESS;
+    for t in &targets {
+        let path = report_path(&report_base, Some(&t.name), several);
+        let mut opts = opts.clone();
+        let made = OwnedFs::create(t, &base);
+        let this = match made {
+            Ok(fs) => {
+                let mount = fs.mount_point.clone();
+                opts.owned_fs = Some(std::sync::Arc::new(std::sync::Mutex::new(fs)));
+                run_on(&args, &cases, &problems, opts, &outputs, &mount, &path)
+            }
+            Err(why) => {
+                eprintln!("mmapconf: target {}: skipped: {why}", t.name);
+                skip_all(&cases, t, &why, &base, &path, &outputs)
+            }
+        };
+        if this != ExitCode::SUCCESS {
+            code = this;
+        }
+    }
+    outputs.close(code)
+}
+
+/// A report in which every case is skipped for one reason (a target that cannot be made here).
+fn skip_all(
+    cases: &[LoadedCase],
+    t: &TargetConfig,
+    why: &str,
+    base: &Path,
+    path: &Path,
+    outputs: &reports::Prepared,
+) -> ExitCode {
+    let mut env = target::Environment::probe(base);
+    env.target = Some(t.name.clone());
+    env.fs_type = t.fs.clone();
+    env.mount_options = String::new();
+    let why = format!("target {}: {why}", t.name);
+    let why = why.as_str();
+    let cases: Vec<CaseReport> = cases
+        .iter()
+        .map(|c| CaseReport {
+            id: c.id.clone(),
+            title: c.case.title.clone(),
+            status: Status::Skip,
+            duration_ms: 0,
+            reason: Some(why.to_string()),
+            failed_step: None,
+            steps: Vec::new(),
+        })
+        .collect();
+    let report = report::Report {
+        schema_version: report::SCHEMA_VERSION,
+        environment: env,
+        started_at: report::now_rfc3339(),
+        summary: report::Summary::of(&cases, 0),
+        cases,
+    };
+    // Written like any other target's, so KTAP, JUnit and KCIDB show the skips too.
+    let written = report::write_json(&report, path);
+    outputs.finish(&report, path, written)
+}
+
+/// Runs the cases once with scratch directories under `base` and writes the report to `path`.
+fn run_on(
+    args: &RunArgs,
+    cases: &[LoadedCase],
+    problems: &[Problem],
+    opts: RunOptions,
+    outputs: &reports::Prepared,
+    base: &Path,
+    path: &Path,
+) -> ExitCode {
+    let jobs = jobs_or_cpus(args.jobs);
+    let target = target::mount_of(base)
+        .map(|m| format!("{} {}", m.fs_type, base.display()))
+        .unwrap_or_else(|| base.display().to_string());
+    let bar = progress::Progress::new(cases.len(), args.verbose, outputs.console(), &target);
+    let progress = |r: &CaseReport| bar.case_done(r);
+    let ran = runner::run_all(cases, base, jobs, &opts, &progress);
+    bar.finish();
+    let mut report = match ran {
         Ok(r) => r,
         Err(e) => {
             eprintln!(
@@ -324,7 +515,7 @@ fn run(args: RunArgs) -> ExitCode {
     // Files that did not parse are errors of the run, not silently dropped:
     // one error entry per file, with all its problems.
     let mut by_file: std::collections::BTreeMap<&Path, Vec<String>> = Default::default();
-    for p in &problems {
+    for p in problems {
         eprintln!("{p}");
         by_file
             .entry(p.file.as_path())
@@ -347,56 +538,8 @@ fn run(args: RunArgs) -> ExitCode {
         });
     }
     report.summary = report::Summary::of(&report.cases, report.summary.duration_ms);
-    let path = args
-        .report
-        .unwrap_or_else(|| project_root().join("reports").join("latest.json"));
-    let written = report::write_json(&report, &path);
-    print_summary(&report);
-    match written {
-        Ok(()) => println!("report: {}", path.display()),
-        Err(e) => {
-            eprintln!("mmapconf: cannot write report {}: {e}", path.display());
-            return ExitCode::from(2);
-        }
-    }
-    if report.summary.ok() {
-        ExitCode::SUCCESS
-    } else {
-        ExitCode::from(1)
-    }
-}
-
-fn print_case_line(r: &CaseReport) {
-    let tag = match r.status {
-        Status::Pass => "PASS ",
-        Status::Fail => "FAIL ",
-        Status::Skip => "SKIP ",
-        Status::Error => "ERROR",
-    };
-    println!("{tag} {} ({} ms)", r.id, r.duration_ms);
-    if let Some(reason) = &r.reason {
-        for line in reason.lines() {
-            println!("      {line}");
-        }
-    }
-}
-
-fn print_summary(report: &report::Report) {
-    let s = &report.summary;
-    let e = &report.environment;
-    println!(
-        "{} cases: {} pass, {} fail, {} skip, {} error in {} ms ({} {} on {}, page size {})",
-        s.total,
-        s.pass,
-        s.fail,
-        s.skip,
-        s.error,
-        s.duration_ms,
-        e.kernel_release,
-        e.arch,
-        e.fs_type,
-        e.page_size
-    );
+    let written = report::write_json(&report, path);
+    outputs.finish(&report, path, written)
 }
 
 /// SIGINT and SIGTERM end the run cleanly: every case's processes are
@@ -418,6 +561,9 @@ pub(crate) fn handle_interrupts() {
                 "mmapconf: {} received; stopping cases and removing scratch directories",
                 sig.as_str()
             );
+            // Say so first: the cases die now and the run would otherwise
+            // finish and exit with its own status before cleanup is done.
+            live::set_interrupted(sig as i32);
             live::kill_everything();
             std::process::exit(128 + sig as i32);
         }

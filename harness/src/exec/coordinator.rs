@@ -35,6 +35,20 @@ pub struct RunOptions {
     pub default_timeout: Duration,
     /// When set, overrides every case's own limit.
     pub force_timeout: Option<Duration>,
+    /// The filesystem the harness made for this run, for `remount` and
+    /// `crash`; None when cases run in a directory of an existing mount.
+    pub owned_fs: Option<std::sync::Arc<std::sync::Mutex<crate::target::fs::OwnedFs>>>,
+}
+
+impl RunOptions {
+    pub fn new(worker_exe: PathBuf) -> RunOptions {
+        RunOptions {
+            worker_exe,
+            default_timeout: Duration::from_secs(10),
+            force_timeout: None,
+            owned_fs: None,
+        }
+    }
 }
 
 struct Proc {
@@ -162,8 +176,11 @@ impl Run<'_> {
     fn create_files(&self, case: &LoadedCase) -> Result<(), String> {
         use std::io::Write;
         use std::os::unix::fs::PermissionsExt;
+        // On overlayfs the case's files start in the lower layer, so that a
+        // write through the merged view meets copy-up.
+        let dir = self.files_dir()?;
         for (name, init) in &case.case.files {
-            let path = self.dir.join(name);
+            let path = dir.join(name);
             let fail = |e: std::io::Error| format!("creating {name}: {e}");
             let mut f = std::fs::File::create(&path).map_err(fail)?;
             let size = init
@@ -181,7 +198,30 @@ impl Run<'_> {
             let mode = init.mode.unwrap_or(0o644);
             std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
         }
+        if case.case.needs_owned_fs() {
+            // The starting state (the case's directory and files) is on the
+            // device before the first step, so a crash tests the steps only.
+            // (syncfs needs a real descriptor; our dirfd is O_PATH.)
+            let d = std::fs::File::open(&self.dir).map_err(|e| format!("syncfs: {e}"))?;
+            // SAFETY: syncfs on a directory fd we own.
+            if unsafe { libc::syncfs(d.as_raw_fd()) } != 0 {
+                return Err(format!("syncfs: {}", std::io::Error::last_os_error()));
+            }
+        }
         Ok(())
+    }
+
+    fn files_dir(&self) -> Result<PathBuf, String> {
+        let Some(fs) = self.opts.owned_fs.as_ref() else {
+            return Ok(self.dir.clone());
+        };
+        let fs = lock(fs);
+        let (Some(lower), Ok(rel)) = (&fs.lower_dir, self.dir.strip_prefix(&fs.mount_point)) else {
+            return Ok(self.dir.clone());
+        };
+        let dir = lower.join(rel);
+        std::fs::create_dir_all(&dir).map_err(|e| format!("lower dir {}: {e}", dir.display()))?;
+        Ok(dir)
     }
 
     fn walk(&mut self, steps: &[Step]) -> Result<(), Stop> {
@@ -261,6 +301,19 @@ impl Run<'_> {
             Op::Wait { target } => self.wait(target),
             Op::Kill { target, signal } => Ok(self.kill(target, signal)),
             Op::CheckFile { path, at, len } => Ok(self.check_file(path, at, len.as_ref())),
+            Op::Remount { read_only } => self.remount(*read_only),
+            Op::FillFs { path } => self.fill_fs(path),
+            Op::Crash => self.crash(),
+            Op::DropCaches => Ok(match self.opts.owned_fs.as_ref() {
+                Some(fs) => lock(fs).drop_caches(),
+                None => {
+                    nix::unistd::sync();
+                    std::fs::write("/proc/sys/vm/drop_caches", "3")
+                        .map_err(|e| format!("drop_caches: {e}"))
+                }
+            }
+            .map(|()| Observation::ok())
+            .unwrap_or_else(Observation::error)),
             Op::Together { .. } => unreachable!("handled by walk"),
             Op::Fork => {
                 let p = self.proc_for(step)?;
@@ -544,8 +597,103 @@ impl Run<'_> {
         with_bytes(buf)
     }
 
-    /// Ends every process of the case, whatever state it is in, and reaps them.
-    fn teardown(&mut self) {
+    fn owned_fs(
+        &self,
+    ) -> Result<&std::sync::Arc<std::sync::Mutex<crate::target::fs::OwnedFs>>, Stop> {
+        self.opts.owned_fs.as_ref().ok_or_else(|| {
+            Stop::Broken("this step needs a filesystem the harness made (run --fs)".into())
+        })
+    }
+
+    /// The case's directory is on the filesystem just mounted again: the
+    /// old descriptor refers to the unmounted one.
+    fn reopen_dir(&mut self) -> Result<(), Stop> {
+        let fd = nix::fcntl::open(
+            &self.dir,
+            nix::fcntl::OFlag::O_PATH
+                | nix::fcntl::OFlag::O_DIRECTORY
+                | nix::fcntl::OFlag::O_CLOEXEC,
+            nix::sys::stat::Mode::empty(),
+        )
+        .map_err(|e| Stop::Broken(format!("scratch dir after remount: {e}")))?;
+        // SAFETY: the kernel just gave us this fd.
+        self.dirfd = unsafe { <OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+        Ok(())
+    }
+
+    /// Writes `path` until ENOSPC, then smaller and smaller writes, so the
+    /// filesystem is full to its last block.
+    fn fill_fs(&mut self, path: &str) -> Result<Observation, Stop> {
+        self.owned_fs()?;
+        let fd = match open_beneath(
+            self.dirfd.as_raw_fd(),
+            path,
+            libc::O_WRONLY | libc::O_CREAT | libc::O_TRUNC,
+            0o644,
+        ) {
+            Ok(fd) => fd,
+            Err(e) => return Ok(Observation::errno(e as i32)),
+        };
+        let file = std::fs::File::from(fd);
+        let chunk = vec![0x5au8; 1 << 20];
+        let mut size = chunk.len();
+        let mut offset = 0u64;
+        while size >= 512 {
+            if Instant::now() >= self.deadline {
+                return Err(Stop::Broken("timed out filling the filesystem".into()));
+            }
+            match std::os::unix::fs::FileExt::write_at(&file, &chunk[..size], offset) {
+                Ok(n) if n > 0 => offset += n as u64,
+                _ => size /= 2,
+            }
+        }
+        // Delayed allocation reserves at write time; fsync makes the
+        // reservation real so no block is left for later page faults.
+        let _ = file.sync_all();
+        let mut obs = Observation::ok();
+        obs.value = Some(offset as i64);
+        obs.detail = Some(format!("wrote {offset} bytes until ENOSPC"));
+        Ok(obs)
+    }
+
+    fn remount(&mut self, read_only: bool) -> Result<Observation, Stop> {
+        let fs = self.owned_fs()?.clone();
+        // Our own descriptor of the case directory would keep the mount busy.
+        let placeholder = std::fs::File::open("/").map_err(|e| Stop::Broken(e.to_string()))?;
+        self.dirfd = OwnedFd::from(placeholder);
+        let result = lock(&fs).remount(read_only);
+        self.reopen_dir()?;
+        Ok(match result {
+            Ok(()) => Observation::ok(),
+            Err(e) => Observation::errno(e as i32),
+        })
+    }
+
+    fn crash(&mut self) -> Result<Observation, Stop> {
+        let fs = self.owned_fs()?.clone();
+        // A power cut kills every process at once; nothing they hold is flushed.
+        self.kill_all();
+        for p in self.procs.values_mut() {
+            p.gone = true;
+        }
+        let placeholder = std::fs::File::open("/").map_err(|e| Stop::Broken(e.to_string()))?;
+        self.dirfd = OwnedFd::from(placeholder);
+        let method = lock(&fs)
+            .crash()
+            .map_err(|e| Stop::Broken(format!("crash: {e}")))?;
+        if method == crate::target::fs::CrashMethod::Lost {
+            // Nothing survived, not even the case's directory: the harness
+            // needs one to go on, empty, as after a reboot.
+            let _ = std::fs::create_dir_all(&self.dir);
+        }
+        self.reopen_dir()?;
+        let mut obs = Observation::ok();
+        obs.detail = Some(method.describe().to_string());
+        Ok(obs)
+    }
+
+    /// Kills every process of the case and reaps them.
+    fn kill_all(&mut self) {
         for &pgid in &self.pgids {
             // SAFETY: signals only process groups this case created.
             unsafe { libc::killpg(pgid, libc::SIGKILL) };
@@ -555,13 +703,24 @@ impl Run<'_> {
                 let _ = c.wait();
             }
         }
-        // Forked workers whose parents died were reparented to us (we are a
-        // child subreaper); collect them so no zombie outlives the case.
         for &pgid in &self.pgids {
             live::reap_group(pgid);
+        }
+    }
+
+    /// Ends every process of the case, whatever state it is in, and reaps them.
+    fn teardown(&mut self) {
+        // Forked workers whose parents die are reparented to us (we are a
+        // child subreaper); kill_all collects them so no zombie outlives the case.
+        self.kill_all();
+        for &pgid in &self.pgids {
             live::remove_group(pgid);
         }
     }
+}
+
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
 fn exit_status(status: std::process::ExitStatus) -> ExitStatus {

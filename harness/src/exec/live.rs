@@ -7,11 +7,21 @@ use std::sync::Mutex;
 struct Live {
     groups: Vec<i32>,
     roots: Vec<PathBuf>,
+    filesystems: Vec<FsResources>,
+}
+
+/// What a scratch filesystem holds: mounts (innermost first), a loop device, an image.
+#[derive(Debug, Clone, Default)]
+pub struct FsResources {
+    pub mounts: Vec<PathBuf>,
+    pub loop_dev: Option<String>,
+    pub image: Option<PathBuf>,
 }
 
 static LIVE: Mutex<Live> = Mutex::new(Live {
     groups: Vec::new(),
     roots: Vec::new(),
+    filesystems: Vec::new(),
 });
 
 fn live() -> std::sync::MutexGuard<'static, Live> {
@@ -32,6 +42,46 @@ pub fn add_root(path: PathBuf) {
 
 pub fn remove_root(path: &std::path::Path) {
     live().roots.retain(|r| r != path);
+}
+
+pub fn add_fs(r: FsResources) {
+    live().filesystems.push(r);
+}
+
+/// Forgets the filesystem whose first mount is `mount_point`.
+pub fn remove_fs(mount_point: &std::path::Path) {
+    live()
+        .filesystems
+        .retain(|f| f.mounts.first().map(PathBuf::as_path) != Some(mount_point));
+}
+
+/// Unmounts, detaches and removes what a scratch filesystem held.
+pub fn release_fs(r: &FsResources) {
+    for m in &r.mounts {
+        let _ = crate::target::fs::detach_mount(m);
+        let _ = std::fs::remove_dir(m);
+    }
+    if let Some(dev) = &r.loop_dev {
+        let _ = std::process::Command::new("losetup")
+            .args(["-d", dev])
+            .output();
+    }
+    if let Some(img) = &r.image {
+        let _ = std::fs::remove_file(img);
+    }
+}
+
+static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
+
+/// Records that the run was interrupted by `sig`; the interrupt handler
+/// owns the exit from then on.
+pub fn set_interrupted(sig: i32) {
+    INTERRUPTED.store(sig, std::sync::atomic::Ordering::SeqCst);
+}
+
+/// Whether an interrupt is being handled.
+pub fn interrupted() -> bool {
+    INTERRUPTED.load(std::sync::atomic::Ordering::SeqCst) != 0
 }
 
 /// Makes this process the reaper of orphaned descendants, so workers forked
@@ -55,12 +105,13 @@ pub fn reap_group(pgid: i32) {
     }
 }
 
-/// Kills every live case's processes and removes every live scratch root.
+/// Kills every live case's processes, removes every live scratch root and
+/// tears down every scratch filesystem.
 /// Called on SIGINT/SIGTERM before the harness exits.
 pub fn kill_everything() {
-    let (groups, roots) = {
+    let (groups, roots, filesystems) = {
         let l = live();
-        (l.groups.clone(), l.roots.clone())
+        (l.groups.clone(), l.roots.clone(), l.filesystems.clone())
     };
     for g in &groups {
         // SAFETY: signals only groups our cases created.
@@ -71,5 +122,8 @@ pub fn kill_everything() {
     }
     for r in &roots {
         let _ = std::fs::remove_dir_all(r);
+    }
+    for f in &filesystems {
+        release_fs(f);
     }
 }

@@ -117,14 +117,14 @@ impl WorkerState {
             Call::Pread { fd, at, len } => self.pread(fd, *at, *len),
             Call::Pwrite { fd, at, data } => {
                 let fd = self.fd(fd)?;
-                let bytes = data.materialize();
+                let bytes = AlignedBuf::from(&data.materialize(), self.page_size);
                 // SAFETY: the buffer is valid for its length.
                 let n = unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), *at) };
                 counted(n)
             }
             Call::Write { fd, data } => {
                 let fd = self.fd(fd)?;
-                let bytes = data.materialize();
+                let bytes = AlignedBuf::from(&data.materialize(), self.page_size);
                 // SAFETY: the buffer is valid for its length.
                 let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
                 counted(n)
@@ -312,7 +312,7 @@ impl WorkerState {
 
     fn pread(&self, fd: &str, at: i64, len: u64) -> OpResult {
         let fd = self.fd(fd)?;
-        let mut buf = vec![0u8; len as usize];
+        let mut buf = AlignedBuf::zeroed(len as usize, self.page_size);
         let mut got = 0usize;
         // Loop: a short read is not the end of the file until read returns 0.
         while got < buf.len() {
@@ -333,8 +333,7 @@ impl WorkerState {
             }
             got += n as usize;
         }
-        buf.truncate(got);
-        Ok(with_bytes(buf))
+        Ok(with_bytes(buf[..got].to_vec()))
     }
 
     fn fstat(&self, fd: &str) -> OpResult {
@@ -416,6 +415,54 @@ pub fn open_beneath(dir: RawFd, path: &str, flags: i32, mode: u32) -> Result<Own
     };
     // SAFETY: the kernel just gave us this fd.
     Ok(unsafe { OwnedFd::from_raw_fd(raw) })
+}
+
+/// A page-aligned buffer, so pread/pwrite on an O_DIRECT fd meet its
+/// alignment rule (the file offset and length are the case's to choose).
+struct AlignedBuf {
+    ptr: std::ptr::NonNull<u8>,
+    len: usize,
+    layout: std::alloc::Layout,
+}
+
+impl AlignedBuf {
+    fn zeroed(len: usize, align: u64) -> AlignedBuf {
+        let layout = std::alloc::Layout::from_size_align(len.max(1), align as usize)
+            .expect("page-size layout");
+        // SAFETY: the layout has a non-zero size.
+        let raw = unsafe { std::alloc::alloc_zeroed(layout) };
+        let ptr =
+            std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
+        AlignedBuf { ptr, len, layout }
+    }
+
+    fn from(bytes: &[u8], align: u64) -> AlignedBuf {
+        let mut b = AlignedBuf::zeroed(bytes.len(), align);
+        b.copy_from_slice(bytes);
+        b
+    }
+}
+
+impl std::ops::Deref for AlignedBuf {
+    type Target = [u8];
+    fn deref(&self) -> &[u8] {
+        // SAFETY: ptr is valid for len initialized bytes.
+        unsafe { std::slice::from_raw_parts(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl std::ops::DerefMut for AlignedBuf {
+    fn deref_mut(&mut self) -> &mut [u8] {
+        // SAFETY: ptr is valid for len initialized bytes, and uniquely ours.
+        unsafe { std::slice::from_raw_parts_mut(self.ptr.as_ptr(), self.len) }
+    }
+}
+
+impl Drop for AlignedBuf {
+    fn drop(&mut self) {
+        // SAFETY: allocated with this layout in zeroed().
+        unsafe { std::alloc::dealloc(self.ptr.as_ptr(), self.layout) };
+    }
 }
 
 fn check(rc: i32) -> OpResult {

@@ -185,7 +185,11 @@ pub fn call(step: &Step, ps: u64) -> Result<Option<Call>, String> {
             map: map.clone(),
             at: off(at, ps)?,
         },
-        Op::Fork
+        Op::Remount { .. }
+        | Op::FillFs { .. }
+        | Op::Crash
+        | Op::DropCaches
+        | Op::Fork
         | Op::Exit { .. }
         | Op::Wait { .. }
         | Op::Kill { .. }

@@ -167,7 +167,7 @@ pub enum Request {
 }
 
 /// How a call ended.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Outcome {
     /// The call returned success (or the access completed).
@@ -187,7 +187,7 @@ pub enum Outcome {
 }
 
 /// A process's end, as waitpid(2) reports it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ExitStatus {
     Exited(i32),
@@ -195,7 +195,7 @@ pub enum ExitStatus {
 }
 
 /// Timestamps and sizes from fstat(2).
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct StatInfo {
     pub size: i64,
     pub blocks: i64,
@@ -206,10 +206,12 @@ pub struct StatInfo {
 }
 
 /// What a worker saw when it performed a call.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 pub struct Observation {
     pub outcome: Outcome,
+    /// The bytes read, as lowercase hex.
     #[serde(default, skip_serializing_if = "Option::is_none", with = "opt_hex")]
+    #[schemars(with = "Option<String>")]
     pub bytes: Option<Vec<u8>>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub value: Option<i64>,
@@ -219,6 +221,9 @@ pub struct Observation {
     pub pid: Option<i32>,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub exit: Option<ExitStatus>,
+    /// How the harness did a step where that matters (the crash method).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub detail: Option<String>,
 }
 
 impl Observation {
@@ -230,6 +235,7 @@ impl Observation {
             stat: None,
             pid: None,
             exit: None,
+            detail: None,
         }
     }
 
@@ -393,8 +399,15 @@ impl Channel {
         }
         // The worker has read the previous request, so the socket buffer is
         // empty and a request fits; wait for room only if it somehow does not.
+        // MSG_NOSIGNAL: a worker that died is seen on receive, not as SIGPIPE.
         while sent < bytes.len() {
-            match (&self.sock).write(&bytes[sent..]) {
+            match nix::sys::socket::send(
+                self.sock.as_raw_fd(),
+                &bytes[sent..],
+                MsgFlags::MSG_NOSIGNAL,
+            )
+            .map_err(std::io::Error::from)
+            {
                 Ok(n) => sent += n,
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {
                     use nix::poll::{poll, PollFd, PollFlags, PollTimeout};

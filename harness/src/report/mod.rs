@@ -1,6 +1,13 @@
 //! The report of a run: what every case and step expected and observed.
 //! Documented in specs/FORMAT.md; its schema is specs/report.schema.json.
 
+pub mod baseline;
+pub mod compare;
+pub mod html;
+pub mod junit;
+pub mod kcidb;
+pub mod ktap;
+
 use crate::case::model::Expect;
 use crate::exec::protocol::Observation;
 use crate::target::Environment;
@@ -12,20 +19,30 @@ pub const SCHEMA_VERSION: u32 = 1;
 
 #[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
 pub struct Report {
+    /// Version of this format, bumped when a field changes meaning.
     pub schema_version: u32,
+    /// Where the run happened: kernel, architecture, filesystem.
     pub environment: Environment,
     /// When the run started, RFC 3339 UTC.
     pub started_at: String,
+    /// Counts of cases by status.
     pub summary: Summary,
+    /// One entry per case, in the order of case file paths; then one error
+    /// entry per case file that did not load.
     pub cases: Vec<CaseReport>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 pub struct Summary {
+    /// Entries in `cases`.
     pub total: usize,
+    /// Cases that passed.
     pub pass: usize,
+    /// Cases that failed.
     pub fail: usize,
+    /// Cases skipped (a requirement unmet).
     pub skip: usize,
+    /// Cases the harness could not carry out.
     pub error: usize,
     /// Wall time of the whole run.
     pub duration_ms: u64,
@@ -79,8 +96,10 @@ impl Status {
 pub struct CaseReport {
     /// Path under cases/ without .json.
     pub id: String,
+    /// The case's title (empty for a file that did not load).
     pub title: String,
     pub status: Status,
+    /// Wall time of the case (0 when skipped).
     pub duration_ms: u64,
     /// Why it was skipped or errored, or which step failed and how.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -126,11 +145,11 @@ pub struct StepReport {
     pub variant: Option<String>,
     /// What happened.
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    #[schemars(with = "Option<serde_json::Value>")]
     pub observed: Option<Observation>,
     /// How expected and observed differ, with a hex diff for bytes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub message: Option<String>,
+    /// Microseconds from sending the step to its judgement.
     pub duration_us: u64,
 }
 
@@ -148,4 +167,141 @@ pub fn write_json(report: &Report, path: &std::path::Path) -> std::io::Result<()
 /// Current time as RFC 3339 UTC.
 pub fn now_rfc3339() -> String {
     humantime::format_rfc3339_seconds(std::time::SystemTime::now()).to_string()
+}
+
+/// Reads a JSON report written by [`write_json`].
+pub fn read_json(path: &std::path::Path) -> Result<Report, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| format!("{}: not a report: {e}", path.display()))
+}
+
+/// The report JSON Schema, as checked in at specs/report.schema.json.
+pub fn report_schema() -> String {
+    // Absent optional fields are left out, never null, so the schema says
+    // so rather than allowing null.
+    let settings = schemars::gen::SchemaSettings::draft07().with(|s| {
+        s.option_nullable = false;
+        s.option_add_null_type = false;
+    });
+    let schema = settings.into_generator().into_root_schema_for::<Report>();
+    serde_json::to_string_pretty(&schema).expect("schema serializes")
+}
+
+impl Report {
+    /// The target in a few words: "6.1.0-18-amd64 ext4".
+    pub fn target_label(&self) -> String {
+        format!(
+            "{} {}",
+            self.environment.kernel_release, self.environment.fs_type
+        )
+    }
+}
+
+impl CaseReport {
+    /// The topic of a case: the first segment of its id ("shared" for "shared/x").
+    pub fn topic(&self) -> &str {
+        topic_of(&self.id)
+    }
+
+    /// The step that failed or broke, if one did.
+    pub fn failing_step(&self) -> Option<&StepReport> {
+        self.steps
+            .iter()
+            .find(|s| matches!(s.status, StepStatus::Fail | StepStatus::Error))
+    }
+
+    /// Whether the case did not hold here (failed or broke).
+    pub fn is_failure(&self) -> bool {
+        matches!(self.status, Status::Fail | Status::Error)
+    }
+}
+
+/// The first segment of a case id; the id itself when it has no `/`.
+pub fn topic_of(id: &str) -> &str {
+    id.split('/').next().unwrap_or(id)
+}
+
+/// The first line of a text, for one-line renderings of multi-line reasons.
+pub fn first_line(text: &str) -> &str {
+    text.lines().next().unwrap_or("")
+}
+
+/// A step's full story in plain text: what it did, expected, observed, and
+/// the difference (with the byte diff). Shared by the JUnit and HTML writers.
+pub fn step_detail(step: &StepReport) -> String {
+    let mut out = format!(
+        "step {} [{}] {}\n",
+        step.index,
+        step.status_str(),
+        step.summary
+    );
+    if let Some(e) = &step.expected {
+        out.push_str(&format!(
+            "  expected: {}\n",
+            serde_json::to_string(e).unwrap_or_default()
+        ));
+    }
+    if let Some(v) = &step.variant {
+        out.push_str(&format!("  variant:  {v}\n"));
+    }
+    if let Some(o) = &step.observed {
+        out.push_str(&format!(
+            "  observed: {}\n",
+            serde_json::to_string(o).unwrap_or_default()
+        ));
+    }
+    if let Some(m) = &step.message {
+        for line in m.lines() {
+            out.push_str(&format!("  {line}\n"));
+        }
+    }
+    out
+}
+
+impl StepReport {
+    pub fn status_str(&self) -> &'static str {
+        match self.status {
+            StepStatus::Pass => "pass",
+            StepStatus::Fail => "fail",
+            StepStatus::Observed => "observed",
+            StepStatus::Error => "error",
+        }
+    }
+}
+
+/// An observation in a few words: "ok", "EINVAL", "SIGBUS/BUS_ADRERR",
+/// "ok, value 2000", "ok, bytes 48656c6c…".
+pub fn brief(o: &Observation) -> String {
+    use crate::exec::protocol::{ExitStatus, Outcome};
+    let mut parts = vec![match &o.outcome {
+        Outcome::Ok => "ok".to_string(),
+        Outcome::Errno { errno } => errno.clone(),
+        Outcome::Signal {
+            signal, si_code, ..
+        } => format!("{signal}/{si_code}"),
+        Outcome::Error { message } => format!("harness error: {message}"),
+    }];
+    if let Some(v) = o.value {
+        parts.push(format!("value {v}"));
+    }
+    if let Some(b) = &o.bytes {
+        let hex: String = b.iter().take(16).map(|x| format!("{x:02x}")).collect();
+        let more = if b.len() > 16 { "…" } else { "" };
+        parts.push(format!("{} bytes {hex}{more}", b.len()));
+    }
+    if let Some(st) = &o.stat {
+        parts.push(format!(
+            "size {} mtime {}.{:09}",
+            st.size, st.mtime_sec, st.mtime_nsec
+        ));
+    }
+    if let Some(pid) = o.pid {
+        parts.push(format!("pid {pid}"));
+    }
+    match &o.exit {
+        Some(ExitStatus::Exited(c)) => parts.push(format!("exited {c}")),
+        Some(ExitStatus::Killed(s)) => parts.push(format!("killed by {s}")),
+        None => {}
+    }
+    parts.join(", ")
 }

@@ -1,6 +1,8 @@
 //! Where cases run: the environment (kernel, architecture, page size, the
 //! filesystem under the scratch directory) and what it can do.
 
+pub mod cleanup;
+pub mod fs;
 pub mod probe;
 
 use crate::names::KernelVersion;
@@ -40,6 +42,10 @@ pub struct Environment {
     pub mount_source: String,
     /// Where the cases' scratch directories were made.
     pub scratch_dir: String,
+    /// The scratch filesystem configuration the harness made for the run
+    /// (`--fs`/`--target`); absent when cases ran in a directory of an existing mount.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub target: Option<String>,
     /// Effective uid of the harness.
     pub euid: u32,
     pub harness_version: String,
@@ -66,6 +72,7 @@ impl Environment {
             mount_point: mount.mount_point,
             mount_source: mount.source,
             scratch_dir: dir.display().to_string(),
+            target: None,
             euid: nix::unistd::geteuid().as_raw(),
             harness_version: env!("CARGO_PKG_VERSION").to_string(),
         }
@@ -164,19 +171,43 @@ fn unescape(s: &str) -> String {
 /// killed run left behind.
 pub struct ScratchRoot {
     pub path: PathBuf,
+    /// On overlayfs: (mount point, lower dir). Directories are made in the
+    /// lower layer before the overlay ever looks them up, so the files a
+    /// case starts with are lower files that a write must copy up.
+    lower: Option<(PathBuf, PathBuf)>,
 }
 
 pub const SCRATCH_PREFIX: &str = "mmapconf-run-";
 
 impl ScratchRoot {
     pub fn create(base: &Path) -> std::io::Result<ScratchRoot> {
+        ScratchRoot::create_layered(base, None)
+    }
+
+    /// A scratch root on an overlay mounted at `base` whose lower layer is `lower`.
+    pub fn create_layered(base: &Path, lower: Option<&Path>) -> std::io::Result<ScratchRoot> {
         let stamp = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .map(|d| d.as_nanos())
             .unwrap_or(0);
         let path = base.join(format!("{SCRATCH_PREFIX}{}-{stamp:x}", std::process::id()));
-        std::fs::create_dir_all(&path)?;
-        Ok(ScratchRoot { path })
+        let root = ScratchRoot {
+            path,
+            lower: lower.map(|l| (base.to_path_buf(), l.to_path_buf())),
+        };
+        std::fs::create_dir_all(root.physical(&root.path))?;
+        Ok(root)
+    }
+
+    /// Where a directory of the scratch root is made: itself, or its place in the lower layer.
+    fn physical(&self, dir: &Path) -> PathBuf {
+        match &self.lower {
+            Some((mount, lower)) => dir
+                .strip_prefix(mount)
+                .map(|rel| lower.join(rel))
+                .unwrap_or_else(|_| dir.to_path_buf()),
+            None => dir.to_path_buf(),
+        }
     }
 
     /// A fresh directory for one case.
@@ -192,7 +223,9 @@ impl ScratchRoot {
             })
             .collect();
         let dir = self.path.join(format!("{index:04}-{slug}"));
-        std::fs::create_dir(&dir)?;
+        // The root itself may be gone: a crash on tmpfs keeps nothing.
+        std::fs::create_dir_all(self.physical(&self.path))?;
+        std::fs::create_dir(self.physical(&dir))?;
         Ok(dir)
     }
 }

@@ -1,0 +1,175 @@
+//! What a person watching a run sees: a progress bar on a terminal, plain
+//! lines otherwise (CI logs), and the end-of-run summary.
+
+use crate::report::{baseline::Verdict, first_line, CaseReport, Report, Status};
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+
+/// Where human-readable output goes: standard output, unless a machine
+/// format (`--ktap -`) has taken it, then standard error.
+#[derive(Debug, Clone, Copy)]
+pub struct Console {
+    pub stderr: bool,
+}
+
+impl Console {
+    pub fn line(&self, text: &str) {
+        if self.stderr {
+            eprintln!("{text}");
+        } else {
+            println!("{text}");
+        }
+    }
+
+    pub fn is_terminal(&self) -> bool {
+        if self.stderr {
+            std::io::stderr().is_terminal()
+        } else {
+            std::io::stdout().is_terminal()
+        }
+    }
+}
+
+/// Told of each finished case (from several threads at once).
+pub struct Progress {
+    bar: Option<ProgressBar>,
+    verbose: bool,
+    console: Console,
+}
+
+impl Progress {
+    /// A bar for `total` cases, labelled with the target, when the console
+    /// is a terminal; otherwise nothing but the per-case lines.
+    pub fn new(total: usize, verbose: bool, console: Console, target: &str) -> Progress {
+        let bar = console.is_terminal().then(|| {
+            let draw = if console.stderr {
+                ProgressDrawTarget::stderr()
+            } else {
+                ProgressDrawTarget::stdout()
+            };
+            let bar = ProgressBar::with_draw_target(Some(total as u64), draw);
+            bar.set_style(
+                ProgressStyle::with_template("{prefix} [{bar:40}] {pos}/{len} {wide_msg}")
+                    .expect("the template is valid")
+                    .progress_chars("=> "),
+            );
+            bar.set_prefix(target.to_string());
+            bar
+        });
+        Progress {
+            bar,
+            verbose,
+            console,
+        }
+    }
+
+    pub fn case_done(&self, r: &CaseReport) {
+        let shown = self.verbose || !matches!(r.status, Status::Pass | Status::Skip);
+        match &self.bar {
+            Some(bar) => {
+                if shown {
+                    // Printed above the bar, which stays at the bottom.
+                    bar.println(case_lines(r).trim_end());
+                }
+                bar.set_message(r.id.clone());
+                bar.inc(1);
+            }
+            None if shown => self.console.line(case_lines(r).trim_end()),
+            None => {}
+        }
+    }
+
+    pub fn finish(&self) {
+        if let Some(bar) = &self.bar {
+            bar.finish_and_clear();
+        }
+    }
+}
+
+/// A finished case: its status, id and time, then its reason indented.
+pub fn case_lines(r: &CaseReport) -> String {
+    let tag = match r.status {
+        Status::Pass => "PASS ",
+        Status::Fail => "FAIL ",
+        Status::Skip => "SKIP ",
+        Status::Error => "ERROR",
+    };
+    let mut out = format!("{tag} {} ({} ms)\n", r.id, r.duration_ms);
+    if let Some(reason) = &r.reason {
+        for line in reason.lines() {
+            out.push_str(&format!("      {line}\n"));
+        }
+    }
+    out
+}
+
+/// Where each output of the run went.
+pub struct Written {
+    pub kind: &'static str,
+    pub place: String,
+}
+
+/// The end of a run in a few lines: counts, each case that did not hold
+/// with its first failing step, the baseline's verdict, and the reports.
+pub fn summary(report: &Report, verdict: Option<(&str, &Verdict)>, written: &[Written]) -> String {
+    let s = &report.summary;
+    let e = &report.environment;
+    let mut out = format!(
+        "{} cases: {} pass, {} fail, {} skip, {} error in {} ms ({} {} on {}, page size {})\n",
+        s.total,
+        s.pass,
+        s.fail,
+        s.skip,
+        s.error,
+        s.duration_ms,
+        e.kernel_release,
+        e.arch,
+        e.fs_type,
+        e.page_size
+    );
+    let failures: Vec<&CaseReport> = report.cases.iter().filter(|c| c.is_failure()).collect();
+    if !failures.is_empty() {
+        out.push_str("did not pass:\n");
+        for c in failures {
+            let known = verdict
+                .and_then(|(_, v)| v.known_failures.iter().find(|(k, _)| k.id == c.id))
+                .map(|_| " [known]")
+                .unwrap_or("");
+            out.push_str(&format!(
+                "  {:<5} {}{known}: {}\n",
+                c.status.as_str().to_uppercase(),
+                c.id,
+                first_line(c.reason.as_deref().unwrap_or(""))
+            ));
+        }
+    }
+    if let Some((name, v)) = verdict {
+        out.push_str(&format!(
+            "baseline {name}: {} known failure(s), {} new\n",
+            v.known_failures.len(),
+            v.new_failures.len()
+        ));
+        for c in &v.new_failures {
+            out.push_str(&format!(
+                "  new failure: {} ({})\n",
+                c.id,
+                c.status.as_str()
+            ));
+        }
+        for e in &v.now_passing {
+            let why = if e.reason.is_empty() {
+                String::new()
+            } else {
+                format!("  # {}", e.reason)
+            };
+            out.push_str(&format!(
+                "  now passes (remove it from the baseline, line {}): {}{why}\n",
+                e.line, e.id
+            ));
+        }
+    }
+    for w in written {
+        out.push_str(&format!("{}: {}\n", w.kind, w.place));
+    }
+    out
+}

@@ -1,0 +1,443 @@
+//! Filesystems the harness makes for a run (like fstests' SCRATCH_DEV):
+//! a sparse image on a loop device, mkfs, mount; or tmpfs; or overlayfs
+//! over a scratch tmpfs. The harness owns them, so it can also unmount and
+//! mount them again (`remount`) and simulate a power cut (`crash`).
+//!
+//! Every resource is named `mmapconf-{img,mnt,ovl}-<pid>-<target>` so that
+//! `mmapconf cleanup` can find what a SIGKILLed run left behind.
+
+use crate::exec::live;
+use serde::{Deserialize, Serialize};
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+/// A named filesystem configuration, like an fstests section.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TargetConfig {
+    /// The name used with `--target` and in report file names.
+    pub name: String,
+    /// Filesystem type: tmpfs, ext2, ext3, ext4, xfs, btrfs, f2fs, overlay.
+    pub fs: String,
+    /// Extra mkfs arguments.
+    #[serde(default)]
+    pub mkfs_options: Vec<String>,
+    /// Mount options (-o).
+    #[serde(default)]
+    pub mount_options: String,
+    /// Image size in MiB (default 512; xfs needs at least 300).
+    #[serde(default)]
+    pub size_mib: Option<u64>,
+}
+
+impl TargetConfig {
+    /// The default configuration of a filesystem type.
+    pub fn plain(fs: &str) -> TargetConfig {
+        TargetConfig {
+            name: fs.to_string(),
+            fs: fs.to_string(),
+            mkfs_options: Vec::new(),
+            mount_options: String::new(),
+            size_mib: None,
+        }
+    }
+}
+
+/// Reads named targets from a JSON file (a list of [`TargetConfig`]).
+pub fn load_targets(path: &Path) -> Result<Vec<TargetConfig>, String> {
+    let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text)
+        .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+}
+
+/// How `crash` reached the state a power cut would leave.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CrashMethod {
+    /// FS_IOC_SHUTDOWN with NOLOGFLUSH, then unmount and mount (journal replay).
+    Shutdown,
+    /// A copy of the loop image taken at that instant, mounted in place of
+    /// the original (journal replay on mount).
+    ImageCopy,
+    /// tmpfs: memory only, so nothing survives.
+    Lost,
+}
+
+impl CrashMethod {
+    pub fn describe(self) -> &'static str {
+        match self {
+            CrashMethod::Shutdown => {
+                "shutdown: FS_IOC_SHUTDOWN(NOLOGFLUSH), unmount, mount with log recovery"
+            }
+            CrashMethod::ImageCopy => {
+                "image: copy of the block device at the crash, mounted with log recovery"
+            }
+            CrashMethod::Lost => "tmpfs: memory only, nothing survives",
+        }
+    }
+}
+
+/// A mounted filesystem the harness made and will tear down.
+#[derive(Debug)]
+pub struct OwnedFs {
+    pub config: TargetConfig,
+    /// Where cases run.
+    pub mount_point: PathBuf,
+    /// The backing image and its loop device (not for tmpfs/overlay).
+    image: Option<PathBuf>,
+    loop_dev: Option<String>,
+    /// For overlay: the tmpfs holding lower/upper/work, and the lower dir.
+    overlay_base: Option<PathBuf>,
+    pub lower_dir: Option<PathBuf>,
+}
+
+fn run(cmd: &mut Command) -> Result<String, String> {
+    let shown = format!("{cmd:?}").replace('"', "");
+    let out = cmd.output().map_err(|e| format!("{shown}: {e}"))?;
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        let err = String::from_utf8_lossy(&out.stderr);
+        Err(format!(
+            "{shown}: {}",
+            err.trim().lines().last().unwrap_or("failed")
+        ))
+    }
+}
+
+fn have_command(name: &str) -> bool {
+    std::env::var_os("PATH")
+        .map(|p| std::env::split_paths(&p).any(|d| d.join(name).is_file()))
+        .unwrap_or(false)
+        || ["/sbin", "/usr/sbin"]
+            .iter()
+            .any(|d| Path::new(d).join(name).is_file())
+}
+
+/// Whether the running kernel knows a filesystem type.
+pub fn kernel_knows(fs: &str) -> bool {
+    std::fs::read_to_string("/proc/filesystems")
+        .map(|t| t.lines().any(|l| l.split_whitespace().last() == Some(fs)))
+        .unwrap_or(false)
+}
+
+/// Why this target cannot be made here, or None when it can.
+pub fn unavailable(config: &TargetConfig) -> Option<String> {
+    if !nix::unistd::geteuid().is_root() {
+        return Some("making a scratch filesystem needs root".to_string());
+    }
+    if !kernel_knows(&config.fs) {
+        return Some(format!(
+            "the kernel does not support {} (not in /proc/filesystems)",
+            config.fs
+        ));
+    }
+    let needs = match config.fs.as_str() {
+        "tmpfs" | "overlay" => None,
+        fs => Some(format!("mkfs.{fs}")),
+    };
+    if let Some(tool) = needs {
+        if !have_command(&tool) {
+            return Some(format!("{tool} is not installed"));
+        }
+        if !have_command("losetup") {
+            return Some("losetup is not installed".to_string());
+        }
+    }
+    None
+}
+
+fn mkfs_args(config: &TargetConfig) -> Vec<String> {
+    let mut args: Vec<String> = match config.fs.as_str() {
+        // Quiet, no questions, and no lazy init work racing the cases.
+        "ext2" | "ext3" | "ext4" => vec!["-q".into(), "-F".into()],
+        "xfs" => vec!["-q".into(), "-f".into()],
+        "btrfs" => vec!["-q".into(), "-f".into()],
+        "f2fs" => vec!["-q".into(), "-f".into()],
+        _ => Vec::new(),
+    };
+    args.extend(config.mkfs_options.iter().cloned());
+    args
+}
+
+impl OwnedFs {
+    /// Makes and mounts a filesystem for `config` under `base`.
+    pub fn create(config: &TargetConfig, base: &Path) -> Result<OwnedFs, String> {
+        if let Some(why) = unavailable(config) {
+            return Err(why);
+        }
+        let tag = format!("{}-{}", std::process::id(), config.name);
+        let mount_point = base.join(format!("mmapconf-mnt-{tag}"));
+        std::fs::create_dir_all(&mount_point)
+            .map_err(|e| format!("{}: {e}", mount_point.display()))?;
+        let mut fs = OwnedFs {
+            config: config.clone(),
+            mount_point,
+            image: None,
+            loop_dev: None,
+            overlay_base: None,
+            lower_dir: None,
+        };
+        live::add_fs(fs.resources());
+        let made = match config.fs.as_str() {
+            "tmpfs" => fs.mount_tmpfs(&fs.mount_point.clone()),
+            "overlay" => fs.make_overlay(base, &tag),
+            _ => fs.make_block_fs(base, &tag),
+        };
+        if let Err(e) = made {
+            live::remove_fs(&fs.mount_point);
+            fs.destroy();
+            return Err(e);
+        }
+        live::remove_fs(&fs.mount_point);
+        live::add_fs(fs.resources());
+        Ok(fs)
+    }
+
+    fn resources(&self) -> live::FsResources {
+        live::FsResources {
+            mounts: [Some(self.mount_point.clone()), self.overlay_base.clone()]
+                .into_iter()
+                .flatten()
+                .collect(),
+            loop_dev: self.loop_dev.clone(),
+            image: self.image.clone(),
+        }
+    }
+
+    fn mount_tmpfs(&self, at: &Path) -> Result<(), String> {
+        let opts = if self.config.mount_options.is_empty() {
+            "size=512m".to_string()
+        } else {
+            self.config.mount_options.clone()
+        };
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", &opts, "mmapconf"])
+            .arg(at))
+        .map(|_| ())
+    }
+
+    fn make_overlay(&mut self, base: &Path, tag: &str) -> Result<(), String> {
+        // lower, upper and work on one scratch tmpfs, so a case's files can
+        // be put in the lower layer and copied up by a write.
+        let ovl = base.join(format!("mmapconf-ovl-{tag}"));
+        std::fs::create_dir_all(&ovl).map_err(|e| format!("{}: {e}", ovl.display()))?;
+        self.overlay_base = Some(ovl.clone());
+        run(Command::new("mount")
+            .args(["-t", "tmpfs", "-o", "size=512m", "mmapconf"])
+            .arg(&ovl))?;
+        for d in ["lower", "upper", "work"] {
+            std::fs::create_dir(ovl.join(d)).map_err(|e| format!("overlay {d}: {e}"))?;
+        }
+        self.lower_dir = Some(ovl.join("lower"));
+        self.mount_overlay()
+    }
+
+    fn mount_overlay(&self) -> Result<(), String> {
+        let ovl = self.overlay_base.as_ref().ok_or("no overlay base")?;
+        let mut opts = format!(
+            "lowerdir={},upperdir={},workdir={}",
+            ovl.join("lower").display(),
+            ovl.join("upper").display(),
+            ovl.join("work").display()
+        );
+        if !self.config.mount_options.is_empty() {
+            opts = format!("{opts},{}", self.config.mount_options);
+        }
+        run(Command::new("mount")
+            .args(["-t", "overlay", "-o", &opts, "mmapconf"])
+            .arg(&self.mount_point))
+        .map(|_| ())
+    }
+
+    fn make_block_fs(&mut self, base: &Path, tag: &str) -> Result<(), String> {
+        let image = base.join(format!("mmapconf-img-{tag}.img"));
+        let size = self.config.size_mib.unwrap_or(512) * 1024 * 1024;
+        let f = std::fs::File::create(&image).map_err(|e| format!("{}: {e}", image.display()))?;
+        f.set_len(size)
+            .map_err(|e| format!("{}: {e}", image.display()))?;
+        drop(f);
+        self.image = Some(image.clone());
+        let dev = run(Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image))?;
+        self.loop_dev = Some(dev.clone());
+        live::remove_fs(&self.mount_point);
+        live::add_fs(self.resources());
+        run(Command::new(format!("mkfs.{}", self.config.fs))
+            .args(mkfs_args(&self.config))
+            .arg(&dev))?;
+        self.mount_block()
+    }
+
+    fn mount_block(&self) -> Result<(), String> {
+        let dev = self.loop_dev.as_ref().ok_or("no loop device")?;
+        let mut cmd = Command::new("mount");
+        cmd.args(["-t", &self.config.fs]);
+        if !self.config.mount_options.is_empty() {
+            cmd.args(["-o", &self.config.mount_options]);
+        }
+        run(cmd.arg(dev).arg(&self.mount_point)).map(|_| ())
+    }
+
+    fn mount_again(&self) -> Result<(), String> {
+        match self.config.fs.as_str() {
+            "tmpfs" => self.mount_tmpfs(&self.mount_point),
+            "overlay" => self.mount_overlay(),
+            _ => self.mount_block(),
+        }
+    }
+
+    /// Makes the mount read-only or read-write in place (`mount -o remount`).
+    fn set_read_only(&self, read_only: bool) -> Result<(), String> {
+        let opt = if read_only {
+            "remount,ro"
+        } else {
+            "remount,rw"
+        };
+        run(Command::new("mount")
+            .args(["-o", opt])
+            .arg(&self.mount_point))
+        .map(|_| ())
+    }
+
+    /// Clean unmount and mount again: all write-back is done, the page cache
+    /// of the filesystem is gone. Fails with EBUSY while files are in use.
+    /// With `read_only`, it is mounted again read-only; the next remount
+    /// (or the end of the case) makes it writable again.
+    pub fn remount(&self, read_only: bool) -> Result<(), nix::errno::Errno> {
+        nix::mount::umount(&self.mount_point)?;
+        self.mount_again().map_err(|e| {
+            eprintln!("mmapconf: remount of {}: {e}", self.mount_point.display());
+            nix::errno::Errno::EIO
+        })?;
+        if read_only {
+            self.set_read_only(true).map_err(|e| {
+                eprintln!(
+                    "mmapconf: read-only remount of {}: {e}",
+                    self.mount_point.display()
+                );
+                nix::errno::Errno::EIO
+            })?;
+        }
+        Ok(())
+    }
+
+    /// Makes the filesystem writable again if a case left it read-only.
+    pub fn ensure_writable(&self) {
+        let ro = super::mount_of(&self.mount_point).is_some_and(|m| {
+            m.mount_point == self.mount_point.to_string_lossy()
+                && m.options.split([',', ' ']).next() == Some("ro")
+        });
+        if ro {
+            let _ = self.set_read_only(false);
+        }
+    }
+
+    /// What a power cut leaves: the filesystem as its device holds it now,
+    /// recovered from its journal. The caller has killed every process
+    /// using it (a power cut does that too).
+    pub fn crash(&mut self) -> Result<CrashMethod, String> {
+        match self.config.fs.as_str() {
+            "tmpfs" => {
+                detach_mount(&self.mount_point)?;
+                self.mount_again()?;
+                Ok(CrashMethod::Lost)
+            }
+            "overlay" => Err("crash is not supported on overlay targets".to_string()),
+            _ if shutdown(&self.mount_point).is_ok() => {
+                detach_mount(&self.mount_point)?;
+                self.mount_again()?;
+                Ok(CrashMethod::Shutdown)
+            }
+            _ => {
+                self.crash_by_image_copy()?;
+                Ok(CrashMethod::ImageCopy)
+            }
+        }
+    }
+
+    /// Copies the image as the device holds it at this instant (the loop
+    /// driver writes through to the image file, so the file is the disk),
+    /// then mounts the copy where the original was.
+    fn crash_by_image_copy(&mut self) -> Result<(), String> {
+        let image = self.image.clone().ok_or("no image")?;
+        let copy = image.with_extension("crash.img");
+        // Reflink where the host filesystem can, else a sparse copy.
+        run(Command::new("cp")
+            .args(["--sparse=always", "--reflink=auto"])
+            .arg(&image)
+            .arg(&copy))?;
+        detach_mount(&self.mount_point)?;
+        if let Some(dev) = self.loop_dev.take() {
+            run(Command::new("losetup").args(["-d", &dev]))?;
+        }
+        let _ = std::fs::remove_file(&image);
+        std::fs::rename(&copy, &image).map_err(|e| format!("rename crash image: {e}"))?;
+        let dev = run(Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(&image))?;
+        self.loop_dev = Some(dev);
+        live::remove_fs(&self.mount_point);
+        live::add_fs(self.resources());
+        self.mount_block()
+    }
+
+    /// Drops clean page-cache pages, dentries and inodes (system-wide).
+    pub fn drop_caches(&self) -> Result<(), String> {
+        nix::unistd::sync();
+        std::fs::write("/proc/sys/vm/drop_caches", "3").map_err(|e| format!("drop_caches: {e}"))
+    }
+
+    /// Unmounts and removes everything this filesystem used.
+    pub fn destroy(&mut self) {
+        let _ = detach_mount(&self.mount_point);
+        let _ = std::fs::remove_dir(&self.mount_point);
+        if let Some(ovl) = self.overlay_base.take() {
+            let _ = detach_mount(&ovl);
+            let _ = std::fs::remove_dir(&ovl);
+        }
+        if let Some(dev) = self.loop_dev.take() {
+            let _ = run(Command::new("losetup").args(["-d", &dev]));
+        }
+        if let Some(img) = self.image.take() {
+            let _ = std::fs::remove_file(img);
+        }
+        live::remove_fs(&self.mount_point);
+    }
+}
+
+impl Drop for OwnedFs {
+    fn drop(&mut self) {
+        self.destroy();
+    }
+}
+
+/// FS_IOC_SHUTDOWN with FSOP_GOING_FLAGS_NOLOGFLUSH: the filesystem stops
+/// at once without writing its log, as in fstests' `_scratch_shutdown -f`.
+fn shutdown(mount_point: &Path) -> Result<(), nix::errno::Errno> {
+    // _IOR('X', 125, __u32)
+    const FS_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d;
+    const NOLOGFLUSH: u32 = 2;
+    let dir = std::fs::File::open(mount_point).map_err(|_| nix::errno::Errno::EIO)?;
+    let flags: u32 = NOLOGFLUSH;
+    // SAFETY: the ioctl reads one u32 from a valid pointer.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            FS_IOC_SHUTDOWN,
+            &flags,
+        )
+    };
+    nix::errno::Errno::result(rc).map(|_| ())
+}
+
+/// Unmounts; lazily if something still holds it (a killed process's
+/// last references go away on their own).
+pub fn detach_mount(at: &Path) -> Result<(), String> {
+    match nix::mount::umount(at) {
+        Ok(()) => Ok(()),
+        Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
+        Err(_) => nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)
+            .map_err(|e| format!("umount {}: {e}", at.display())),
+    }
+}
