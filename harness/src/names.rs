@@ -132,6 +132,8 @@ const MADVISE_ADVICE: &[(&str, i64)] = &[
     ("MADV_DONTNEED_LOCKED", 24),
     ("MADV_COLLAPSE", 25),
     ("MADV_HWPOISON", libc::MADV_HWPOISON as i64),
+    ("MADV_GUARD_INSTALL", 102),
+    ("MADV_GUARD_REMOVE", 103),
 ];
 
 const MREMAP_FLAGS: &[(&str, i64)] = &[

@@ -218,3 +218,107 @@ fn list_shows_ids_titles_and_requirements() {
         "{t}"
     );
 }
+
+/// What of ours is still attached under `base`: mounts and loop devices.
+fn attached_under(base: &Path) -> Vec<String> {
+    let b = base.to_string_lossy().into_owned();
+    let mut found: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
+        .unwrap_or_default()
+        .lines()
+        .filter(|l| l.contains(&b))
+        .map(str::to_string)
+        .collect();
+    let loops = Command::new("losetup")
+        .args(["--list", "--noheadings"])
+        .output();
+    if let Ok(o) = loops {
+        found.extend(
+            String::from_utf8_lossy(&o.stdout)
+                .lines()
+                .filter(|l| l.contains(&b))
+                .map(str::to_string),
+        );
+    }
+    found
+}
+
+/// Starts a run of the blocking fixture on a scratch ext4 under `base` and
+/// returns once its workers exist; None when this machine cannot make ext4.
+fn blocked_fs_run(base: &Path) -> Option<std::process::Child> {
+    if !nix::unistd::geteuid().is_root() || Command::new("mkfs.ext4").arg("-V").output().is_err() {
+        eprintln!("SKIPPED: needs root and mkfs.ext4");
+        return None;
+    }
+    let child = exe()
+        .args(["run", "--fs", "ext4", "--timeout", "60", "--report"])
+        .arg(base.join("r.json"))
+        .arg("--dir")
+        .arg(base)
+        .arg(fixture("blocks-forever.json"))
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let needle = base.to_str().unwrap().to_string();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    while processes_mentioning(&needle).len() < 3 {
+        assert!(Instant::now() < deadline, "workers never appeared");
+        std::thread::sleep(Duration::from_millis(5));
+    }
+    Some(child)
+}
+
+#[test]
+fn an_interrupted_fs_run_leaves_no_mount_loop_device_or_image() {
+    let base = tempfile::tempdir().unwrap();
+    let Some(mut child) = blocked_fs_run(base.path()) else {
+        return;
+    };
+    assert!(
+        !attached_under(base.path()).is_empty(),
+        "the run made no filesystem"
+    );
+    nix::sys::signal::kill(
+        nix::unistd::Pid::from_raw(child.id() as i32),
+        nix::sys::signal::Signal::SIGTERM,
+    )
+    .unwrap();
+    assert_eq!(child.wait().unwrap().code(), Some(143));
+    assert!(
+        attached_under(base.path()).is_empty(),
+        "{:?}",
+        attached_under(base.path())
+    );
+    assert!(processes_mentioning(base.path().to_str().unwrap()).is_empty());
+    let left: Vec<String> = leftovers(base.path())
+        .into_iter()
+        .filter(|n| n.starts_with("mmapconf-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}");
+}
+
+#[test]
+fn cleanup_removes_what_a_killed_run_left() {
+    let base = tempfile::tempdir().unwrap();
+    let Some(mut child) = blocked_fs_run(base.path()) else {
+        return;
+    };
+    child.kill().unwrap();
+    child.wait().unwrap();
+    // SIGKILL leaves everything: that is what cleanup is for.
+    assert!(!attached_under(base.path()).is_empty());
+    let out = exe().arg("cleanup").arg(base.path()).output().unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    assert!(
+        attached_under(base.path()).is_empty(),
+        "{:?}\n{}",
+        attached_under(base.path()),
+        text(&out)
+    );
+    assert!(processes_mentioning(base.path().to_str().unwrap()).is_empty());
+    let left: Vec<String> = leftovers(base.path())
+        .into_iter()
+        .filter(|n| n.starts_with("mmapconf-"))
+        .collect();
+    assert!(left.is_empty(), "{left:?}\n{}", text(&out));
+}

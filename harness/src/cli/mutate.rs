@@ -94,7 +94,11 @@ pub fn mutate(args: MutateArgs) -> ExitCode {
     for ((what, _), r) in pool.iter().zip(&results.cases) {
         match r.status {
             Status::Pass => survivors.push(what.clone()),
-            Status::Error => errored += 1,
+            Status::Error => {
+                // Killed, but not by its expectation: worth a look.
+                errored += 1;
+                println!("ERRORED {what}: {}", r.reason.as_deref().unwrap_or(""));
+            }
             _ => {}
         }
     }
