@@ -129,11 +129,13 @@ fn row(index: &str, lanes: &[String], step: &Step, out: &mut String) {
         text = text.trim_start_matches(&format!("{p}: ")).to_string();
     }
     let exp = expectation(step);
-    let lines: Vec<String> = if exp.is_empty() {
-        vec![text]
-    } else {
-        vec![text, format!("  ⇒ {exp}")]
-    };
+    let mut lines = vec![text];
+    if !exp.is_empty() {
+        lines.push(format!("  ⇒ {exp}"));
+    }
+    if let Some(note) = &step.note {
+        lines.push(format!("  ({note})"));
+    }
     for (n, line) in lines.iter().enumerate() {
         let idx = if n == 0 { index } else { "" };
         out.push_str(&format!("{idx:>5}  "));
