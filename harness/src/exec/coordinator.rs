@@ -304,16 +304,7 @@ impl Run<'_> {
             Op::Remount { read_only } => self.remount(*read_only),
             Op::FillFs { path } => self.fill_fs(path),
             Op::Crash => self.crash(),
-            Op::DropCaches => Ok(match self.opts.owned_fs.as_ref() {
-                Some(fs) => lock(fs).drop_caches(),
-                None => {
-                    nix::unistd::sync();
-                    std::fs::write("/proc/sys/vm/drop_caches", "3")
-                        .map_err(|e| format!("drop_caches: {e}"))
-                }
-            }
-            .map(|()| Observation::ok())
-            .unwrap_or_else(Observation::error)),
+            Op::DropCaches => Ok(self.drop_caches()),
             Op::Together { .. } => unreachable!("handled by walk"),
             Op::Fork => {
                 let p = self.proc_for(step)?;
@@ -595,6 +586,22 @@ impl Run<'_> {
             }
         }
         with_bytes(buf)
+    }
+
+    /// Writes back the case's filesystem (syncfs: not every filesystem of
+    /// the machine, which sync(2) would wait for), then drops clean caches.
+    fn drop_caches(&self) -> Observation {
+        let synced = std::fs::File::open(&self.dir).map(|d| {
+            // SAFETY: syncfs on a directory fd we own.
+            unsafe { libc::syncfs(d.as_raw_fd()) }
+        });
+        if !matches!(synced, Ok(0)) {
+            return Observation::errno(nix::errno::Errno::last_raw());
+        }
+        match std::fs::write("/proc/sys/vm/drop_caches", "3") {
+            Ok(()) => Observation::ok(),
+            Err(e) => Observation::errno(e.raw_os_error().unwrap_or(libc::EIO)),
+        }
     }
 
     fn owned_fs(

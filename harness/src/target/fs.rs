@@ -382,12 +382,6 @@ impl OwnedFs {
         self.mount_block()
     }
 
-    /// Drops clean page-cache pages, dentries and inodes (system-wide).
-    pub fn drop_caches(&self) -> Result<(), String> {
-        nix::unistd::sync();
-        std::fs::write("/proc/sys/vm/drop_caches", "3").map_err(|e| format!("drop_caches: {e}"))
-    }
-
     /// Unmounts and removes everything this filesystem used.
     pub fn destroy(&mut self) {
         let _ = detach_mount(&self.mount_point);
