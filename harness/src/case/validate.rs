@@ -229,21 +229,7 @@ impl Walk {
                 );
             }
         }
-        if in_together
-            && matches!(
-                op,
-                Op::Fork
-                    | Op::Exit { .. }
-                    | Op::Wait { .. }
-                    | Op::Kill { .. }
-                    | Op::Together { .. }
-                    | Op::CheckFile { .. }
-                    | Op::Remount { .. }
-                    | Op::Crash
-                    | Op::DropCaches
-                    | Op::FillFs { .. }
-            )
-        {
+        if in_together && (coord || matches!(op, Op::Fork | Op::Exit { .. })) {
             self.issue(
                 path.clone(),
                 format!(
