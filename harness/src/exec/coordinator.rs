@@ -271,7 +271,12 @@ impl Run<'_> {
         if let (true, Some(name), Some(v)) = (records, &step.name, obs.value) {
             self.values.insert(name.clone(), v);
         }
-        let summary = plan::summary(step);
+        // walk() already described the step it is on; inner steps of
+        // `together` are described here.
+        let summary = match &self.current {
+            Some((i, text)) if i == index => text.clone(),
+            _ => plan::summary(step),
+        };
         self.steps.push(StepReport {
             index: index.to_string(),
             process: step.process.clone(),
