@@ -109,6 +109,10 @@ pub enum Command {
         /// Only every Nth case (a quick sample for CI).
         #[arg(long)]
         every: Option<usize>,
+        /// Run originals and mutants on a scratch filesystem of this type
+        /// (as `run --fs`), so remount and crash cases are mutated too.
+        #[arg(long)]
+        fs: Option<String>,
     },
     /// Print the JSON Schema of case files (specs/case.schema.json).
     Schema,
@@ -172,12 +176,14 @@ pub fn main(cli: Cli) -> ExitCode {
             jobs,
             filter,
             every,
+            fs,
         } => mutate::mutate(mutate::MutateArgs {
             paths: default_paths(paths),
             dir,
             jobs,
             filter,
             every,
+            fs,
         }),
         Command::Schema => {
             println!("{}", case_schema());

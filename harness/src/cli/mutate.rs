@@ -5,6 +5,7 @@ use crate::case::LoadedCase;
 use crate::mutate::mutants;
 use crate::report::Status;
 use crate::runner;
+use crate::target::fs::{OwnedFs, TargetConfig};
 use crate::target::Environment;
 use std::path::PathBuf;
 use std::process::ExitCode;
@@ -15,6 +16,7 @@ pub struct MutateArgs {
     pub jobs: Option<usize>,
     pub filter: Option<String>,
     pub every: Option<usize>,
+    pub fs: Option<String>,
 }
 
 pub fn mutate(args: MutateArgs) -> ExitCode {
@@ -35,14 +37,30 @@ pub fn mutate(args: MutateArgs) -> ExitCode {
     if let Some(n) = args.every.filter(|n| *n > 1) {
         cases = cases.into_iter().step_by(n).collect();
     }
-    let opts = match run_options(None) {
+    let mut opts = match run_options(None) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("mmapconf: {e}");
             return ExitCode::from(2);
         }
     };
-    let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    let mut base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    // Kept alive (and torn down on drop) for the whole check.
+    let _owned = match &args.fs {
+        None => None,
+        Some(fs) => match OwnedFs::create(&TargetConfig::plain(fs), &base) {
+            Ok(made) => {
+                base = made.mount_point.clone();
+                let made = std::sync::Arc::new(std::sync::Mutex::new(made));
+                opts.owned_fs = Some(made.clone());
+                Some(made)
+            }
+            Err(e) => {
+                eprintln!("mmapconf: cannot make a scratch {fs}: {e}");
+                return ExitCode::from(2);
+            }
+        },
+    };
     let jobs = jobs_or_cpus(args.jobs);
     let quiet = |_: &crate::report::CaseReport| {};
     let started = std::time::Instant::now();

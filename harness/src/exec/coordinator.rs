@@ -674,6 +674,11 @@ impl Run<'_> {
         let placeholder = std::fs::File::open("/").map_err(|e| Stop::Broken(e.to_string()))?;
         self.dirfd = OwnedFd::from(placeholder);
         let result = lock(&fs).remount(read_only);
+        if result.is_ok() && !self.dir.exists() && !read_only {
+            // tmpfs keeps nothing across an unmount, not even the case's
+            // directory; the harness needs one to go on.
+            let _ = std::fs::create_dir_all(&self.dir);
+        }
         self.reopen_dir()?;
         Ok(match result {
             Ok(()) => Observation::ok(),

@@ -30,7 +30,10 @@ pub struct MapInfo {
 /// Everything a worker holds by name. fork(2) copies it along with the
 /// address space, which is exactly the inheritance a child should see.
 pub struct WorkerState {
-    pub dir: OwnedFd,
+    /// The case's scratch directory. Opened for each path operation rather
+    /// than held, so a worker keeps the filesystem busy only through the
+    /// files and mappings the case gives it (a remount must see exactly those).
+    pub dir: std::path::PathBuf,
     pub fds: HashMap<String, OwnedFd>,
     pub maps: HashMap<String, MapInfo>,
     pub page_size: u64,
@@ -89,8 +92,18 @@ impl WorkerState {
         Ok((addr, len as usize))
     }
 
+    fn dir_fd(&self) -> Result<OwnedFd, Errno> {
+        let fd = nix::fcntl::open(
+            &self.dir,
+            OFlag::O_PATH | OFlag::O_DIRECTORY | OFlag::O_CLOEXEC,
+            Mode::empty(),
+        )?;
+        // SAFETY: the kernel just gave us this fd.
+        Ok(unsafe { OwnedFd::from_raw_fd(fd) })
+    }
+
     fn open_beneath(&self, path: &str, flags: i32, mode: u32) -> Result<OwnedFd, Errno> {
-        open_beneath(self.dir.as_raw_fd(), path, flags, mode)
+        open_beneath(self.dir_fd()?.as_raw_fd(), path, flags, mode)
     }
 
     /// Performs one call and reports what happened.
@@ -144,8 +157,9 @@ impl WorkerState {
             Call::Unlink { path } => {
                 let c = std::ffi::CString::new(path.as_str())
                     .map_err(|_| Observation::error("NUL in path"))?;
+                let dir = self.dir_fd().map_err(from_nix)?;
                 // SAFETY: valid C string and dir fd.
-                check(unsafe { libc::unlinkat(self.dir.as_raw_fd(), c.as_ptr(), 0) })
+                check(unsafe { libc::unlinkat(dir.as_raw_fd(), c.as_ptr(), 0) })
             }
             Call::MemfdCreate { label, flags, name } => {
                 let c = std::ffi::CString::new(label.as_str())

@@ -5,7 +5,7 @@
 use super::ops::WorkerState;
 use super::protocol::{recv_blocking, send, Observation, Request};
 use std::collections::HashMap;
-use std::os::fd::{FromRawFd, OwnedFd};
+use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
 /// The fd an exec'd worker finds its channel on.
@@ -23,18 +23,11 @@ pub fn main(dir: &str) -> ! {
         eprintln!("mmapconf worker: cannot install fault handlers: {e}");
         std::process::exit(101);
     }
-    let dir = match nix::fcntl::open(
-        dir,
-        nix::fcntl::OFlag::O_PATH | nix::fcntl::OFlag::O_DIRECTORY | nix::fcntl::OFlag::O_CLOEXEC,
-        nix::sys::stat::Mode::empty(),
-    ) {
-        // SAFETY: the kernel just gave us this fd.
-        Ok(fd) => unsafe { OwnedFd::from_raw_fd(fd) },
-        Err(e) => {
-            eprintln!("mmapconf worker: cannot open scratch dir {dir}: {e}");
-            std::process::exit(101);
-        }
-    };
+    let dir = std::path::PathBuf::from(dir);
+    if !dir.is_dir() {
+        eprintln!("mmapconf worker: no scratch dir {}", dir.display());
+        std::process::exit(101);
+    }
     // SAFETY: fd 3 was set up as our channel by the coordinator before exec.
     let chan = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
     let state = WorkerState {
