@@ -1,13 +1,18 @@
 //! Running a set of cases: requirements, scratch directories, parallel
 //! jobs, and the report.
 
+use crate::case::model::Op;
 use crate::case::LoadedCase;
 use crate::exec::{live, run_case, RunOptions};
 use crate::report::{now_rfc3339, CaseReport, Report, Status, Summary, SCHEMA_VERSION};
 use crate::target::{probe, Environment, ScratchRoot};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Mutex;
+use std::sync::{Mutex, RwLock};
+
+/// Held shared by every running case, and exclusively by a case whose
+/// steps act on the whole machine.
+static MACHINE_WIDE: RwLock<()> = RwLock::new(());
 use std::time::Instant;
 
 /// Runs one case in a fresh directory under `root`: skipped when its
@@ -51,7 +56,21 @@ pub fn run_one(
             }
         }
     };
-    let report = run_case(case, env, &dir, opts);
+    // drop_caches empties the page cache of the whole machine, which a case
+    // running beside it on another target could observe (mincore, say):
+    // such cases run alone, every other case shares.
+    let report = if case
+        .case
+        .steps
+        .iter()
+        .any(|s| matches!(s.op, Op::DropCaches))
+    {
+        let _alone = MACHINE_WIDE.write().unwrap_or_else(|e| e.into_inner());
+        run_case(case, env, &dir, opts)
+    } else {
+        let _shared = MACHINE_WIDE.read().unwrap_or_else(|e| e.into_inner());
+        run_case(case, env, &dir, opts)
+    };
     if let (Some(fs), true) = (&opts.owned_fs, case.case.needs_exclusive_fs()) {
         // A case may have left the filesystem read-only.
         fs.lock()

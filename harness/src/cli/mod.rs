@@ -428,12 +428,13 @@ fn run(args: RunArgs) -> ExitCode {
         return outputs.close(code);
     }
     let several = targets.len() > 1;
+    // One target after another: a remount or crash on one filesystem must
+    // not meet another target's processes forking beside it.
     let mut code = ExitCode::SUCCESS;
     for t in &targets {
         let path = report_path(&report_base, Some(&t.name), several);
         let mut opts = opts.clone();
-        let made = OwnedFs::create(t, &base);
-        let this = match made {
+        let this = match OwnedFs::create(t, &base) {
             Ok(fs) => {
                 let mount = fs.mount_point.clone();
                 opts.owned_fs = Some(std::sync::Arc::new(std::sync::Mutex::new(fs)));
@@ -504,7 +505,13 @@ fn run_on(
     let target = target::mount_of(base)
         .map(|m| format!("{} {}", m.fs_type, base.display()))
         .unwrap_or_else(|| base.display().to_string());
-    let bar = progress::Progress::new(cases.len(), args.verbose, outputs.console(), &target);
+    let bar = progress::Progress::new(
+        cases.len(),
+        args.verbose,
+        outputs.console(),
+        &target,
+        &outputs.bars,
+    );
     let progress = |r: &CaseReport| bar.case_done(r);
     let ran = runner::run_all(cases, base, jobs, &opts, &progress);
     bar.finish();

@@ -40,7 +40,13 @@ pub struct Progress {
 impl Progress {
     /// A bar for `total` cases, labelled with the target, when the console
     /// is a terminal; otherwise nothing but the per-case lines.
-    pub fn new(total: usize, verbose: bool, console: Console, target: &str) -> Progress {
+    pub fn new(
+        total: usize,
+        verbose: bool,
+        console: Console,
+        target: &str,
+        multi: &indicatif::MultiProgress,
+    ) -> Progress {
         let bar = console.is_terminal().then(|| {
             let draw = if console.stderr {
                 ProgressDrawTarget::stderr()
@@ -54,7 +60,8 @@ impl Progress {
                     .progress_chars("=> "),
             );
             bar.set_prefix(target.to_string());
-            bar
+            // One bar per target, all drawn together when targets run at once.
+            multi.add(bar)
         });
         Progress {
             bar,

@@ -37,6 +37,8 @@ pub struct Prepared {
     baseline: Option<Baseline>,
     kcidb: kcidb::Options,
     reports: Mutex<Vec<Report>>,
+    /// The progress bars of the run, one per target, drawn together.
+    pub bars: indicatif::MultiProgress,
 }
 
 impl Prepared {
@@ -50,11 +52,20 @@ impl Prepared {
         } else {
             kcidb::Options::default()
         };
+        let console = Console {
+            stderr: args.ktap.as_deref().is_some_and(is_stdout),
+        };
+        let bars = indicatif::MultiProgress::with_draw_target(if console.stderr {
+            indicatif::ProgressDrawTarget::stderr()
+        } else {
+            indicatif::ProgressDrawTarget::stdout()
+        });
         Ok(Prepared {
             args: args.clone(),
             baseline,
             kcidb,
             reports: Mutex::new(Vec::new()),
+            bars,
         })
     }
 
@@ -78,6 +89,8 @@ impl Prepared {
     pub fn finish(&self, report: &Report, json_path: &Path, json: std::io::Result<()>) -> ExitCode {
         let mut all = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         all.push(report.clone());
+        // Targets run at once and finish in any order; files list them by name.
+        all.sort_by(|a, b| a.environment.target.cmp(&b.environment.target));
         let mut written = Vec::new();
         let mut broken = false;
         match json {

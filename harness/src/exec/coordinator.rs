@@ -390,7 +390,11 @@ impl Run<'_> {
                 Ok(())
             });
         }
-        let child = cmd.spawn().map_err(|e| {
+        let spawned = {
+            let _gate = live::forking();
+            cmd.spawn()
+        };
+        let child = spawned.map_err(|e| {
             Stop::Broken(format!(
                 "cannot start process `{name}` ({}): {e}",
                 self.opts.worker_exe.display()

@@ -71,6 +71,22 @@ pub fn release_fs(r: &FsResources) {
     }
 }
 
+/// Between fork and exec a child holds a copy of every descriptor of the
+/// harness, including ones other threads opened on a scratch filesystem a
+/// moment ago; an unmount then fails with EBUSY. Forks take this gate
+/// shared, unmounts exclusively, so the two never overlap.
+static FORK_GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
+
+/// Held while forking a child (spawning a worker or a helper command).
+pub fn forking() -> std::sync::RwLockReadGuard<'static, ()> {
+    FORK_GATE.read().unwrap_or_else(|e| e.into_inner())
+}
+
+/// Held while unmounting a scratch filesystem.
+pub fn unmounting() -> std::sync::RwLockWriteGuard<'static, ()> {
+    FORK_GATE.write().unwrap_or_else(|e| e.into_inner())
+}
+
 static INTERRUPTED: std::sync::atomic::AtomicI32 = std::sync::atomic::AtomicI32::new(0);
 
 /// Records that the run was interrupted by `sig`; the interrupt handler

@@ -25,7 +25,7 @@ pub struct TargetConfig {
     /// Mount options (-o).
     #[serde(default)]
     pub mount_options: String,
-    /// Image size in MiB (default 512; xfs needs at least 300).
+    /// Image size in MiB (default 128; 320 for xfs, which needs at least 300).
     #[serde(default)]
     pub size_mib: Option<u64>,
 }
@@ -92,7 +92,11 @@ pub struct OwnedFs {
 
 fn run(cmd: &mut Command) -> Result<String, String> {
     let shown = format!("{cmd:?}").replace('"', "");
-    let out = cmd.output().map_err(|e| format!("{shown}: {e}"))?;
+    let out = {
+        let _gate = live::forking();
+        cmd.output()
+    }
+    .map_err(|e| format!("{shown}: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
@@ -144,6 +148,16 @@ pub fn unavailable(config: &TargetConfig) -> Option<String> {
         }
     }
     None
+}
+
+/// The smallest comfortable image for each filesystem: small images make
+/// `fill_fs` and crash-image copies fast (mkfs.xfs refuses under 300 MiB,
+/// mkfs.btrfs under 114 MiB).
+fn default_size_mib(fs: &str) -> u64 {
+    match fs {
+        "xfs" => 320,
+        _ => 128,
+    }
 }
 
 fn mkfs_args(config: &TargetConfig) -> Vec<String> {
@@ -206,7 +220,7 @@ impl OwnedFs {
 
     fn mount_tmpfs(&self, at: &Path) -> Result<(), String> {
         let opts = if self.config.mount_options.is_empty() {
-            "size=512m".to_string()
+            "size=128m".to_string()
         } else {
             self.config.mount_options.clone()
         };
@@ -223,7 +237,7 @@ impl OwnedFs {
         std::fs::create_dir_all(&ovl).map_err(|e| format!("{}: {e}", ovl.display()))?;
         self.overlay_base = Some(ovl.clone());
         run(Command::new("mount")
-            .args(["-t", "tmpfs", "-o", "size=512m", "mmapconf"])
+            .args(["-t", "tmpfs", "-o", "size=128m", "mmapconf"])
             .arg(&ovl))?;
         for d in ["lower", "upper", "work"] {
             std::fs::create_dir(ovl.join(d)).map_err(|e| format!("overlay {d}: {e}"))?;
@@ -251,7 +265,12 @@ impl OwnedFs {
 
     fn make_block_fs(&mut self, base: &Path, tag: &str) -> Result<(), String> {
         let image = base.join(format!("mmapconf-img-{tag}.img"));
-        let size = self.config.size_mib.unwrap_or(512) * 1024 * 1024;
+        let size = self
+            .config
+            .size_mib
+            .unwrap_or_else(|| default_size_mib(&self.config.fs))
+            * 1024
+            * 1024;
         let f = std::fs::File::create(&image).map_err(|e| format!("{}: {e}", image.display()))?;
         f.set_len(size)
             .map_err(|e| format!("{}: {e}", image.display()))?;
@@ -305,7 +324,7 @@ impl OwnedFs {
     /// With `read_only`, it is mounted again read-only; the next remount
     /// (or the end of the case) makes it writable again.
     pub fn remount(&self, read_only: bool) -> Result<(), nix::errno::Errno> {
-        nix::mount::umount(&self.mount_point)?;
+        unmount(&self.mount_point)?;
         self.mount_again().map_err(|e| {
             eprintln!("mmapconf: remount of {}: {e}", self.mount_point.display());
             nix::errno::Errno::EIO
@@ -339,7 +358,7 @@ impl OwnedFs {
     pub fn crash(&mut self) -> Result<CrashMethod, String> {
         match self.config.fs.as_str() {
             "tmpfs" => {
-                detach_mount(&self.mount_point)?;
+                unmount(&self.mount_point).map_err(|e| format!("unmount: {e}"))?;
                 self.mount_again()?;
                 Ok(CrashMethod::Lost)
             }
@@ -351,7 +370,7 @@ impl OwnedFs {
                 Ok(CrashMethod::ImageCopy)
             }
             _ if shutdown(&self.mount_point).is_ok() => {
-                detach_mount(&self.mount_point)?;
+                unmount(&self.mount_point).map_err(|e| format!("unmount after shutdown: {e}"))?;
                 self.mount_again()?;
                 Ok(CrashMethod::Shutdown)
             }
@@ -373,7 +392,7 @@ impl OwnedFs {
             .args(["--sparse=always", "--reflink=auto"])
             .arg(&image)
             .arg(&copy))?;
-        detach_mount(&self.mount_point)?;
+        unmount(&self.mount_point).map_err(|e| format!("unmount: {e}"))?;
         if let Some(dev) = self.loop_dev.take() {
             run(Command::new("losetup").args(["-d", &dev]))?;
         }
@@ -388,10 +407,11 @@ impl OwnedFs {
         if self.config.fs == "ext2" {
             // No journal to replay: as after a real power cut, fsck repairs
             // the metadata (0, 1 and 2 mean clean or corrected).
-            let out = Command::new("e2fsck")
-                .args(["-f", "-y", &dev])
-                .output()
-                .map_err(|e| format!("e2fsck: {e}"))?;
+            let out = {
+                let _gate = live::forking();
+                Command::new("e2fsck").args(["-f", "-y", &dev]).output()
+            }
+            .map_err(|e| format!("e2fsck: {e}"))?;
             if out.status.code().is_none_or(|c| c > 2) {
                 return Err(format!(
                     "e2fsck after the crash could not repair {dev}: {}",
@@ -445,10 +465,22 @@ fn shutdown(mount_point: &Path) -> Result<(), nix::errno::Errno> {
     nix::errno::Errno::result(rc).map(|_| ())
 }
 
-/// Unmounts; lazily if something still holds it (a killed process's
-/// last references go away on their own).
+/// Unmounts, and fails if anything still uses the filesystem: `remount`
+/// and `crash` must really end this mount before mounting the device again
+/// (a lazily detached one would live on and be mounted again as it is).
+pub fn unmount(at: &Path) -> Result<(), nix::errno::Errno> {
+    let _gate = live::unmounting();
+    nix::mount::umount(at)
+}
+
+/// Unmounts for teardown; lazily if something still holds it (a killed
+/// process's last references go away on their own).
 pub fn detach_mount(at: &Path) -> Result<(), String> {
-    match nix::mount::umount(at) {
+    let strict = {
+        let _gate = live::unmounting();
+        nix::mount::umount(at)
+    };
+    match strict {
         Ok(()) => Ok(()),
         Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
         Err(_) => nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)
