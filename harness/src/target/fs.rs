@@ -276,16 +276,22 @@ impl OwnedFs {
             .map_err(|e| format!("{}: {e}", image.display()))?;
         drop(f);
         self.image = Some(image.clone());
-        let dev = run(Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&image))?;
-        self.loop_dev = Some(dev.clone());
-        live::remove_fs(&self.mount_point);
-        live::add_fs(self.resources());
+        let dev = self.attach(&image)?;
         run(Command::new(format!("mkfs.{}", self.config.fs))
             .args(mkfs_args(&self.config))
             .arg(&dev))?;
         self.mount_block()
+    }
+
+    /// Attaches `image` to a free loop device, recorded for teardown.
+    fn attach(&mut self, image: &Path) -> Result<String, String> {
+        let dev = run(Command::new("losetup")
+            .args(["--find", "--show"])
+            .arg(image))?;
+        self.loop_dev = Some(dev.clone());
+        live::remove_fs(&self.mount_point);
+        live::add_fs(self.resources());
+        Ok(dev)
     }
 
     fn mount_block(&self) -> Result<(), String> {
@@ -398,12 +404,7 @@ impl OwnedFs {
         }
         let _ = std::fs::remove_file(&image);
         std::fs::rename(&copy, &image).map_err(|e| format!("rename crash image: {e}"))?;
-        let dev = run(Command::new("losetup")
-            .args(["--find", "--show"])
-            .arg(&image))?;
-        self.loop_dev = Some(dev.clone());
-        live::remove_fs(&self.mount_point);
-        live::add_fs(self.resources());
+        let dev = self.attach(&image)?;
         if self.config.fs == "ext2" {
             // No journal to replay: as after a real power cut, fsck repairs
             // the metadata (0, 1 and 2 mean clean or corrected).
