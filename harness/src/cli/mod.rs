@@ -232,12 +232,8 @@ pub fn case_schema() -> String {
 }
 
 fn validate(paths: Vec<PathBuf>) -> ExitCode {
-    let (cases, problems) = match load_all(&paths) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("mmapconf: {e}");
-            return ExitCode::from(2);
-        }
+    let Some((cases, problems)) = loaded(&paths) else {
+        return ExitCode::from(2);
     };
     for p in &problems {
         println!("{p}");
@@ -262,12 +258,8 @@ fn validate(paths: Vec<PathBuf>) -> ExitCode {
 }
 
 fn list(paths: Vec<PathBuf>) -> ExitCode {
-    let (cases, problems) = match load_all(&paths) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("mmapconf: {e}");
-            return ExitCode::from(2);
-        }
+    let Some((cases, problems)) = loaded(&paths) else {
+        return ExitCode::from(2);
     };
     for c in &cases {
         let r = &c.case.requires;
@@ -360,6 +352,16 @@ fn report_path(base: &Path, target: Option<&str>, several: bool) -> PathBuf {
     }
 }
 
+/// `load_all`, with a failure (an unreadable path) printed.
+pub(crate) fn loaded(paths: &[PathBuf]) -> Option<(Vec<LoadedCase>, Vec<Problem>)> {
+    reported(load_all(paths))
+}
+
+/// The value, or None with the error printed the way every command prints it.
+pub(crate) fn reported<T>(r: Result<T, String>) -> Option<T> {
+    r.map_err(|e| eprintln!("mmapconf: {e}")).ok()
+}
+
 /// Options shared by commands that run cases.
 pub(crate) fn run_options(timeout: Option<f64>) -> Result<RunOptions, String> {
     let worker_exe =
@@ -379,22 +381,14 @@ pub(crate) fn jobs_or_cpus(jobs: Option<usize>) -> usize {
 
 fn run(args: RunArgs) -> ExitCode {
     handle_interrupts();
-    let (mut cases, problems) = match load_all(&args.paths) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("mmapconf: {e}");
-            return ExitCode::from(2);
-        }
+    let Some((mut cases, problems)) = loaded(&args.paths) else {
+        return ExitCode::from(2);
     };
     if let Some(f) = &args.filter {
         cases.retain(|c| c.id.contains(f.as_str()));
     }
-    let opts = match run_options(args.timeout) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("mmapconf: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(opts) = reported(run_options(args.timeout)) else {
+        return ExitCode::from(2);
     };
     let outputs = match reports::Prepared::new(&args.outputs) {
         Ok(o) => o,

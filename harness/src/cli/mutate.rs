@@ -1,6 +1,6 @@
 //! `mmapconf mutate`: proves every expectation can fail (see crate::mutate).
 
-use super::{handle_interrupts, jobs_or_cpus, load_all, run_options};
+use super::{handle_interrupts, jobs_or_cpus, loaded, reported, run_options};
 use crate::case::LoadedCase;
 use crate::mutate::mutants;
 use crate::report::Status;
@@ -21,12 +21,8 @@ pub struct MutateArgs {
 
 pub fn mutate(args: MutateArgs) -> ExitCode {
     handle_interrupts();
-    let (mut cases, problems) = match load_all(&args.paths) {
-        Ok(x) => x,
-        Err(e) => {
-            eprintln!("mmapconf: {e}");
-            return ExitCode::from(2);
-        }
+    let Some((mut cases, problems)) = loaded(&args.paths) else {
+        return ExitCode::from(2);
     };
     for p in &problems {
         eprintln!("{p}");
@@ -37,12 +33,8 @@ pub fn mutate(args: MutateArgs) -> ExitCode {
     if let Some(n) = args.every.filter(|n| *n > 1) {
         cases = cases.into_iter().step_by(n).collect();
     }
-    let mut opts = match run_options(None) {
-        Ok(o) => o,
-        Err(e) => {
-            eprintln!("mmapconf: {e}");
-            return ExitCode::from(2);
-        }
+    let Some(mut opts) = reported(run_options(None)) else {
+        return ExitCode::from(2);
     };
     let mut base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     // Kept alive (and torn down on drop) for the whole check.
