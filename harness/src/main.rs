@@ -16,6 +16,7 @@ fn main() -> std::process::ExitCode {
         std::process::exit(101);
     }));
     let code = mmapconf::cli::main(mmapconf::cli::Cli::parse());
+    mmapconf::exec::fork_server::stop();
     // An interrupt's handler is cleaning up and will exit with 128+signal.
     while mmapconf::exec::live::interrupted() {
         std::thread::park();

@@ -28,19 +28,71 @@ fn text(o: &Output) -> String {
     )
 }
 
-/// Processes whose command line mentions `needle` (our workers carry their scratch dir).
-fn processes_mentioning(needle: &str) -> Vec<String> {
-    let mut found = Vec::new();
+/// The living (not zombie) processes running the harness binary that
+/// descend from `root`: its fork server and the workers of its cases.
+fn harness_descendants(root: u32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
     for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let cmdline = entry.path().join("cmdline");
-        if let Ok(bytes) = std::fs::read(&cmdline) {
-            let line = String::from_utf8_lossy(&bytes).replace('\0', " ");
-            if line.contains(needle) && line.contains("__worker") {
-                found.push(format!("{}: {line}", entry.file_name().to_string_lossy()));
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Some((ppid, state)) = ppid_and_state(pid) {
+            if state != 'Z' {
+                parent_of.push((pid, ppid));
             }
         }
     }
+    let mut found = vec![root as i32];
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for &(pid, ppid) in &parent_of {
+            if found.contains(&ppid) && !found.contains(&pid) {
+                found.push(pid);
+                grew = true;
+            }
+        }
+    }
+    found.retain(|&p| p != root as i32 && runs_the_harness(p));
     found
+}
+
+fn ppid_and_state(pid: i32) -> Option<(i32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((rest.next()?.parse().ok()?, state))
+}
+
+fn runs_the_harness(pid: i32) -> bool {
+    let ours = std::fs::canonicalize(env!("CARGO_BIN_EXE_mmapconf")).unwrap();
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == ours)
+}
+
+/// Which of `pids` still run the harness (not zombies).
+fn still_running(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|&p| ppid_and_state(p).is_some_and(|(_, s)| s != 'Z') && runs_the_harness(p))
+        .collect()
+}
+
+/// Waits (bounded) until the run `child` has at least `n` processes of
+/// its own: the fork server and the workers of its case.
+fn wait_for_processes(child: &std::process::Child, n: usize) -> Vec<i32> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let found = harness_descendants(child.id());
+        if found.len() >= n {
+            return found;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "workers never appeared: {found:?}"
+        );
+        std::thread::sleep(Duration::from_millis(5));
+    }
 }
 
 fn leftovers(base: &Path) -> Vec<String> {
@@ -95,14 +147,19 @@ fn a_case_that_blocks_is_killed_at_its_limit_and_leaves_nothing() {
     let scratch = base.path().join("scratch");
     std::fs::create_dir(&scratch).unwrap();
     let started = Instant::now();
-    let out = exe()
+    let child = exe()
         .args(["run", "--jobs", "1", "--report"])
         .arg(&report)
         .arg("--dir")
         .arg(&scratch)
         .arg(fixture("blocks-forever.json"))
-        .output()
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
         .unwrap();
+    // The fork server, the parent, the child and the grandchild.
+    let processes = wait_for_processes(&child, 4);
+    let out = child.wait_with_output().unwrap();
     let elapsed = started.elapsed();
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     assert!(elapsed < Duration::from_secs(8), "took {elapsed:?}");
@@ -114,7 +171,7 @@ fn a_case_that_blocks_is_killed_at_its_limit_and_leaves_nothing() {
         case["reason"].as_str().unwrap().contains("timed out"),
         "{case}"
     );
-    assert!(processes_mentioning(scratch.to_str().unwrap()).is_empty());
+    assert_eq!(still_running(&processes), Vec::<i32>::new());
     assert!(leftovers(&scratch).is_empty(), "{:?}", leftovers(&scratch));
 }
 
@@ -162,13 +219,8 @@ fn an_interrupted_run_kills_its_workers_and_removes_its_scratch() {
         .stderr(Stdio::piped())
         .spawn()
         .unwrap();
-    // Wait (bounded) until the case's processes exist, then interrupt.
-    let needle = scratch.to_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    while processes_mentioning(&needle).len() < 3 {
-        assert!(Instant::now() < deadline, "workers never appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    }
+    // Once the case's processes exist, interrupt.
+    let processes = wait_for_processes(&child, 4);
     nix::sys::signal::kill(
         nix::unistd::Pid::from_raw(child.id() as i32),
         nix::sys::signal::Signal::SIGINT,
@@ -176,11 +228,7 @@ fn an_interrupted_run_kills_its_workers_and_removes_its_scratch() {
     .unwrap();
     let status = child.wait().unwrap();
     assert_eq!(status.code(), Some(130));
-    assert!(
-        processes_mentioning(&needle).is_empty(),
-        "{:?}",
-        processes_mentioning(&needle)
-    );
+    assert_eq!(still_running(&processes), Vec::<i32>::new());
     assert!(leftovers(&scratch).is_empty(), "{:?}", leftovers(&scratch));
 }
 
@@ -243,8 +291,9 @@ fn attached_under(base: &Path) -> Vec<String> {
 }
 
 /// Starts a run of the blocking fixture on a scratch ext4 under `base` and
-/// returns once its workers exist; None when this machine cannot make ext4.
-fn blocked_fs_run(base: &Path) -> Option<std::process::Child> {
+/// returns it once its processes exist, with their pids; None when this
+/// machine cannot make ext4.
+fn blocked_fs_run(base: &Path) -> Option<(std::process::Child, Vec<i32>)> {
     if !nix::unistd::geteuid().is_root() || Command::new("mkfs.ext4").arg("-V").output().is_err() {
         eprintln!("SKIPPED: needs root and mkfs.ext4");
         return None;
@@ -259,19 +308,14 @@ fn blocked_fs_run(base: &Path) -> Option<std::process::Child> {
         .stderr(Stdio::null())
         .spawn()
         .unwrap();
-    let needle = base.to_str().unwrap().to_string();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    while processes_mentioning(&needle).len() < 3 {
-        assert!(Instant::now() < deadline, "workers never appeared");
-        std::thread::sleep(Duration::from_millis(5));
-    }
-    Some(child)
+    let processes = wait_for_processes(&child, 4);
+    Some((child, processes))
 }
 
 #[test]
 fn an_interrupted_fs_run_leaves_no_mount_loop_device_or_image() {
     let base = tempfile::tempdir().unwrap();
-    let Some(mut child) = blocked_fs_run(base.path()) else {
+    let Some((mut child, processes)) = blocked_fs_run(base.path()) else {
         return;
     };
     assert!(
@@ -289,7 +333,7 @@ fn an_interrupted_fs_run_leaves_no_mount_loop_device_or_image() {
         "{:?}",
         attached_under(base.path())
     );
-    assert!(processes_mentioning(base.path().to_str().unwrap()).is_empty());
+    assert_eq!(still_running(&processes), Vec::<i32>::new());
     let left: Vec<String> = leftovers(base.path())
         .into_iter()
         .filter(|n| n.starts_with("mmapconf-"))
@@ -300,7 +344,7 @@ fn an_interrupted_fs_run_leaves_no_mount_loop_device_or_image() {
 #[test]
 fn cleanup_removes_what_a_killed_run_left() {
     let base = tempfile::tempdir().unwrap();
-    let Some(mut child) = blocked_fs_run(base.path()) else {
+    let Some((mut child, processes)) = blocked_fs_run(base.path()) else {
         return;
     };
     child.kill().unwrap();
@@ -315,7 +359,13 @@ fn cleanup_removes_what_a_killed_run_left() {
         attached_under(base.path()),
         text(&out)
     );
-    assert!(processes_mentioning(base.path().to_str().unwrap()).is_empty());
+    // SIGKILL gives no chance to clean up: the processes die of
+    // PR_SET_PDEATHSIG, on their own time.
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while !still_running(&processes).is_empty() {
+        assert!(Instant::now() < deadline, "{:?}", still_running(&processes));
+        std::thread::sleep(Duration::from_millis(5));
+    }
     let left: Vec<String> = leftovers(base.path())
         .into_iter()
         .filter(|n| n.starts_with("mmapconf-"))

@@ -118,9 +118,9 @@ pub enum Command {
     Schema,
     /// Print the JSON Schema of reports (specs/report.schema.json).
     ReportSchema,
-    /// A worker process of a running case (internal).
-    #[command(name = "__worker", hide = true)]
-    Worker { dir: String },
+    /// The fork server that starts the processes of running cases (internal).
+    #[command(name = "__fork-server", hide = true)]
+    ForkServer,
 }
 
 /// The repository's top directory: the nearest ancestor of the current
@@ -164,7 +164,7 @@ pub fn load_all(paths: &[PathBuf]) -> Result<(Vec<LoadedCase>, Vec<Problem>), St
 
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
-        Command::Worker { dir } => crate::exec::worker::main(&dir),
+        Command::ForkServer => crate::exec::fork_server::main(),
         Command::Validate { paths } => validate(default_paths(paths)),
         Command::List { paths } => list(default_paths(paths)),
         Command::Explain { case, html } => explain::explain(&case, html.as_deref()),

@@ -4,8 +4,8 @@
 //! Order across processes comes only from here: a step is sent after the
 //! previous step's observation came back, so no case ever needs a sleep.
 //! The coordinator may run several cases on threads at once, so it never
-//! forks without exec: fresh workers are spawned by exec of the harness,
-//! and `fork` steps are performed by the workers themselves.
+//! forks: fresh workers come from the fork server, and `fork` steps are
+//! performed by the workers themselves.
 
 use super::live;
 use super::ops::{open_beneath, with_bytes};
@@ -21,15 +21,13 @@ use crate::target::Environment;
 use std::collections::{BTreeMap, HashMap};
 use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 /// How cases are run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// The harness binary, exec'd as `EXE __worker DIR` for each fresh process.
+    /// The harness binary, exec'd once as the fork server that starts fresh processes.
     pub worker_exe: PathBuf,
     /// Time limit for cases that do not set their own.
     pub default_timeout: Duration,
@@ -56,8 +54,10 @@ struct Proc {
     chan: Channel,
     /// The worker that forked this one; None for a process the coordinator spawned.
     parent: Option<String>,
-    /// The handle of a spawned process, for waitpid.
-    child: Option<Child>,
+    /// A process the coordinator spawned, so its child: waitpid is ours to call.
+    spawned: bool,
+    /// Its exit status was collected: its pid may belong to another process now.
+    reaped: bool,
     /// It performed `exit`, was waited for, or its channel closed.
     gone: bool,
 }
@@ -371,37 +371,9 @@ impl Run<'_> {
     fn spawn(&mut self, name: &str) -> Result<(), Stop> {
         let (ours, theirs) =
             UnixStream::pair().map_err(|e| Stop::Broken(format!("socketpair: {e}")))?;
-        let their_fd = theirs.as_raw_fd();
-        let mut cmd = Command::new(&self.opts.worker_exe);
-        cmd.arg("__worker")
-            .arg(&self.dir)
-            .stdin(Stdio::null())
-            .stdout(Stdio::null())
-            .process_group(0);
-        // SAFETY: only async-signal-safe calls between fork and exec.
-        unsafe {
-            cmd.pre_exec(move || {
-                // The channel becomes fd 3 (dup2 clears close-on-exec on the copy).
-                if libc::dup2(their_fd, super::worker::CHANNEL_FD) < 0 {
-                    return Err(std::io::Error::last_os_error());
-                }
-                // If the coordinator dies, so does the worker.
-                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                Ok(())
-            });
-        }
-        let spawned = {
-            let _gate = live::forking();
-            cmd.spawn()
-        };
-        let child = spawned.map_err(|e| {
-            Stop::Broken(format!(
-                "cannot start process `{name}` ({}): {e}",
-                self.opts.worker_exe.display()
-            ))
-        })?;
+        let pid = super::fork_server::spawn_worker(&self.opts.worker_exe, &self.dir, &theirs)
+            .map_err(|e| Stop::Broken(format!("cannot start process `{name}`: {e}")))?;
         drop(theirs);
-        let pid = child.id() as i32;
         self.pgids.push(pid);
         live::add_group(pid);
         let chan = Channel::new(ours).map_err(|e| Stop::Broken(format!("channel: {e}")))?;
@@ -411,7 +383,8 @@ impl Run<'_> {
                 pid,
                 chan,
                 parent: None,
-                child: Some(child),
+                spawned: true,
+                reaped: false,
                 gone: false,
             },
         );
@@ -446,8 +419,9 @@ impl Run<'_> {
             ))),
             Err(RecvError::Closed) => {
                 p.gone = true;
-                let how = match p.child.as_mut().map(|c| c.wait()) {
-                    Some(Ok(status)) => describe_status(status),
+                let how = match p.reap() {
+                    Some(Ok(ExitStatus::Exited(c))) => format!("exit status {c}"),
+                    Some(Ok(ExitStatus::Killed(s))) => format!("killed by {s}"),
                     _ => "ended".to_string(),
                 };
                 Ok(Observation::of(Outcome::Error {
@@ -472,7 +446,8 @@ impl Run<'_> {
                     pid,
                     chan,
                     parent: Some(parent.to_string()),
-                    child: None,
+                    spawned: false,
+                    reaped: false,
                     gone: false,
                 },
             );
@@ -523,18 +498,16 @@ impl Run<'_> {
                     Err(e) => return Err(Stop::Broken(format!("channel of `{target}`: {e}"))),
                 }
                 p.gone = true;
-                let Some(child) = p.child.as_mut() else {
-                    return Ok(Observation::error(format!(
+                match p.reap() {
+                    None => Ok(Observation::error(format!(
                         "`{target}` is not a child of the harness"
-                    )));
-                };
-                match child.wait() {
-                    Ok(status) => {
+                    ))),
+                    Some(Ok(status)) => {
                         let mut obs = Observation::ok();
-                        obs.exit = Some(exit_status(status));
+                        obs.exit = Some(status);
                         Ok(obs)
                     }
-                    Err(e) => Ok(Observation::errno(e.raw_os_error().unwrap_or(libc::ECHILD))),
+                    Some(Err(errno)) => Ok(Observation::errno(errno as i32)),
                 }
             }
         }
@@ -720,9 +693,7 @@ impl Run<'_> {
             unsafe { libc::killpg(pgid, libc::SIGKILL) };
         }
         for p in self.procs.values_mut() {
-            if let Some(c) = p.child.as_mut() {
-                let _ = c.wait();
-            }
+            let _ = p.reap();
         }
         for &pgid in &self.pgids {
             live::reap_group(pgid);
@@ -744,18 +715,30 @@ fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
     m.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-fn exit_status(status: std::process::ExitStatus) -> ExitStatus {
-    use std::os::unix::process::ExitStatusExt;
-    match (status.code(), status.signal()) {
-        (Some(c), _) => ExitStatus::Exited(c),
-        (None, Some(s)) => ExitStatus::Killed(crate::names::signal_name(s)),
-        _ => ExitStatus::Exited(-1),
-    }
-}
-
-fn describe_status(status: std::process::ExitStatus) -> String {
-    match exit_status(status) {
-        ExitStatus::Exited(c) => format!("exit status {c}"),
-        ExitStatus::Killed(s) => format!("killed by {s}"),
+impl Proc {
+    /// waitpid for a process the coordinator spawned, once: None for a
+    /// forked process (its parent is a worker) or one already reaped.
+    fn reap(&mut self) -> Option<Result<ExitStatus, nix::errno::Errno>> {
+        if !self.spawned || self.reaped {
+            return None;
+        }
+        let mut status = 0;
+        let r = loop {
+            // SAFETY: waitpid on our own child.
+            let r = unsafe { libc::waitpid(self.pid, &mut status, 0) };
+            if r < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+                continue;
+            }
+            break r;
+        };
+        self.reaped = true;
+        if r < 0 {
+            return Some(Err(nix::errno::Errno::last()));
+        }
+        Some(Ok(if libc::WIFSIGNALED(status) {
+            ExitStatus::Killed(crate::names::signal_name(libc::WTERMSIG(status)))
+        } else {
+            ExitStatus::Exited(libc::WEXITSTATUS(status))
+        }))
     }
 }

@@ -125,6 +125,8 @@ pub fn reap_group(pgid: i32) {
 /// tears down every scratch filesystem.
 /// Called on SIGINT/SIGTERM before the harness exits.
 pub fn kill_everything() {
+    // First, so no new worker starts while the groups are killed.
+    super::fork_server::stop();
     let (groups, roots, filesystems) = {
         let l = live();
         (l.groups.clone(), l.roots.clone(), l.filesystems.clone())

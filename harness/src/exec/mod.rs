@@ -3,6 +3,7 @@
 
 pub mod coordinator;
 pub mod fault;
+pub mod fork_server;
 pub mod live;
 pub mod ops;
 pub mod plan;

@@ -1,6 +1,6 @@
 //! A worker: one process of a case, doing what the coordinator asks, one
-//! request at a time. Started by exec of the harness (`mmapconf __worker`)
-//! with its channel on fd 3, or by fork of another worker.
+//! request at a time. Started by the fork server with its channel on fd 3,
+//! or by fork of another worker.
 
 use super::ops::WorkerState;
 use super::protocol::{recv_blocking, send, Observation, Request};
@@ -8,12 +8,12 @@ use std::collections::HashMap;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
 
-/// The fd an exec'd worker finds its channel on.
+/// The fd a fresh worker (and the fork server) finds its channel on.
 pub const CHANNEL_FD: i32 = 3;
 
-/// Entry point of `mmapconf __worker DIR`. Never returns.
+/// A fresh worker's life, in the fork server's copy. Never returns.
 pub fn main(dir: &str) -> ! {
-    // A fresh process starts with default signal state, whatever the parent had.
+    // A fresh process starts with default signal state, whatever the harness had.
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
         Some(&nix::sys::signal::SigSet::empty()),
@@ -28,7 +28,7 @@ pub fn main(dir: &str) -> ! {
         eprintln!("mmapconf worker: no scratch dir {}", dir.display());
         std::process::exit(101);
     }
-    // SAFETY: fd 3 was set up as our channel by the coordinator before exec.
+    // SAFETY: the fork server put our channel on fd 3.
     let chan = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
     let state = WorkerState {
         dir,
