@@ -267,9 +267,11 @@ fn list_shows_ids_titles_and_requirements() {
     );
 }
 
-/// What of ours is still attached under `base`: mounts and loop devices.
-fn attached_under(base: &Path) -> Vec<String> {
+/// What the run `pid` still has attached: mounts under `base`, loop
+/// devices backed by its images (in `base` or /dev/shm), and its images.
+fn attached(base: &Path, pid: u32) -> Vec<String> {
     let b = base.to_string_lossy().into_owned();
+    let image = format!("mmapconf-img-{pid}-");
     let mut found: Vec<String> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
         .lines()
@@ -283,10 +285,15 @@ fn attached_under(base: &Path) -> Vec<String> {
         found.extend(
             String::from_utf8_lossy(&o.stdout)
                 .lines()
-                .filter(|l| l.contains(&b))
+                .filter(|l| l.contains(&b) || l.contains(&image))
                 .map(str::to_string),
         );
     }
+    found.extend(
+        leftovers(Path::new("/dev/shm"))
+            .into_iter()
+            .filter(|n| n.starts_with(&image)),
+    );
     found
 }
 
@@ -318,8 +325,9 @@ fn an_interrupted_fs_run_leaves_no_mount_loop_device_or_image() {
     let Some((mut child, processes)) = blocked_fs_run(base.path()) else {
         return;
     };
+    let pid = child.id();
     assert!(
-        !attached_under(base.path()).is_empty(),
+        !attached(base.path(), pid).is_empty(),
         "the run made no filesystem"
     );
     nix::sys::signal::kill(
@@ -329,9 +337,9 @@ fn an_interrupted_fs_run_leaves_no_mount_loop_device_or_image() {
     .unwrap();
     assert_eq!(child.wait().unwrap().code(), Some(143));
     assert!(
-        attached_under(base.path()).is_empty(),
+        attached(base.path(), pid).is_empty(),
         "{:?}",
-        attached_under(base.path())
+        attached(base.path(), pid)
     );
     assert_eq!(still_running(&processes), Vec::<i32>::new());
     let left: Vec<String> = leftovers(base.path())
@@ -347,16 +355,17 @@ fn cleanup_removes_what_a_killed_run_left() {
     let Some((mut child, processes)) = blocked_fs_run(base.path()) else {
         return;
     };
+    let pid = child.id();
     child.kill().unwrap();
     child.wait().unwrap();
     // SIGKILL leaves everything: that is what cleanup is for.
-    assert!(!attached_under(base.path()).is_empty());
+    assert!(!attached(base.path(), pid).is_empty());
     let out = exe().arg("cleanup").arg(base.path()).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert!(
-        attached_under(base.path()).is_empty(),
+        attached(base.path(), pid).is_empty(),
         "{:?}\n{}",
-        attached_under(base.path()),
+        attached(base.path(), pid),
         text(&out)
     );
     // SIGKILL gives no chance to clean up: the processes die of

@@ -69,7 +69,7 @@ pub enum Command {
     /// Remove what a killed run left behind: workers, mounts, loop devices,
     /// images and scratch directories (found by their mmapconf- names).
     Cleanup {
-        /// Directories to look in besides $TMPDIR.
+        /// Directories to look in besides $TMPDIR and /dev/shm (where loop images go).
         dirs: Vec<PathBuf>,
     },
     /// Check case files; print every problem as file:line:col.
@@ -215,8 +215,10 @@ pub fn main(cli: Cli) -> ExitCode {
             outputs,
         }),
         Command::Cleanup { dirs } => {
-            let mut bases = vec![std::env::temp_dir()];
+            let tmp = std::env::temp_dir();
+            let mut bases = vec![target::fs::image_dir(&tmp), tmp];
             bases.extend(dirs);
+            bases.dedup();
             for line in target::cleanup::cleanup(&bases) {
                 println!("{line}");
             }
@@ -422,27 +424,39 @@ fn run(args: RunArgs) -> ExitCode {
         return outputs.close(code);
     }
     let several = targets.len() > 1;
-    // One target after another: a remount or crash on one filesystem must
-    // not meet another target's processes forking beside it.
-    let mut code = ExitCode::SUCCESS;
-    for t in &targets {
-        let path = report_path(&report_base, Some(&t.name), several);
-        let mut opts = opts.clone();
-        let this = match OwnedFs::create(t, &base) {
-            Ok(fs) => {
-                let mount = fs.mount_point.clone();
-                opts.owned_fs = Some(std::sync::Arc::new(std::sync::Mutex::new(fs)));
-                run_on(&args, &cases, &problems, opts, &outputs, &mount, &path)
-            }
-            Err(why) => {
-                eprintln!("mmapconf: target {}: skipped: {why}", t.name);
-                skip_all(&cases, t, &why, &base, &path, &outputs)
-            }
-        };
-        if this != ExitCode::SUCCESS {
-            code = this;
-        }
-    }
+    // Every target at once, each on its own filesystem: what one target's
+    // steps do to the machine is fenced by locks (forks never overlap an
+    // unmount, drop_caches runs alone), and a target's own remount or crash
+    // still never meets that target's other cases.
+    let codes: Vec<ExitCode> = std::thread::scope(|s| {
+        let runs: Vec<_> = targets
+            .iter()
+            .map(|t| {
+                let (args, cases, problems, opts, outputs, base) =
+                    (&args, &cases, &problems, &opts, &outputs, &base);
+                let path = report_path(&report_base, Some(&t.name), several);
+                s.spawn(move || match OwnedFs::create(t, base) {
+                    Ok(fs) => {
+                        let mount = fs.mount_point.clone();
+                        let mut opts = opts.clone();
+                        opts.owned_fs = Some(std::sync::Arc::new(std::sync::Mutex::new(fs)));
+                        run_on(args, cases, problems, opts, outputs, &mount, &path)
+                    }
+                    Err(why) => {
+                        eprintln!("mmapconf: target {}: skipped: {why}", t.name);
+                        skip_all(cases, t, &why, base, &path, outputs)
+                    }
+                })
+            })
+            .collect();
+        runs.into_iter()
+            .map(|r| r.join().unwrap_or(ExitCode::from(2)))
+            .collect()
+    });
+    let code = codes
+        .into_iter()
+        .find(|c| *c != ExitCode::SUCCESS)
+        .unwrap_or(ExitCode::SUCCESS);
     outputs.close(code)
 }
 

@@ -131,7 +131,10 @@ pub fn summary(report: &Report, verdict: Option<(&str, &Verdict)>, written: &[Wr
         s.duration_ms,
         e.kernel_release,
         e.arch,
-        e.fs_type,
+        match e.target.as_deref() {
+            Some(t) if t != e.fs_type => format!("{} (target {t})", e.fs_type),
+            _ => e.fs_type.clone(),
+        },
         e.page_size
     );
     let failures: Vec<&CaseReport> = report.cases.iter().filter(|c| c.is_failure()).collect();

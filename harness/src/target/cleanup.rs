@@ -29,39 +29,63 @@ fn orphaned(path: &Path) -> bool {
         .is_some_and(|pid| !alive(pid))
 }
 
-/// What was removed, one line each.
-pub fn cleanup(bases: &[PathBuf]) -> Vec<String> {
-    let mut done = Vec::new();
-    // 1. Workers whose run is gone (their argv names a mmapconf-run- dir).
+/// The command line of `pid`, split into arguments.
+fn args_of(pid: i32) -> Vec<String> {
+    std::fs::read(format!("/proc/{pid}/cmdline"))
+        .unwrap_or_default()
+        .split(|b| *b == 0)
+        .map(|a| String::from_utf8_lossy(a).into_owned())
+        .collect()
+}
+
+fn parent_of(pid: i32) -> Option<i32> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(1)?
+        .parse()
+        .ok()
+}
+
+/// Workers (and fork servers) whose harness is gone. A worker is a copy of
+/// the fork server, so it carries the server's command line; its parent is
+/// the harness, or another worker whose parent is. A run that died leaves
+/// them to init (pid 1), which is how they are told apart from the workers
+/// of a run still going.
+fn orphaned_workers() -> Vec<i32> {
+    let is_worker = |pid: i32| args_of(pid).get(1).map(String::as_str) == Some("__fork-server");
+    let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
             continue;
         };
-        let Ok(cmd) = std::fs::read(entry.path().join("cmdline")) else {
-            continue;
-        };
-        let args: Vec<String> = cmd
-            .split(|b| *b == 0)
-            .map(|a| String::from_utf8_lossy(a).into_owned())
-            .collect();
-        if args.get(1).map(String::as_str) != Some("__worker") {
+        if !is_worker(pid) {
             continue;
         }
-        let run_dir = args.get(2).and_then(|d| {
-            Path::new(d)
-                .ancestors()
-                .find(|a| {
-                    a.file_name()
-                        .and_then(|n| n.to_str())
-                        .is_some_and(|n| n.starts_with("mmapconf-run-"))
-                })
-                .map(Path::to_path_buf)
-        });
-        if run_dir.is_some_and(|d| orphaned(&d)) {
-            // SAFETY: kills a leftover worker of a dead run.
-            unsafe { libc::kill(pid, libc::SIGKILL) };
-            done.push(format!("killed worker {pid}"));
+        let mut top = pid;
+        let mut parent = parent_of(pid);
+        while let Some(p) = parent.filter(|&p| p > 1 && is_worker(p)) {
+            top = p;
+            parent = parent_of(p);
         }
+        // Unless the harness itself is init, as in a container or a VM.
+        let exe = |p: i32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
+        if parent.is_some_and(|p| p <= 1 && exe(1) != exe(top)) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// What was removed, one line each.
+pub fn cleanup(bases: &[PathBuf]) -> Vec<String> {
+    let mut done = Vec::new();
+    // 1. Workers whose run is gone.
+    for pid in orphaned_workers() {
+        // SAFETY: kills a leftover worker of a dead run.
+        unsafe { libc::kill(pid, libc::SIGKILL) };
+        done.push(format!("killed worker {pid}"));
     }
     // 2. Mounts, innermost (longest) first.
     let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
