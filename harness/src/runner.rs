@@ -50,7 +50,10 @@ pub fn run_one(
                 title: case.case.title.clone(),
                 status: Status::Error,
                 duration_ms: 0,
-                reason: Some(format!("cannot create scratch dir: {e}")),
+                reason: Some(format!(
+                    "cannot create scratch dir: {e}{}",
+                    room_left(&root.path)
+                )),
                 failed_step: None,
                 steps: Vec::new(),
             }
@@ -71,14 +74,36 @@ pub fn run_one(
         let _shared = MACHINE_WIDE.read().unwrap_or_else(|e| e.into_inner());
         run_case(case, env, &dir, opts)
     };
-    if let (Some(fs), true) = (&opts.owned_fs, case.case.needs_exclusive_fs()) {
+    let exclusive_fs = opts
+        .owned_fs
+        .as_ref()
+        .filter(|_| case.case.needs_exclusive_fs());
+    if let Some(fs) = exclusive_fs {
         // A case may have left the filesystem read-only.
         fs.lock()
             .unwrap_or_else(|e| e.into_inner())
             .ensure_writable();
     }
     let _ = std::fs::remove_dir_all(&dir);
+    if let Some(fs) = exclusive_fs {
+        // Blocks of deleted files are free for reuse only once the journal
+        // commits the deletion (ext4, xfs, btrfs): without this, the next
+        // case may meet ENOSPC left by `fill_fs`, or find room it should not.
+        fs.lock().unwrap_or_else(|e| e.into_inner()).sync();
+    }
     report
+}
+
+/// What is left on the filesystem of `dir`, to explain an ENOSPC.
+fn room_left(dir: &Path) -> String {
+    match nix::sys::statvfs::statvfs(dir) {
+        Ok(s) => format!(
+            " ({} KiB and {} inodes free)",
+            s.blocks_available() * s.fragment_size() / 1024,
+            s.files_available()
+        ),
+        Err(e) => format!(" (statvfs: {e})"),
+    }
 }
 
 /// Runs `cases` on `jobs` threads in a scratch root under `base`; reports

@@ -625,20 +625,29 @@ impl Run<'_> {
         };
         let file = std::fs::File::from(fd);
         let chunk = vec![0x5au8; 1 << 20];
-        let mut size = chunk.len();
         let mut offset = 0u64;
-        while size >= 512 {
-            if Instant::now() >= self.deadline {
-                return Err(Stop::Broken("timed out filling the filesystem".into()));
+        // Delayed allocation reserves blocks at write time, more than it
+        // turns out to need (room for extent tree blocks); fsync makes the
+        // allocation real and gives the rest back. So write until ENOSPC
+        // and fsync, again, until a pass finds no room at all: only then
+        // is no block left for a later page fault.
+        loop {
+            let before = offset;
+            let mut size = chunk.len();
+            while size >= 512 {
+                if Instant::now() >= self.deadline {
+                    return Err(Stop::Broken("timed out filling the filesystem".into()));
+                }
+                match std::os::unix::fs::FileExt::write_at(&file, &chunk[..size], offset) {
+                    Ok(n) if n > 0 => offset += n as u64,
+                    _ => size /= 2,
+                }
             }
-            match std::os::unix::fs::FileExt::write_at(&file, &chunk[..size], offset) {
-                Ok(n) if n > 0 => offset += n as u64,
-                _ => size /= 2,
+            let _ = file.sync_all();
+            if offset == before {
+                break;
             }
         }
-        // Delayed allocation reserves at write time; fsync makes the
-        // reservation real so no block is left for later page faults.
-        let _ = file.sync_all();
         let mut obs = Observation::ok();
         obs.value = Some(offset as i64);
         obs.detail = Some(format!("wrote {offset} bytes until ENOSPC"));

@@ -1,40 +1,55 @@
-//! Fresh workers come from a fork server, not from exec.
+//! The harness never forks itself: fresh workers and helper programs
+//! (mount, mkfs, losetup ...) are started by a fork server.
 //!
-//! An exec of the harness costs a dynamic link, glibc's CPU-feature probing
-//! (cpuid, which traps to the hypervisor on a VM) and Rust's start-up:
-//! about 1.7 ms of CPU here and tens of milliseconds under TCG, for every
-//! process of every case, on every target. The fork server is one exec'd
-//! harness process (`mmapconf __fork-server`) that only forks: a worker is
-//! a copy of a small, idle, single-threaded process.
+//! Why not fork the harness: it runs cases (and whole targets) on several
+//! threads at once, and a forked child holds a copy of every descriptor
+//! of the harness until it execs, including files another thread has just
+//! opened on a scratch filesystem. Those copies made unmounts fail with
+//! EBUSY, and kept a deleted file's blocks allocated so that the next case
+//! met ENOSPC or a `fill_fs` that was not full. The server holds no
+//! descriptor of any case.
 //!
-//! A worker must still be the coordinator's own child: `wait` steps and
-//! the reaping after a kill are the coordinator's waitpid calls. So the
-//! server forks with CLONE_PARENT, which makes the new process its sibling:
-//! a child of the coordinator, which gets its SIGCHLD and its exit status.
+//! Why not exec a worker each time: an exec of the harness costs a dynamic
+//! link, glibc's CPU-feature probing (cpuid, which traps to the hypervisor
+//! on a VM) and Rust's start-up: about 1.7 ms of CPU here and tens of
+//! milliseconds under TCG, for every process of every case. The server is
+//! exec'd once (`mmapconf __fork-server`); a worker is a copy of this
+//! small, idle, single-threaded process.
+//!
+//! Every process it starts must still be the harness's own child, for
+//! waitpid (`wait` steps, reaping after a kill, a program's exit status).
+//! So the server forks with CLONE_PARENT, which makes the new process its
+//! sibling: a child of the harness.
 //!
 //! PR_SET_PDEATHSIG fires when the parent *thread* exits, not the parent
 //! process, and a CLONE_PARENT child's parent thread is the one that
 //! started the server. So the server is started by a thread that never
 //! ends, and workers die with the harness, never with a job thread.
 
-use super::protocol::{recv_blocking, send};
+use super::protocol::{recv_blocking_fds, send_fds};
 use super::worker::CHANNEL_FD;
 use serde::{Deserialize, Serialize};
+use std::ffi::CString;
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
-use std::os::unix::process::CommandExt;
+use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
+use std::process::{Command, Output};
 use std::sync::atomic::{AtomicI32, Ordering};
-use std::sync::{Mutex, OnceLock};
+use std::sync::{Mutex, MutexGuard, OnceLock};
 
-/// Asks the server for a worker; the worker's channel travels with it.
+/// What the harness asks of the server. Descriptors travel with it.
 #[derive(Serialize, Deserialize)]
-struct SpawnRequest {
-    /// The case's scratch directory.
-    dir: String,
+enum SpawnRequest {
+    /// A worker for the case in `dir`; its channel comes along.
+    Worker { dir: String },
+    /// A program, run with stdin from /dev/null; the write ends of its
+    /// stdout and stderr pipes come along.
+    Program { argv: Vec<String> },
 }
 
-/// The new worker's pid, or why there is none.
+/// The new process's pid, or why there is none.
 #[derive(Serialize, Deserialize)]
 enum SpawnReply {
     Spawned(i32),
@@ -51,27 +66,83 @@ static SERVER: OnceLock<Mutex<Result<Server, String>>> = OnceLock::new();
 /// lock above (a panic may come while it is held).
 static SERVER_PID: AtomicI32 = AtomicI32::new(0);
 
-/// Starts a worker for the case in `dir`, its channel being `channel`:
-/// the pid of the new process, which is our child and leads its own
-/// process group, or why it could not be started.
-pub fn spawn_worker(exe: &Path, dir: &Path, channel: &UnixStream) -> Result<i32, String> {
-    let server = SERVER.get_or_init(|| Mutex::new(start_from_lasting_thread(exe.to_path_buf())));
-    let guard = server.lock().unwrap_or_else(|e| e.into_inner());
-    let server = guard.as_ref().map_err(Clone::clone)?;
+/// The server, started on first use from `exe` (the harness binary; the
+/// running executable when not given).
+fn server(exe: Option<&Path>) -> Result<MutexGuard<'static, Result<Server, String>>, String> {
+    let server = SERVER.get_or_init(|| {
+        let exe = match exe {
+            Some(e) => Ok(e.to_path_buf()),
+            None => std::env::current_exe().map_err(|e| format!("the harness binary: {e}")),
+        };
+        Mutex::new(exe.and_then(start_from_lasting_thread))
+    });
     if SERVER_PID.load(Ordering::SeqCst) < 0 {
         return Err("the harness is stopping".to_string());
     }
-    let request = SpawnRequest {
-        dir: dir.to_string_lossy().into_owned(),
-    };
-    send(&server.chan, &request, Some(channel.as_raw_fd()))
-        .map_err(|e| format!("fork server: {e}"))?;
-    match recv_blocking::<SpawnReply>(&server.chan) {
+    Ok(server.lock().unwrap_or_else(|e| e.into_inner()))
+}
+
+/// Sends one request and returns the pid it started.
+fn request(exe: Option<&Path>, req: &SpawnRequest, fds: &[i32]) -> Result<i32, String> {
+    let guard = server(exe)?;
+    let server = guard.as_ref().map_err(Clone::clone)?;
+    send_fds(&server.chan, req, fds).map_err(|e| format!("fork server: {e}"))?;
+    match recv_blocking_fds::<SpawnReply>(&server.chan) {
         Ok(Some((SpawnReply::Spawned(pid), _))) => Ok(pid),
         Ok(Some((SpawnReply::Failed(why), _))) => Err(why),
         Ok(None) => Err("the fork server has ended".to_string()),
         Err(e) => Err(format!("fork server: {e}")),
     }
+}
+
+/// Starts a worker for the case in `dir`, its channel being `channel`:
+/// the pid of the new process, which is our child and leads its own
+/// process group, or why it could not be started.
+pub fn spawn_worker(exe: &Path, dir: &Path, channel: &UnixStream) -> Result<i32, String> {
+    let req = SpawnRequest::Worker {
+        dir: dir.to_string_lossy().into_owned(),
+    };
+    request(Some(exe), &req, &[channel.as_raw_fd()])
+}
+
+/// Runs `cmd` (its program and arguments only: no environment, directory
+/// or stdio settings) to the end and collects its output, like
+/// `Command::output`, but started by the server.
+pub fn output(cmd: &Command) -> std::io::Result<Output> {
+    debug_assert!(cmd.get_envs().next().is_none() && cmd.get_current_dir().is_none());
+    let argv: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from);
+    let (out_read, out_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let started = request(
+        None,
+        &SpawnRequest::Program { argv },
+        &[out_write.as_raw_fd(), err_write.as_raw_fd()],
+    );
+    // Only the program holds the write ends now: EOF comes when it ends.
+    drop((out_write, err_write));
+    let pid = started.map_err(std::io::Error::other)?;
+    let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
+    std::thread::scope(|s| {
+        s.spawn(|| std::fs::File::from(err_read).read_to_end(&mut stderr));
+        let _ = std::fs::File::from(out_read).read_to_end(&mut stdout);
+    });
+    let mut status = 0;
+    // SAFETY: waitpid on our own child.
+    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
+        let e = std::io::Error::last_os_error();
+        if e.raw_os_error() != Some(libc::EINTR) {
+            return Err(e);
+        }
+    }
+    Ok(Output {
+        status: std::process::ExitStatus::from_raw(status),
+        stdout,
+        stderr,
+    })
 }
 
 /// Starts the server from a thread that stays parked for the life of the
@@ -98,7 +169,7 @@ fn start(exe: &Path) -> Result<Server, String> {
     super::live::become_subreaper();
     let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
     let their_fd = theirs.as_raw_fd();
-    let mut cmd = std::process::Command::new(exe);
+    let mut cmd = Command::new(exe);
     cmd.arg("__fork-server")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
@@ -116,6 +187,7 @@ fn start(exe: &Path) -> Result<Server, String> {
             Ok(())
         });
     }
+    // The one fork of the harness itself: it must not overlap an unmount.
     let child = {
         let _gate = super::live::forking();
         cmd.spawn()
@@ -129,7 +201,7 @@ fn start(exe: &Path) -> Result<Server, String> {
 
 /// Kills and reaps the server, so nothing of the harness outlives it
 /// (the server would otherwise die of PR_SET_PDEATHSIG a moment after the
-/// harness, not before). Spawning after this fails.
+/// harness, not before). Starting processes fails after this.
 pub fn stop() {
     let pid = SERVER_PID.swap(-1, Ordering::SeqCst);
     if pid > 0 {
@@ -143,32 +215,51 @@ pub fn stop() {
     }
 }
 
-/// Entry point of `mmapconf __fork-server`: serves spawn requests on fd 3
-/// until the harness closes the channel. Never returns.
+/// Entry point of `mmapconf __fork-server`: serves requests on fd 3 until
+/// the harness closes the channel. Never returns.
 pub fn main() -> ! {
+    // Programs must not inherit the channel (dup2 left it without close-on-exec).
+    // SAFETY: fcntl on our own fd.
+    unsafe { libc::fcntl(CHANNEL_FD, libc::F_SETFD, libc::FD_CLOEXEC) };
     // SAFETY: fd 3 was set up as our channel by the harness before exec.
     let chan = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
     let harness = unsafe { libc::getppid() };
     loop {
-        let (request, fd) = match recv_blocking::<SpawnRequest>(&chan) {
+        let (request, fds) = match recv_blocking_fds::<SpawnRequest>(&chan) {
             Ok(Some(msg)) => msg,
             // The harness is gone: nothing more will be asked.
             Ok(None) | Err(_) => unsafe { libc::_exit(0) },
         };
-        let reply = match fd {
-            None => SpawnReply::Failed("a spawn request came without a channel".to_string()),
-            Some(worker_chan) => fork_worker(worker_chan, &request.dir, harness),
+        let reply = match (request, <[OwnedFd; 1]>::try_from(fds)) {
+            (SpawnRequest::Worker { dir }, Ok([worker_chan])) => {
+                fork_child(harness, |ready| become_worker(worker_chan, &dir, ready))
+            }
+            (SpawnRequest::Program { argv }, Err(fds)) if fds.len() == 2 => {
+                let mut fds = fds.into_iter();
+                let (out, err) = (fds.next().unwrap(), fds.next().unwrap());
+                match argv
+                    .iter()
+                    .map(|a| CString::new(a.as_str()))
+                    .collect::<Result<Vec<_>, _>>()
+                {
+                    Ok(args) if !args.is_empty() => {
+                        fork_child(harness, |ready| exec_program(&args, &out, &err, ready))
+                    }
+                    _ => SpawnReply::Failed(format!("cannot run {argv:?}")),
+                }
+            }
+            _ => SpawnReply::Failed("a request came with the wrong descriptors".to_string()),
         };
-        if send(&chan, &reply, None).is_err() {
+        if send_fds(&chan, &reply, &[]).is_err() {
             unsafe { libc::_exit(0) }
         }
     }
 }
 
-/// Forks one worker as a child of `harness` and returns once it is ready
-/// to be signalled as a group: it has its own process group and its
-/// channel on fd 3.
-fn fork_worker(worker_chan: OwnedFd, dir: &str, harness: libc::pid_t) -> SpawnReply {
+/// Forks a child of `harness` that runs `child` (which never returns).
+/// Returns once the child is ready (set up, exec'd, or failed and
+/// exiting): when it has closed the readiness pipe, by exec or by ending.
+fn fork_child(harness: libc::pid_t, child: impl FnOnce(OwnedFd)) -> SpawnReply {
     let (ready_read, ready_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => return SpawnReply::Failed(format!("pipe2: {e}")),
@@ -189,33 +280,68 @@ fn fork_worker(worker_chan: OwnedFd, dir: &str, harness: libc::pid_t) -> SpawnRe
         )
     };
     if pid == 0 {
-        // SAFETY: we are the new, single-threaded worker.
+        // SAFETY: we are the new, single-threaded process.
         unsafe {
-            libc::setpgid(0, 0);
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-            // The harness died before the line above: nobody will ask us anything.
+            // The harness died before the line above: nobody wants us.
             if libc::getppid() != harness {
                 libc::_exit(1);
             }
-            // fd 3 was the server's channel; in this process it becomes the worker's.
-            if libc::dup2(worker_chan.as_raw_fd(), CHANNEL_FD) < 0 {
-                libc::_exit(1);
-            }
         }
-        drop(worker_chan);
         drop(ready_read);
-        // Closing the last write end tells the server we are ready.
-        drop(ready_write);
-        super::worker::main(dir);
+        child(ready_write);
+        unsafe { libc::_exit(127) }
     }
     drop(ready_write);
-    drop(worker_chan);
     if pid < 0 {
         return SpawnReply::Failed(format!("clone: {}", std::io::Error::last_os_error()));
     }
-    // EOF comes when the worker has set up, or died trying.
     let mut byte = [0u8; 1];
     while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(ready_read.as_raw_fd(), &mut byte) {
     }
     SpawnReply::Spawned(pid as i32)
+}
+
+/// In the new process: its own process group, its channel on fd 3, then
+/// the worker's life.
+fn become_worker(worker_chan: OwnedFd, dir: &str, ready: OwnedFd) {
+    // SAFETY: we are the new, single-threaded process.
+    unsafe {
+        libc::setpgid(0, 0);
+        // fd 3 was the server's channel; in this process it becomes the worker's.
+        if libc::dup2(worker_chan.as_raw_fd(), CHANNEL_FD) < 0 {
+            libc::_exit(1);
+        }
+    }
+    drop(worker_chan);
+    // Ready to be signalled as a group: the server may answer. (The
+    // worker never execs, so close-on-exec would never close this.)
+    drop(ready);
+    super::worker::main(dir);
+}
+
+/// In the new process: stdin from /dev/null, stdout and stderr to the
+/// harness's pipes, then exec. If exec fails, the reason goes to stderr
+/// and the exit status is 127, as a shell would do. `ready` closes on exec.
+fn exec_program(args: &[CString], out: &OwnedFd, err: &OwnedFd, _ready: OwnedFd) {
+    let mut argv: Vec<*const libc::c_char> = args.iter().map(|a| a.as_ptr()).collect();
+    argv.push(std::ptr::null());
+    // SAFETY: plain syscalls on descriptors we own; argv is null-terminated.
+    unsafe {
+        let null = libc::open(c"/dev/null".as_ptr(), libc::O_RDONLY);
+        if null < 0
+            || libc::dup2(null, 0) < 0
+            || libc::dup2(out.as_raw_fd(), 1) < 0
+            || libc::dup2(err.as_raw_fd(), 2) < 0
+        {
+            libc::_exit(127);
+        }
+        libc::execvp(argv[0], argv.as_ptr());
+        let why = format!(
+            "cannot run {}: {}\n",
+            args[0].to_string_lossy(),
+            std::io::Error::last_os_error()
+        );
+        libc::write(2, why.as_ptr().cast(), why.len());
+    }
 }

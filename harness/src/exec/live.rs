@@ -73,11 +73,13 @@ pub fn release_fs(r: &FsResources) {
 
 /// Between fork and exec a child holds a copy of every descriptor of the
 /// harness, including ones other threads opened on a scratch filesystem a
-/// moment ago; an unmount then fails with EBUSY. Forks take this gate
-/// shared, unmounts exclusively, so the two never overlap.
+/// moment ago; an unmount then fails with EBUSY. The harness forks only
+/// once, to start the fork server (which starts everything else); that
+/// fork takes this gate shared, unmounts exclusively, so the two never
+/// overlap.
 static FORK_GATE: std::sync::RwLock<()> = std::sync::RwLock::new(());
 
-/// Held while forking a child (spawning a worker or a helper command).
+/// Held while the harness forks.
 pub fn forking() -> std::sync::RwLockReadGuard<'static, ()> {
     FORK_GATE.read().unwrap_or_else(|e| e.into_inner())
 }

@@ -305,12 +305,19 @@ fn frame<T: Serialize>(msg: &T) -> Vec<u8> {
 
 /// Sends one message, with `fd` attached when given.
 pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fd: Option<RawFd>) -> std::io::Result<()> {
+    send_fds(sock, msg, fd.as_slice())
+}
+
+/// The most descriptors one message carries.
+pub const MAX_FDS: usize = 3;
+
+/// Sends one message with up to [`MAX_FDS`] descriptors attached.
+pub fn send_fds<T: Serialize>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> std::io::Result<()> {
     let bytes = frame(msg);
-    match fd {
-        None => (&*sock).write_all(&bytes),
-        Some(fd) => {
-            let fds = [fd];
-            let cmsg = [ControlMessage::ScmRights(&fds)];
+    match fds {
+        [] => (&*sock).write_all(&bytes),
+        fds => {
+            let cmsg = [ControlMessage::ScmRights(fds)];
             let first = [IoSlice::new(&bytes[..1])];
             sendmsg::<()>(sock.as_raw_fd(), &first, &cmsg, MsgFlags::empty(), None)
                 .map_err(std::io::Error::from)?;
@@ -319,14 +326,21 @@ pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fd: Option<RawFd>) -> std:
     }
 }
 
-/// Blocking receive for workers: one message and any fd that came with it.
+/// Blocking receive for workers: one message and the first fd that came with it.
 /// `Ok(None)` means the coordinator closed the channel.
 pub fn recv_blocking<T: for<'de> Deserialize<'de>>(
     sock: &UnixStream,
 ) -> Result<Option<(T, Option<OwnedFd>)>, RecvError> {
+    Ok(recv_blocking_fds(sock)?.map(|(msg, fds)| (msg, fds.into_iter().next())))
+}
+
+/// Blocking receive: one message and every fd that came with it.
+pub fn recv_blocking_fds<T: for<'de> Deserialize<'de>>(
+    sock: &UnixStream,
+) -> Result<Option<(T, Vec<OwnedFd>)>, RecvError> {
     let mut first = [0u8; 1];
-    let mut space = nix::cmsg_space!([RawFd; 1]);
-    let mut fd = None;
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut fds = Vec::new();
     let n = {
         let mut iov = [IoSliceMut::new(&mut first)];
         let msg = loop {
@@ -341,13 +355,10 @@ pub fn recv_blocking<T: for<'de> Deserialize<'de>>(
             }
         };
         for c in msg.cmsgs().map_err(|e| RecvError::Io(e.into()))? {
-            if let ControlMessageOwned::ScmRights(fds) = c {
-                for (i, raw) in fds.into_iter().enumerate() {
+            if let ControlMessageOwned::ScmRights(received) = c {
+                for raw in received {
                     // SAFETY: the kernel just installed this fd for us.
-                    let owned = unsafe { OwnedFd::from_raw_fd(raw) };
-                    if i == 0 {
-                        fd = Some(owned);
-                    }
+                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
                 }
             }
         }
@@ -362,7 +373,7 @@ pub fn recv_blocking<T: for<'de> Deserialize<'de>>(
     let mut body = vec![0u8; len];
     (&*sock).read_exact(&mut body).map_err(RecvError::Io)?;
     let msg = serde_json::from_slice(&body).map_err(|e| RecvError::Malformed(e.to_string()))?;
-    Ok(Some((msg, fd)))
+    Ok(Some((msg, fds)))
 }
 
 /// The coordinator's end of one worker's channel: non-blocking, read with a deadline.

@@ -93,11 +93,7 @@ pub struct OwnedFs {
 
 fn run(cmd: &mut Command) -> Result<String, String> {
     let shown = format!("{cmd:?}").replace('"', "");
-    let out = {
-        let _gate = live::forking();
-        cmd.output()
-    }
-    .map_err(|e| format!("{shown}: {e}"))?;
+    let out = crate::exec::fork_server::output(cmd).map_err(|e| format!("{shown}: {e}"))?;
     if out.status.success() {
         Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
     } else {
@@ -378,6 +374,14 @@ impl OwnedFs {
         Ok(())
     }
 
+    /// Commits everything pending on this filesystem (syncfs), frees of
+    /// deleted files included.
+    pub fn sync(&self) {
+        if let Ok(d) = std::fs::File::open(&self.mount_point) {
+            let _ = nix::unistd::syncfs(std::os::fd::AsRawFd::as_raw_fd(&d));
+        }
+    }
+
     /// Makes the filesystem writable again if a case left it read-only.
     pub fn ensure_writable(&self) {
         let ro = super::mount_of(&self.mount_point).is_some_and(|m| {
@@ -439,11 +443,9 @@ impl OwnedFs {
         if self.config.fs == "ext2" {
             // No journal to replay: as after a real power cut, fsck repairs
             // the metadata (0, 1 and 2 mean clean or corrected).
-            let out = {
-                let _gate = live::forking();
-                Command::new("e2fsck").args(["-f", "-y", &dev]).output()
-            }
-            .map_err(|e| format!("e2fsck: {e}"))?;
+            let out =
+                crate::exec::fork_server::output(Command::new("e2fsck").args(["-f", "-y", &dev]))
+                    .map_err(|e| format!("e2fsck: {e}"))?;
             if out.status.code().is_none_or(|c| c > 2) {
                 return Err(format!(
                     "e2fsck after the crash could not repair {dev}: {}",
