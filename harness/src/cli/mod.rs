@@ -2,6 +2,7 @@
 
 mod explain;
 mod mutate;
+mod power_cut;
 mod progress;
 mod reports;
 mod swimlanes;
@@ -114,6 +115,10 @@ pub enum Command {
         #[arg(long)]
         fs: Option<String>,
     },
+    /// Run one case on a block device whose `crash` steps are real power
+    /// cuts of the machine (a VM the runner kills): save the state at the
+    /// cut, then `--resume` it after the reboot.
+    PowerCut(power_cut::PowerCutArgs),
     /// Print the JSON Schema of case files (specs/case.schema.json).
     Schema,
     /// Print the JSON Schema of reports (specs/report.schema.json).
@@ -170,6 +175,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::Explain { case, html } => explain::explain(&case, html.as_deref()),
         Command::Compare(args) => reports::compare(args),
         Command::ReportSchema => reports::print_report_schema(),
+        Command::PowerCut(args) => power_cut::power_cut(args),
         Command::Mutate {
             paths,
             dir,

@@ -10,6 +10,7 @@
 use super::live;
 use super::ops::{open_beneath, with_bytes};
 use super::plan;
+use super::power_cut::{Paused, PausedProcess, PowerCut};
 use super::protocol::{
     Call, Channel, ExitStatus, Observation, Outcome, RecvError, Request, StatInfo,
 };
@@ -36,6 +37,9 @@ pub struct RunOptions {
     /// The filesystem the harness made for this run, for `remount` and
     /// `crash`; None when cases run in a directory of an existing mount.
     pub owned_fs: Option<std::sync::Arc<std::sync::Mutex<crate::target::fs::OwnedFs>>>,
+    /// Power-cut mode (`mmapconf power-cut`): a `crash` step hands the
+    /// coordinator's state to this instead of simulating the crash.
+    pub power_cut: Option<std::sync::Arc<dyn PowerCut>>,
 }
 
 impl RunOptions {
@@ -45,6 +49,7 @@ impl RunOptions {
             default_timeout: Duration::from_secs(10),
             force_timeout: None,
             owned_fs: None,
+            power_cut: None,
         }
     }
 }
@@ -85,10 +90,29 @@ struct Run<'a> {
     /// The step being performed: its index and summary, for reports of a
     /// case that breaks in the middle of it.
     current: Option<(String, String)>,
+    started: Instant,
+    /// Time the case ran before a power cut it resumes after.
+    earlier_ms: u64,
+    /// Resuming after a power cut: the next `crash` step is the one that
+    /// was cut, to be recorded as such.
+    resuming: bool,
 }
 
 /// Runs one case in `dir` (an empty scratch directory) and reports on it.
 pub fn run_case(case: &LoadedCase, env: &Environment, dir: &Path, opts: &RunOptions) -> CaseReport {
+    run_case_from(case, env, dir, opts, None)
+}
+
+/// [`run_case`], or with `resume` the rest of a case after a real power
+/// cut: its files are not created again, the state saved at the cut is
+/// restored, its processes are gone, and the walk starts at the crash step.
+pub fn run_case_from(
+    case: &LoadedCase,
+    env: &Environment,
+    dir: &Path,
+    opts: &RunOptions,
+    resume: Option<Paused>,
+) -> CaseReport {
     let started = Instant::now();
     let limit = opts.force_timeout.unwrap_or_else(|| {
         case.case
@@ -131,11 +155,19 @@ pub fn run_case(case: &LoadedCase, env: &Environment, dir: &Path, opts: &RunOpti
         values: HashMap::new(),
         steps: Vec::new(),
         current: None,
+        started,
+        earlier_ms: 0,
+        resuming: false,
     };
-    let outcome = run
-        .create_files(case)
-        .map_err(Stop::Broken)
-        .and_then(|()| run.walk(&case.case.steps));
+    let outcome = match resume {
+        None => run
+            .create_files(case)
+            .map_err(Stop::Broken)
+            .and_then(|()| run.walk(&case.case.steps, 0)),
+        Some(paused) => run
+            .restore(paused, &case.case.steps)
+            .and_then(|start| run.walk(&case.case.steps, start)),
+    };
     run.teardown();
     report.steps = std::mem::take(&mut run.steps);
     match outcome {
@@ -164,7 +196,7 @@ pub fn run_case(case: &LoadedCase, env: &Environment, dir: &Path, opts: &RunOpti
             }
         }
     }
-    report.duration_ms = started.elapsed().as_millis() as u64;
+    report.duration_ms = run.earlier_ms + started.elapsed().as_millis() as u64;
     report
 }
 
@@ -224,8 +256,8 @@ impl Run<'_> {
         Ok(dir)
     }
 
-    fn walk(&mut self, steps: &[Step]) -> Result<(), Stop> {
-        for (i, step) in steps.iter().enumerate() {
+    fn walk(&mut self, steps: &[Step], start: usize) -> Result<(), Stop> {
+        for (i, step) in steps.iter().enumerate().skip(start) {
             let index = (i + 1).to_string();
             self.current = Some((index.clone(), plan::summary(step)));
             if let Op::Together { steps: inner } = &step.op {
@@ -520,6 +552,10 @@ impl Run<'_> {
         let Some(sig) = crate::names::signal_value(signal) else {
             return Observation::error(format!("unknown signal `{signal}`"));
         };
+        if p.pid <= 0 {
+            // A process of before a power cut: it died with the machine.
+            return Observation::errno(libc::ESRCH);
+        }
         // SAFETY: signals a process of this case.
         if unsafe { libc::kill(p.pid, sig) } == 0 {
             Observation::ok()
@@ -673,6 +709,17 @@ impl Run<'_> {
     }
 
     fn crash(&mut self) -> Result<Observation, Stop> {
+        if std::mem::take(&mut self.resuming) {
+            // The machine was switched off here and booted again.
+            let mut obs = Observation::ok();
+            obs.detail = Some(super::power_cut::DETAIL.to_string());
+            return Ok(obs);
+        }
+        if let Some(cut) = self.opts.power_cut.clone() {
+            // Returns only if the state could not be saved.
+            let Err(why) = cut.cut(self.pause());
+            return Err(Stop::Broken(format!("power cut: {why}")));
+        }
         let fs = self.owned_fs()?.clone();
         // A power cut kills every process at once; nothing they hold is flushed.
         self.kill_all();
@@ -693,6 +740,70 @@ impl Run<'_> {
         let mut obs = Observation::ok();
         obs.detail = Some(method.describe().to_string());
         Ok(obs)
+    }
+
+    /// What a power cut must keep of this run to go on after the reboot.
+    fn pause(&self) -> Paused {
+        let index = self.current.as_ref().map(|(i, _)| i.as_str());
+        Paused {
+            resume_at: index.and_then(|i| i.parse::<usize>().ok()).unwrap_or(1) - 1,
+            steps: self.steps.clone(),
+            values: self.values.iter().map(|(k, v)| (k.clone(), *v)).collect(),
+            snapshots: self
+                .snapshots
+                .iter()
+                .map(|(k, v)| (k.clone(), v.clone()))
+                .collect(),
+            processes: self
+                .procs
+                .iter()
+                .map(|(name, p)| PausedProcess {
+                    name: name.clone(),
+                    parent: p.parent.clone(),
+                    pid: p.pid,
+                })
+                .collect(),
+            elapsed_ms: self.earlier_ms + self.started.elapsed().as_millis() as u64,
+        }
+    }
+
+    /// Takes up a case after a power cut: the state saved then, and every
+    /// process of before the cut gone, as after a simulated `crash`.
+    /// Returns where the walk starts: the crash step.
+    fn restore(&mut self, paused: Paused, steps: &[Step]) -> Result<usize, Stop> {
+        if !steps
+            .get(paused.resume_at)
+            .is_some_and(|s| matches!(s.op, Op::Crash))
+        {
+            return Err(Stop::Broken(format!(
+                "the saved state resumes at step {}, which is not a crash step of this case",
+                paused.resume_at + 1
+            )));
+        }
+        self.steps = paused.steps;
+        self.values = paused.values.into_iter().collect();
+        self.snapshots = paused.snapshots.into_iter().collect();
+        for p in paused.processes {
+            // A channel whose other end is closed, as a dead process leaves it.
+            let (ours, _) =
+                UnixStream::pair().map_err(|e| Stop::Broken(format!("socketpair: {e}")))?;
+            let chan = Channel::new(ours).map_err(|e| Stop::Broken(format!("channel: {e}")))?;
+            self.procs.insert(
+                p.name,
+                Proc {
+                    // Not a process of this boot: never signalled (see kill).
+                    pid: 0,
+                    chan,
+                    spawned: p.parent.is_none(),
+                    parent: p.parent,
+                    reaped: true,
+                    gone: true,
+                },
+            );
+        }
+        self.earlier_ms = paused.elapsed_ms;
+        self.resuming = true;
+        Ok(paused.resume_at)
     }
 
     /// Kills every process of the case and reaps them.

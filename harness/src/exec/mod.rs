@@ -7,7 +7,8 @@ pub mod fork_server;
 pub mod live;
 pub mod ops;
 pub mod plan;
+pub mod power_cut;
 pub mod protocol;
 pub mod worker;
 
-pub use coordinator::{run_case, RunOptions};
+pub use coordinator::{run_case, run_case_from, RunOptions};

@@ -89,6 +89,9 @@ pub struct OwnedFs {
     /// For overlay: the tmpfs holding lower/upper/work, and the lower dir.
     overlay_base: Option<PathBuf>,
     pub lower_dir: Option<PathBuf>,
+    /// The block device was given (`mount_device`), not made: teardown
+    /// unmounts it and leaves the device alone.
+    given_device: bool,
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
@@ -212,6 +215,7 @@ impl OwnedFs {
             loop_dev: None,
             overlay_base: None,
             lower_dir: None,
+            given_device: false,
         };
         live::add_fs(fs.resources());
         let made = match config.fs.as_str() {
@@ -229,13 +233,42 @@ impl OwnedFs {
         Ok(fs)
     }
 
+    /// Mounts an existing block device of type `config.fs` at
+    /// `mount_point` (made if missing), for power-cut mode: a VM's disk, or
+    /// a loop device someone else made. The harness owns the mount, not
+    /// the device: teardown unmounts and leaves the device as it is.
+    pub fn mount_device(
+        config: &TargetConfig,
+        device: &str,
+        mount_point: &Path,
+    ) -> Result<OwnedFs, String> {
+        std::fs::create_dir_all(mount_point)
+            .map_err(|e| format!("{}: {e}", mount_point.display()))?;
+        let fs = OwnedFs {
+            config: config.clone(),
+            mount_point: mount_point.to_path_buf(),
+            image: None,
+            loop_dev: Some(device.to_string()),
+            overlay_base: None,
+            lower_dir: None,
+            given_device: true,
+        };
+        live::add_fs(fs.resources());
+        if let Err(e) = fs.mount_block() {
+            live::remove_fs(&fs.mount_point);
+            let _ = std::fs::remove_dir(&fs.mount_point);
+            return Err(e);
+        }
+        Ok(fs)
+    }
+
     fn resources(&self) -> live::FsResources {
         live::FsResources {
             mounts: [Some(self.mount_point.clone()), self.overlay_base.clone()]
                 .into_iter()
                 .flatten()
                 .collect(),
-            loop_dev: self.loop_dev.clone(),
+            loop_dev: self.loop_dev.clone().filter(|_| !self.given_device),
             image: self.image.clone(),
         }
     }
@@ -464,7 +497,7 @@ impl OwnedFs {
             let _ = detach_mount(&ovl);
             let _ = std::fs::remove_dir(&ovl);
         }
-        if let Some(dev) = self.loop_dev.take() {
+        if let Some(dev) = self.loop_dev.take().filter(|_| !self.given_device) {
             let _ = run(Command::new("losetup").args(["-d", &dev]));
         }
         if let Some(img) = self.image.take() {
