@@ -31,32 +31,17 @@ pub fn run_one(
     } else {
         probe::unmet(&case.case.requires, env)
     };
+    let not_run = |status, reason| {
+        CaseReport::not_run(case.id.clone(), case.case.title.clone(), status, reason)
+    };
     if let Some(reason) = unmet {
-        return CaseReport {
-            id: case.id.clone(),
-            title: case.case.title.clone(),
-            status: Status::Skip,
-            duration_ms: 0,
-            reason: Some(reason),
-            failed_step: None,
-            steps: Vec::new(),
-        };
+        return not_run(Status::Skip, reason);
     }
     let dir = match root.case_dir(index, &case.id) {
         Ok(d) => d,
         Err(e) => {
-            return CaseReport {
-                id: case.id.clone(),
-                title: case.case.title.clone(),
-                status: Status::Error,
-                duration_ms: 0,
-                reason: Some(format!(
-                    "cannot create scratch dir: {e}{}",
-                    room_left(&root.path)
-                )),
-                failed_step: None,
-                steps: Vec::new(),
-            }
+            let why = format!("cannot create scratch dir: {e}{}", room_left(&root.path));
+            return not_run(Status::Error, why);
         }
     };
     // drop_caches empties the page cache of the whole machine, which a case
@@ -115,7 +100,6 @@ pub fn run_all(
     opts: &RunOptions,
     progress: &(dyn Fn(&CaseReport) + Sync),
 ) -> std::io::Result<Report> {
-    live::become_subreaper();
     let started = Instant::now();
     let started_at = now_rfc3339();
     let lower = opts.owned_fs.as_ref().and_then(|fs| {

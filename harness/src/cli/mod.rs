@@ -483,14 +483,13 @@ fn skip_all(
     let why = why.as_str();
     let cases: Vec<CaseReport> = cases
         .iter()
-        .map(|c| CaseReport {
-            id: c.id.clone(),
-            title: c.case.title.clone(),
-            status: Status::Skip,
-            duration_ms: 0,
-            reason: Some(why.to_string()),
-            failed_step: None,
-            steps: Vec::new(),
+        .map(|c| {
+            CaseReport::not_run(
+                c.id.clone(),
+                c.case.title.clone(),
+                Status::Skip,
+                why.to_string(),
+            )
         })
         .collect();
     let report = report::Report {
@@ -554,15 +553,12 @@ fn run_on(
         if args.filter.as_deref().is_some_and(|f| !id.contains(f)) {
             continue;
         }
-        report.cases.push(CaseReport {
+        report.cases.push(CaseReport::not_run(
             id,
-            title: String::new(),
-            status: Status::Error,
-            duration_ms: 0,
-            reason: Some(lines.join("\n")),
-            failed_step: None,
-            steps: Vec::new(),
-        });
+            String::new(),
+            Status::Error,
+            lines.join("\n"),
+        ));
     }
     report.summary = report::Summary::of(&report.cases, report.summary.duration_ms);
     let written = report::write_json(&report, path);

@@ -9,7 +9,6 @@
 //! a JSON report of that one case in `--report`.
 
 use crate::case::LoadedCase;
-use crate::exec::live;
 use crate::exec::power_cut::{Cutter, State};
 use crate::report::{self, CaseReport, Status};
 use crate::target::fs::{OwnedFs, TargetConfig};
@@ -98,11 +97,10 @@ pub fn power_cut(args: PowerCutArgs) -> ExitCode {
     let mount = args.mount.clone().unwrap_or_else(|| {
         std::env::temp_dir().join(format!("mmapconf-mnt-{}-power-cut", std::process::id()))
     });
-    live::become_subreaper();
     let started_at = report::now_rfc3339();
     let rel = match &state {
         Some(s) => s.case_dir.clone(),
-        None => format!("{CASES_DIR}/{}", slug(&case.id)),
+        None => format!("{CASES_DIR}/{}", crate::target::case_dir_name(&case.id)),
     };
     let dir = mount.join(&rel);
     let mut env = Environment::probe(&mount);
@@ -174,30 +172,9 @@ pub fn power_cut(args: PowerCutArgs) -> ExitCode {
     finish(env, started_at, report, &report_path)
 }
 
-/// A directory name for a case id.
-fn slug(id: &str) -> String {
-    id.chars()
-        .map(|c| {
-            if c.is_ascii_alphanumeric() || c == '-' {
-                c
-            } else {
-                '_'
-            }
-        })
-        .collect()
-}
-
 /// The report of a case that did not run (skipped, or its setup broke).
 fn entry(case: &LoadedCase, status: Status, reason: String) -> CaseReport {
-    CaseReport {
-        id: case.id.clone(),
-        title: case.case.title.clone(),
-        status,
-        duration_ms: 0,
-        reason: Some(reason),
-        failed_step: None,
-        steps: Vec::new(),
-    }
+    CaseReport::not_run(case.id.clone(), case.case.title.clone(), status, reason)
 }
 
 /// Writes the report of the one case and prints its line.

@@ -111,6 +111,22 @@ pub struct CaseReport {
     pub steps: Vec<StepReport>,
 }
 
+impl CaseReport {
+    /// The report of a case that did not run: skipped, or broken before
+    /// its first step, for `reason`.
+    pub fn not_run(id: String, title: String, status: Status, reason: String) -> CaseReport {
+        CaseReport {
+            id,
+            title,
+            status,
+            duration_ms: 0,
+            reason: Some(reason),
+            failed_step: None,
+            steps: Vec::new(),
+        }
+    }
+}
+
 /// The verdict on one step.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
 #[serde(rename_all = "lowercase")]

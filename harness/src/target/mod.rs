@@ -212,22 +212,26 @@ impl ScratchRoot {
 
     /// A fresh directory for one case.
     pub fn case_dir(&self, index: usize, id: &str) -> std::io::Result<PathBuf> {
-        let slug: String = id
-            .chars()
-            .map(|c| {
-                if c.is_ascii_alphanumeric() || c == '-' {
-                    c
-                } else {
-                    '_'
-                }
-            })
-            .collect();
-        let dir = self.path.join(format!("{index:04}-{slug}"));
+        let dir = self.path.join(format!("{index:04}-{}", case_dir_name(id)));
         // The root itself may be gone: a crash on tmpfs keeps nothing.
         std::fs::create_dir_all(self.physical(&self.path))?;
         std::fs::create_dir(self.physical(&dir))?;
         Ok(dir)
     }
+}
+
+/// A directory name for a case id: its letters, digits and dashes, `_`
+/// for anything else (the `/` between topic and name, say).
+pub fn case_dir_name(id: &str) -> String {
+    id.chars()
+        .map(|c| {
+            if c.is_ascii_alphanumeric() || c == '-' {
+                c
+            } else {
+                '_'
+            }
+        })
+        .collect()
 }
 
 impl Drop for ScratchRoot {
