@@ -381,3 +381,29 @@ fn cleanup_removes_what_a_killed_run_left() {
         .collect();
     assert!(left.is_empty(), "{left:?}\n{}", text(&out));
 }
+
+#[test]
+fn soak_runs_the_cases_as_often_as_asked_and_counts_changed_verdicts() {
+    let o = exe()
+        .args(["soak", "--runs", "3"])
+        .arg(repo("cases/seed"))
+        .output()
+        .unwrap();
+    let out = text(&o);
+    assert!(o.status.success(), "{out}");
+    for n in 1..=3 {
+        assert!(
+            out.contains(&format!("run {n}/3:")),
+            "run {n} missing: {out}"
+        );
+    }
+    assert!(!out.contains("run 4/3"), "{out}");
+    assert!(out.contains("x 3 runs on 1 target(s)"), "{out}");
+    assert!(out.contains(": 0 changed verdicts"), "{out}");
+    let none = exe()
+        .args(["soak", "--runs", "0"])
+        .arg(repo("cases/seed"))
+        .output()
+        .unwrap();
+    assert_eq!(none.status.code(), Some(2), "{}", text(&none));
+}

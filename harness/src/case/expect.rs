@@ -62,12 +62,11 @@ pub fn judge(expect: &Expect, obs: &Observation, ctx: &Context<'_>) -> Result<()
                 let len = Some(got.len() as u64);
                 match want.resolve(ctx.page_size, len) {
                     Err(e) => problems.push(e),
-                    Ok(w) => {
-                        let w = w.materialize();
-                        if &w != got {
-                            problems.push(byte_diff(&w, got));
-                        }
-                    }
+                    Ok(w) => match w.materialize() {
+                        Ok(w) if &w != got => problems.push(byte_diff(&w, got)),
+                        Ok(_) => {}
+                        Err(e) => problems.push(format!("expected bytes: {e}")),
+                    },
                 }
             }
         }

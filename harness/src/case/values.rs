@@ -97,32 +97,73 @@ impl Bytes {
         self.len() == 0
     }
 
-    pub fn materialize(&self) -> Vec<u8> {
+    /// The bytes in memory. Err (not an abort) when they cannot be
+    /// allocated: a case can ask for more than the machine has.
+    pub fn materialize(&self) -> Result<Vec<u8>, String> {
+        let mut out = zeroed_vec(self.len())?;
+        self.copy_range(0, &mut out);
+        Ok(out)
+    }
+
+    /// Bytes `offset..offset + buf.len()` of the content, into `buf`, so
+    /// large contents can be produced a chunk at a time.
+    pub fn copy_range(&self, offset: u64, buf: &mut [u8]) {
         match self {
-            Bytes::Literal(b) => b.clone(),
-            Bytes::Fill { byte, len } => vec![*byte; *len as usize],
-            Bytes::Pattern { seed, len } => pattern_bytes(*seed, *len as usize),
+            Bytes::Literal(b) => {
+                let start = (offset as usize).min(b.len());
+                let n = buf.len().min(b.len() - start);
+                buf[..n].copy_from_slice(&b[start..start + n]);
+            }
+            Bytes::Fill { byte, .. } => buf.fill(*byte),
+            Bytes::Pattern { seed, .. } => pattern_into(*seed, offset, buf),
         }
     }
+
+    /// Writes the content a chunk at a time: a file's content of any size
+    /// is created without holding it in memory.
+    pub fn write_to(&self, out: &mut impl std::io::Write) -> std::io::Result<()> {
+        const CHUNK: u64 = 1 << 20;
+        let mut chunk = vec![0u8; self.len().min(CHUNK) as usize];
+        let mut offset = 0;
+        while offset < self.len() {
+            let n = (self.len() - offset).min(CHUNK) as usize;
+            self.copy_range(offset, &mut chunk[..n]);
+            out.write_all(&chunk[..n])?;
+            offset += n as u64;
+        }
+        Ok(())
+    }
+}
+
+/// `len` zero bytes, or Err naming the size when they cannot be allocated.
+pub fn zeroed_vec(len: u64) -> Result<Vec<u8>, String> {
+    let fail = || format!("cannot allocate {len} bytes: out of memory");
+    let n = usize::try_from(len).map_err(|_| fail())?;
+    let mut v = Vec::new();
+    v.try_reserve_exact(n).map_err(|_| fail())?;
+    v.resize(n, 0);
+    Ok(v)
 }
 
 /// Deterministic bytes from a seed (splitmix64), the same on every machine.
 pub fn pattern_bytes(seed: u64, len: usize) -> Vec<u8> {
-    let mut state = seed;
-    let mut out = Vec::with_capacity(len);
-    while out.len() < len {
-        state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = state;
+    let mut out = vec![0u8; len];
+    pattern_into(seed, 0, &mut out);
+    out
+}
+
+/// Bytes `offset..` of the pattern of `seed`: byte i is byte i % 8 of
+/// splitmix64's output number i / 8, so any range can be made on its own.
+fn pattern_into(seed: u64, offset: u64, buf: &mut [u8]) {
+    const GAMMA: u64 = 0x9E37_79B9_7F4A_7C15;
+    for (i, b) in buf.iter_mut().enumerate() {
+        let at = offset + i as u64;
+        let mut z = seed.wrapping_add((at / 8 + 1).wrapping_mul(GAMMA));
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
-        for b in z.to_le_bytes() {
-            if out.len() < len {
-                out.push(b);
-            }
-        }
+        *b = z.to_le_bytes()[(at % 8) as usize];
     }
-    out
 }
 
 impl Data {
@@ -240,13 +281,16 @@ mod tests {
             hex: Some("48 69".into()),
             ..Data::default()
         };
-        assert_eq!(hex.resolve(4096, None).unwrap().materialize(), b"Hi");
+        assert_eq!(
+            hex.resolve(4096, None).unwrap().materialize().unwrap(),
+            b"Hi"
+        );
         let fill = Data {
             fill: Some(7),
             ..Data::default()
         };
         assert_eq!(
-            fill.resolve(4096, Some(3)).unwrap().materialize(),
+            fill.resolve(4096, Some(3)).unwrap().materialize().unwrap(),
             vec![7, 7, 7]
         );
         assert!(fill.resolve(4096, None).is_err(), "fill without a length");
@@ -263,5 +307,52 @@ mod tests {
         assert_eq!(pattern_bytes(1, 100), pattern_bytes(1, 100));
         assert_ne!(pattern_bytes(1, 100), pattern_bytes(2, 100));
         assert_eq!(&pattern_bytes(1, 100)[..10], &pattern_bytes(1, 10)[..]);
+    }
+
+    /// splitmix64 run forward from the seed, as the pattern was first
+    /// defined: cases and reports made before must keep their bytes.
+    fn sequential_pattern(seed: u64, len: usize) -> Vec<u8> {
+        let mut state = seed;
+        let mut out = Vec::new();
+        while out.len() < len {
+            state = state.wrapping_add(0x9E37_79B9_7F4A_7C15);
+            let mut z = state;
+            z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+            z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+            z ^= z >> 31;
+            out.extend_from_slice(&z.to_le_bytes());
+        }
+        out.truncate(len);
+        out
+    }
+
+    #[test]
+    fn any_range_of_a_content_is_the_same_bytes_as_the_whole() {
+        assert_eq!(pattern_bytes(7, 1000), sequential_pattern(7, 1000));
+        for bytes in [
+            Bytes::Pattern { seed: 3, len: 5000 },
+            Bytes::Fill { byte: 9, len: 5000 },
+            Bytes::Literal((0..=255).cycle().take(5000).collect()),
+        ] {
+            let whole = bytes.materialize().unwrap();
+            for (at, n) in [(0, 1), (3, 13), (4093, 7), (4999, 1), (1, 4999)] {
+                let mut part = vec![0u8; n];
+                bytes.copy_range(at as u64, &mut part);
+                assert_eq!(part, whole[at..at + n], "{bytes:?} at {at}");
+            }
+            let mut streamed = Vec::new();
+            bytes.write_to(&mut streamed).unwrap();
+            assert_eq!(streamed, whole);
+        }
+    }
+
+    #[test]
+    fn contents_too_large_to_hold_are_an_error_not_an_abort() {
+        let huge = Bytes::Fill {
+            byte: 0,
+            len: 1 << 50,
+        };
+        let e = huge.materialize().unwrap_err();
+        assert!(e.contains("cannot allocate 1125899906842624 bytes"), "{e}");
     }
 }

@@ -5,6 +5,7 @@ mod mutate;
 mod power_cut;
 mod progress;
 mod reports;
+mod soak;
 mod swimlanes;
 
 use crate::case::{self, LoadedCase, Problem};
@@ -115,6 +116,27 @@ pub enum Command {
         #[arg(long)]
         fs: Option<String>,
     },
+    /// Run the cases many times and list every case whose verdict changed
+    /// between runs (a flakiness check); exit 1 when one did.
+    Soak {
+        /// Case files or directories (default: the cases/ directory).
+        paths: Vec<PathBuf>,
+        /// How many times to run the cases on each target.
+        #[arg(long, default_value_t = 10)]
+        runs: usize,
+        /// Directory to make scratch directories in (default: $TMPDIR).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Cases run at once (default: the number of CPUs).
+        #[arg(long)]
+        jobs: Option<usize>,
+        /// Only cases whose id contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Scratch filesystems to make and soak at once, as `run --fs` (root).
+        #[arg(long, value_delimiter = ',')]
+        fs: Vec<String>,
+    },
     /// Run one case on a block device whose `crash` steps are real power
     /// cuts of the machine (a VM the runner kills): save the state at the
     /// cut, then `--resume` it after the reboot.
@@ -189,6 +211,21 @@ pub fn main(cli: Cli) -> ExitCode {
             jobs,
             filter,
             every,
+            fs,
+        }),
+        Command::Soak {
+            paths,
+            runs,
+            dir,
+            jobs,
+            filter,
+            fs,
+        } => soak::soak(soak::SoakArgs {
+            paths: default_paths(paths),
+            runs,
+            dir,
+            jobs,
+            filter,
             fs,
         }),
         Command::Schema => {

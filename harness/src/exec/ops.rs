@@ -11,6 +11,7 @@
 
 use super::fault::{self, Fault};
 use super::protocol::{Call, ExitStatus, Observation, Outcome, Place, Span, StatInfo};
+use crate::case::values::{zeroed_vec, Bytes};
 use crate::names;
 use nix::errno::Errno;
 use nix::fcntl::{openat2, OFlag, OpenHow, ResolveFlag};
@@ -130,14 +131,14 @@ impl WorkerState {
             Call::Pread { fd, at, len } => self.pread(fd, *at, *len),
             Call::Pwrite { fd, at, data } => {
                 let fd = self.fd(fd)?;
-                let bytes = AlignedBuf::from(&data.materialize(), self.page_size);
+                let bytes = AlignedBuf::from(data, self.page_size)?;
                 // SAFETY: the buffer is valid for its length.
                 let n = unsafe { libc::pwrite(fd, bytes.as_ptr().cast(), bytes.len(), *at) };
                 counted(n)
             }
             Call::Write { fd, data } => {
                 let fd = self.fd(fd)?;
-                let bytes = AlignedBuf::from(&data.materialize(), self.page_size);
+                let bytes = AlignedBuf::from(data, self.page_size)?;
                 // SAFETY: the buffer is valid for its length.
                 let n = unsafe { libc::write(fd, bytes.as_ptr().cast(), bytes.len()) };
                 counted(n)
@@ -275,14 +276,14 @@ impl WorkerState {
             }
             Call::Store { map, at, data } => {
                 let start = self.map(map)?.addr.wrapping_add(*at as usize);
-                let bytes = data.materialize();
+                let bytes = data.materialize().map_err(Observation::error)?;
                 // SAFETY: see fault::store; faults are caught and reported.
                 unsafe { fault::store(start, &bytes) }.map_err(|f| fault_observation(f, start))?;
                 Ok(Observation::ok())
             }
             Call::Load { map, at, len } => {
                 let start = self.map(map)?.addr.wrapping_add(*at as usize);
-                let mut buf = vec![0u8; *len as usize];
+                let mut buf = zeroed_vec(*len).map_err(Observation::error)?;
                 // SAFETY: see fault::load.
                 unsafe { fault::load(start, &mut buf) }.map_err(|f| fault_observation(f, start))?;
                 Ok(with_bytes(buf))
@@ -326,7 +327,7 @@ impl WorkerState {
 
     fn pread(&self, fd: &str, at: i64, len: u64) -> OpResult {
         let fd = self.fd(fd)?;
-        let mut buf = AlignedBuf::zeroed(len as usize, self.page_size);
+        let mut buf = AlignedBuf::zeroed(len as usize, self.page_size)?;
         let mut got = 0usize;
         // Loop: a short read is not the end of the file until read returns 0.
         while got < buf.len() {
@@ -440,20 +441,23 @@ struct AlignedBuf {
 }
 
 impl AlignedBuf {
-    fn zeroed(len: usize, align: u64) -> AlignedBuf {
-        let layout = std::alloc::Layout::from_size_align(len.max(1), align as usize)
-            .expect("page-size layout");
+    /// Err (an error observation, not an abort) when the memory cannot be
+    /// had: a case may ask for more than the machine has.
+    fn zeroed(len: usize, align: u64) -> Result<AlignedBuf, Observation> {
+        let fail = || Observation::error(format!("cannot allocate {len} bytes: out of memory"));
+        let layout =
+            std::alloc::Layout::from_size_align(len.max(1), align as usize).map_err(|_| fail())?;
         // SAFETY: the layout has a non-zero size.
         let raw = unsafe { std::alloc::alloc_zeroed(layout) };
-        let ptr =
-            std::ptr::NonNull::new(raw).unwrap_or_else(|| std::alloc::handle_alloc_error(layout));
-        AlignedBuf { ptr, len, layout }
+        let ptr = std::ptr::NonNull::new(raw).ok_or_else(fail)?;
+        Ok(AlignedBuf { ptr, len, layout })
     }
 
-    fn from(bytes: &[u8], align: u64) -> AlignedBuf {
-        let mut b = AlignedBuf::zeroed(bytes.len(), align);
-        b.copy_from_slice(bytes);
-        b
+    /// The bytes, made straight into an aligned buffer (O_DIRECT needs one).
+    fn from(bytes: &Bytes, align: u64) -> Result<AlignedBuf, Observation> {
+        let mut b = AlignedBuf::zeroed(bytes.len() as usize, align)?;
+        bytes.copy_range(0, &mut b);
+        Ok(b)
     }
 }
 

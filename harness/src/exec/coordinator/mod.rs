@@ -208,7 +208,6 @@ impl Run<'_> {
     }
 
     fn create_files(&self, case: &LoadedCase) -> Result<(), String> {
-        use std::io::Write;
         use std::os::unix::fs::PermissionsExt;
         // On overlayfs the case's files start in the lower layer, so that a
         // write through the merged view meets copy-up.
@@ -223,8 +222,9 @@ impl Run<'_> {
                 .map(|s| s.resolve_len(self.ps()))
                 .transpose()?;
             if !init.data.is_empty() {
-                let bytes = init.data.resolve(self.ps(), size)?.materialize();
-                f.write_all(&bytes).map_err(fail)?;
+                // Streamed: the content is never held whole in memory.
+                let bytes = init.data.resolve(self.ps(), size)?;
+                bytes.write_to(&mut f).map_err(fail)?;
             }
             if let Some(size) = size {
                 f.set_len(size).map_err(fail)?;
