@@ -29,7 +29,7 @@ pub fn run_one(
     } else if case.case.needs_owned_fs() && opts.owned_fs.is_none() {
         Some("remount, crash and fill_fs need a filesystem the harness made (run --fs)".to_string())
     } else {
-        probe::unmet(&case.case.requires, env)
+        probe::unmet(&case.case, env)
     };
     let not_run = |status, reason| {
         CaseReport::not_run(case.id.clone(), case.case.title.clone(), status, reason)
@@ -110,16 +110,13 @@ pub fn run_all(
     });
     let root = ScratchRoot::create_layered(base, lower.as_deref())?;
     live::add_root(root.path.clone());
-    let mut env = Environment::probe(&root.path);
-    if let Some(fs) = &opts.owned_fs {
-        env.target = Some(
-            fs.lock()
-                .unwrap_or_else(|e| e.into_inner())
-                .config
-                .name
-                .clone(),
-        );
-    }
+    let env = match &opts.owned_fs {
+        Some(fs) => Environment::of_run(
+            &root.path,
+            Some(&fs.lock().unwrap_or_else(|e| e.into_inner())),
+        ),
+        None => Environment::of_run(&root.path, None),
+    };
     // Cases that remount, crash or drop caches act on the whole filesystem:
     // they run one at a time after the others, never beside another case.
     let (exclusive, shared): (Vec<usize>, Vec<usize>) =

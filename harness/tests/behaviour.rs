@@ -407,3 +407,51 @@ fn soak_runs_the_cases_as_often_as_asked_and_counts_changed_verdicts() {
         .unwrap();
     assert_eq!(none.status.code(), Some(2), "{}", text(&none));
 }
+
+#[test]
+fn a_file_says_whether_its_zeros_are_a_hole_or_allocated() {
+    let dir = tempfile::tempdir().unwrap();
+    let case = dir.path().join("zeros.json");
+    // Blocks are counted in 512-byte units: a hole owns none, two written
+    // pages own at least two pages' worth.
+    std::fs::write(
+        &case,
+        r#"{
+  "title": "zeros", "refs": ["r"],
+  "files": { "hole": { "size": "2p", "zeros": "hole" }, "full": { "size": "2p", "zeros": "allocated" } },
+  "steps": [
+    { "in": "p", "do": "open", "path": "hole", "flags": "O_RDONLY", "as": "h" },
+    { "in": "p", "do": "fstat", "fd": "h", "expect": { "stat": { "size": "2p", "blocks": [0, 0] } } },
+    { "in": "p", "do": "open", "path": "full", "flags": "O_RDONLY", "as": "f" },
+    { "in": "p", "do": "fstat", "fd": "f", "expect": { "stat": { "size": "2p", "blocks": [16, 1000000] } } },
+    { "do": "check_file", "path": "full", "at": 0, "len": "2p", "expect": { "fill": 0 } }
+  ]
+}"#,
+    )
+    .unwrap();
+    let report = dir.path().join("r.json");
+    let o = exe()
+        .args(["run", "-v", "--report"])
+        .arg(&report)
+        .arg(&case)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    assert!(r["environment"]["capabilities"]["sparse_files"]["present"].is_boolean());
+    assert_eq!(r["cases"][0]["status"], "pass", "{}", text(&o));
+
+    std::fs::write(
+        &case,
+        r#"{ "title": "t", "refs": ["r"], "files": { "f": { "zeros": "hole" } },
+  "steps": [ { "in": "p", "do": "exit", "code": 0 } ] }"#,
+    )
+    .unwrap();
+    let o = exe().arg("validate").arg(&case).output().unwrap();
+    assert!(
+        text(&o).contains("zeros.json:1:50: `zeros` says what the zeros up to `size` are"),
+        "{}",
+        text(&o)
+    );
+}

@@ -18,7 +18,7 @@ fn run_trial(loaded: &LoadedCase) -> Result<Completion, Failed> {
     let opts = RunOptions::new(PathBuf::from(env!("CARGO_BIN_EXE_mmapconf")));
     let root = ScratchRoot::create(&std::env::temp_dir())
         .map_err(|e| Failed::from(format!("scratch dir: {e}")))?;
-    let env = Environment::probe(&root.path);
+    let env = Environment::of_run(&root.path, None);
     let report = runner::run_one(0, loaded, &env, &root, &opts);
     let reason = report.reason.clone().unwrap_or_default();
     match report.status {

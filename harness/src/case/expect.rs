@@ -18,7 +18,9 @@ pub struct Applied {
 
 /// Whether `when` describes `env`.
 pub fn matches(when: &When, env: &Environment) -> bool {
-    (when.fs.is_empty() || when.fs.contains(&env.fs_type))
+    (when.fs.is_empty() || when.fs.iter().any(|f| env.is_fs(f)))
+        && (when.target.is_empty() || env.is_target(&when.target))
+        && env.has_mount_options(&when.mount_options)
         && when
             .kernel
             .as_ref()

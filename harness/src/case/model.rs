@@ -58,19 +58,29 @@ pub struct Requires {
     /// Kernel version range, e.g. ">=4.17" or ">=5.8,<6.1".
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,
-    /// Filesystem types (from /proc/self/mountinfo) the case runs on; empty means any.
+    /// Filesystems the case runs on; empty means any. A name matches the
+    /// type in /proc/self/mountinfo ("ext4", "fuse.bindfs", "fuseblk"), a
+    /// family ("fuse": every FUSE filesystem) or a FUSE subtype ("fuse.bindfs").
+    /// Only for behaviour that belongs to that filesystem: a capability is a probe.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fs: Vec<String>,
-    /// Filesystem types the case does not run on.
+    /// Filesystems the case does not run on (matched as `fs`).
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub not_fs: Vec<String>,
+    /// Names of targets the harness builds (`--fs`/`--target` names) the case runs on.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target: Vec<String>,
+    /// Mount options the filesystem must have, each as /proc/self/mountinfo
+    /// shows it ("nodelalloc", "data=journal", "dax").
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_options: Vec<String>,
     /// Architectures (uname -m) the case runs on; empty means any.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub arch: Vec<String>,
     /// Page size in bytes the case assumes.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub page_size: Option<u64>,
-    /// Kernel features probed at run time.
+    /// Kernel features and target capabilities, probed at run time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<Probe>,
 }
@@ -79,7 +89,9 @@ fn is_false(b: &bool) -> bool {
     !*b
 }
 
-/// A kernel feature the harness can probe for by trying it.
+/// A kernel feature, or a capability of the target filesystem, that the
+/// harness finds out by trying it: kernel features once per run, target
+/// capabilities once per target in its scratch root (recorded in the report).
 #[derive(
     Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize, JsonSchema,
 )]
@@ -99,6 +111,49 @@ pub enum Probe {
     PagemapPfn,
     /// mremap(2) knows MREMAP_DONTUNMAP (Linux 5.7).
     MremapDontunmap,
+    /// Target: open(2) with O_DIRECT and an aligned pwrite(2) succeed.
+    ODirect,
+    /// Target: a file extended with ftruncate(2) owns no blocks (st_blocks 0): it has a hole.
+    SparseFiles,
+    /// Target: fallocate(2) FALLOC_FL_PUNCH_HOLE succeeds.
+    PunchHole,
+    /// Target: a writable MAP_SHARED mapping of a file can be made.
+    SharedWritableMmap,
+    /// Target: madvise(MADV_REMOVE) on a MAP_SHARED file mapping succeeds.
+    MadvRemove,
+    /// Target: the page cache gets clean: after fsync(2), POSIX_FADV_DONTNEED
+    /// drops the file's pages (not so where memory is the storage: tmpfs, ramfs).
+    Writeback,
+    /// Target: a file's cached pages stay cached when another open(2) of it
+    /// happens (a FUSE server without keep_cache drops them at every open).
+    CacheSurvivesOpen,
+    /// Target: a store through a MAP_SHARED mapping, then msync(MS_SYNC),
+    /// changes the file's st_mtime.
+    MtimeOnWriteFault,
+    /// Target: data outlive an unmount and a crash (a filesystem the harness
+    /// made on a block device; not tmpfs, nor an overlay on tmpfs).
+    Persistent,
+    /// Target: the harness can cut its power (`crash` steps): a filesystem
+    /// it made, whose every page is then lost (tmpfs) or recovered from
+    /// the device; not an overlay, whose layers it cannot cut at one instant.
+    Crash,
+}
+
+impl Probe {
+    /// Whether this is a capability of the target filesystem (measured in
+    /// its scratch root) rather than a feature of the kernel.
+    pub fn is_target_capability(self) -> bool {
+        !matches!(
+            self,
+            Probe::MapFixedNoreplace
+                | Probe::MapSharedValidate
+                | Probe::MadvWipeonfork
+                | Probe::MemfdCreate
+                | Probe::Mlock
+                | Probe::PagemapPfn
+                | Probe::MremapDontunmap
+        )
+    }
 }
 
 /// A file that exists before the first step.
@@ -107,12 +162,28 @@ pub struct FileInit {
     /// Size in bytes; the content is zero-filled up to it (or cut to it).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub size: Option<Size>,
+    /// What the zeros up to `size` past the content are on the storage:
+    /// `hole` (made by ftruncate; the case is skipped where the target has
+    /// no sparse files) or `allocated` (written, so the storage holds them).
+    /// Absent: made by ftruncate, and the case must not depend on which.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub zeros: Option<Zeros>,
     /// Permission bits (default 0o644).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub mode: Option<u32>,
     /// Initial content.
     #[serde(flatten)]
     pub data: Data,
+}
+
+/// How a file's zeros past its content are made.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Zeros {
+    /// A hole: ftruncate(2), no storage allocated.
+    Hole,
+    /// Zero bytes written, so the storage holds them.
+    Allocated,
 }
 
 /// Bytes given in one of four ways. Exactly one of `text`, `hex`, `fill`,
@@ -201,9 +272,16 @@ pub struct Variant {
 #[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct When {
-    /// Filesystem types.
+    /// Filesystems, matched as `requires.fs` (a type, a family such as
+    /// "fuse", or a FUSE subtype such as "fuse.bindfs").
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub fs: Vec<String>,
+    /// Target names (`--fs`/`--target`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub target: Vec<String>,
+    /// Mount options that must all be present.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub mount_options: Vec<String>,
     /// Kernel version range (">=5.8", "<6.1").
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kernel: Option<String>,

@@ -86,6 +86,13 @@ pub fn validate(
                 w.issue(path.clone(), e);
             }
         }
+        if init.zeros.is_some() && init.size.is_none() {
+            w.key_issue(
+                &path,
+                "zeros",
+                "`zeros` says what the zeros up to `size` are: it needs `size`",
+            );
+        }
         if let Some(size) = &init.size {
             if let Err(e) = size.resolve_len(page_size) {
                 w.issue(path, e);

@@ -321,6 +321,12 @@ fn list(paths: Vec<PathBuf>) -> ExitCode {
         if !r.not_fs.is_empty() {
             req.push(format!("not fs {}", r.not_fs.join("|")));
         }
+        if !r.target.is_empty() {
+            req.push(format!("target {}", r.target.join("|")));
+        }
+        if !r.mount_options.is_empty() {
+            req.push(format!("mount options {}", r.mount_options.join(",")));
+        }
         for p in &r.probes {
             req.push(
                 serde_json::to_value(p)

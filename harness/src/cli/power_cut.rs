@@ -136,10 +136,9 @@ pub fn power_cut(args: PowerCutArgs) -> ExitCode {
     let report = match prepared {
         Err(why) => entry(&case, Status::Error, why),
         Ok(()) => {
-            env = Environment::probe(&dir);
-            env.target = Some(config.name.clone());
+            env = Environment::of_run(&dir, Some(&fs.lock().unwrap_or_else(|e| e.into_inner())));
             let unmet = match &state {
-                None => probe::unmet(&case.case.requires, &env),
+                None => probe::unmet(&case.case, &env),
                 Some(_) => None,
             };
             match unmet {

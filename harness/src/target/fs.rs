@@ -262,6 +262,15 @@ impl OwnedFs {
         Ok(fs)
     }
 
+    /// What the run's capabilities say of this target (see `crash`).
+    pub fn made(&self) -> crate::target::capability::Made {
+        crate::target::capability::Made {
+            // Data outlive an unmount and a crash on a block device, not in memory.
+            persistent: self.loop_dev.is_some() || self.given_device,
+            can_crash: self.config.fs != "overlay",
+        }
+    }
+
     fn resources(&self) -> live::FsResources {
         live::FsResources {
             mounts: [Some(self.mount_point.clone()), self.overlay_base.clone()]

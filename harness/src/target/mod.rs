@@ -1,12 +1,15 @@
 //! Where cases run: the environment (kernel, architecture, page size, the
 //! filesystem under the scratch directory) and what it can do.
 
+pub mod capability;
 pub mod cleanup;
 pub mod fs;
 pub mod probe;
 
+use crate::case::model::Probe;
 use crate::names::KernelVersion;
 use serde::{Deserialize, Serialize};
+use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 /// The system page size.
@@ -32,8 +35,13 @@ pub struct Environment {
     pub page_size: u64,
     /// PRETTY_NAME from /etc/os-release.
     pub distro: String,
-    /// Filesystem type of the scratch directory, from /proc/self/mountinfo.
+    /// Filesystem type of the scratch directory, from /proc/self/mountinfo
+    /// ("ext4", "fuse.bindfs", "fuseblk").
     pub fs_type: String,
+    /// For FUSE: the server's subtype when the mount names one ("bindfs"
+    /// of "fuse.bindfs"); the mount source then often names the server or device.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fs_subtype: Option<String>,
     /// Mount options of that filesystem (per-mount and superblock options).
     pub mount_options: String,
     /// Mount point of that filesystem.
@@ -46,6 +54,10 @@ pub struct Environment {
     /// (`--fs`/`--target`); absent when cases ran in a directory of an existing mount.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub target: Option<String>,
+    /// What the target filesystem can do, measured in the scratch root at
+    /// the start of the run (absent when no case ran).
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub capabilities: BTreeMap<Probe, capability::Measured>,
     /// Effective uid of the harness.
     pub euid: u32,
     pub harness_version: String,
@@ -67,20 +79,67 @@ impl Environment {
             arch: field(|u| u.machine()),
             page_size: page_size(),
             distro: distro(),
+            fs_subtype: fuse_subtype(&mount.fs_type),
             fs_type: mount.fs_type,
             mount_options: mount.options,
             mount_point: mount.mount_point,
             mount_source: mount.source,
             scratch_dir: dir.display().to_string(),
             target: None,
+            capabilities: BTreeMap::new(),
             euid: nix::unistd::geteuid().as_raw(),
             harness_version: env!("CARGO_PKG_VERSION").to_string(),
         }
     }
 
+    /// The environment of a run whose scratch root is `root`: the machine,
+    /// the target the harness made for it (if any) and what the target can
+    /// do, measured in `root`. Every way of running cases starts here.
+    pub fn of_run(root: &Path, owned: Option<&fs::OwnedFs>) -> Environment {
+        let mut env = Environment::probe(root);
+        env.target = owned.map(|fs| fs.config.name.clone());
+        env.capabilities = capability::measure(root, owned.map(|fs| fs.made()));
+        env
+    }
+
+    /// Whether a filesystem name of a case (`requires.fs`, `when.fs`)
+    /// names this one: its type, its family ("fuse" for every FUSE
+    /// filesystem, fuseblk included) or its FUSE subtype ("fuse.bindfs").
+    pub fn is_fs(&self, name: &str) -> bool {
+        name == self.fs_type
+            || (name == "fuse" && is_fuse(&self.fs_type))
+            || self
+                .fs_subtype
+                .as_ref()
+                .is_some_and(|sub| name.strip_prefix("fuse.") == Some(sub))
+    }
+
+    /// Whether the target is one of `names` (targets the harness built).
+    pub fn is_target(&self, names: &[String]) -> bool {
+        self.target.as_ref().is_some_and(|t| names.contains(t))
+    }
+
+    /// Whether the mount has every option of `wanted`, as mountinfo writes them.
+    pub fn has_mount_options(&self, wanted: &[String]) -> bool {
+        let have: Vec<&str> = self.mount_options.split([',', ' ']).collect();
+        wanted.iter().all(|w| have.contains(&w.as_str()))
+    }
+
     pub fn kernel(&self) -> KernelVersion {
         KernelVersion::parse(&self.kernel_release).unwrap_or(KernelVersion(0, 0, 0))
     }
+}
+
+/// FUSE mounts show as "fuse", "fuseblk" (a block device) or "fuse.SUBTYPE".
+pub fn is_fuse(fs_type: &str) -> bool {
+    fs_type == "fuse" || fs_type == "fuseblk" || fs_type.starts_with("fuse.")
+}
+
+fn fuse_subtype(fs_type: &str) -> Option<String> {
+    fs_type
+        .strip_prefix("fuse.")
+        .or_else(|| fs_type.strip_prefix("fuseblk."))
+        .map(str::to_string)
 }
 
 fn distro() -> String {
@@ -255,6 +314,36 @@ mod tests {
         assert_eq!(m.source, "/dev/vda");
         assert_eq!(m.options, "rw,noatime rw,errors=continue");
         assert!(parse_mountinfo_line("garbage").is_none());
+    }
+
+    #[test]
+    fn fuse_filesystems_match_their_family_and_subtype() {
+        let mut env = Environment::probe(Path::new("/"));
+        env.fs_type = "fuse.bindfs".into();
+        env.fs_subtype = fuse_subtype(&env.fs_type);
+        for yes in ["fuse", "fuse.bindfs"] {
+            assert!(env.is_fs(yes), "{yes}");
+        }
+        for no in ["fuseblk", "fuse.sshfs", "bindfs", "ext4"] {
+            assert!(!env.is_fs(no), "{no}");
+        }
+        env.fs_type = "fuseblk".into();
+        env.fs_subtype = fuse_subtype(&env.fs_type);
+        assert!(env.is_fs("fuse") && env.is_fs("fuseblk") && !env.is_fs("fuse.ntfs"));
+        env.fs_type = "ext4".into();
+        env.fs_subtype = None;
+        assert!(env.is_fs("ext4") && !env.is_fs("fuse"));
+    }
+
+    #[test]
+    fn mount_options_match_whole_options() {
+        let mut env = Environment::probe(Path::new("/"));
+        env.mount_options = "rw,relatime rw,nodelalloc,data=journal".into();
+        let opts = |o: &[&str]| o.iter().map(|s| s.to_string()).collect::<Vec<_>>();
+        assert!(env.has_mount_options(&opts(&["nodelalloc", "data=journal"])));
+        assert!(!env.has_mount_options(&opts(&["delalloc"])));
+        assert!(!env.has_mount_options(&opts(&["data=ordered"])));
+        assert!(env.has_mount_options(&[]));
     }
 
     #[test]

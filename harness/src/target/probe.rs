@@ -2,13 +2,14 @@
 //! and kernel features found by trying them (once per run).
 
 use super::Environment;
-use crate::case::model::{Probe, Requires};
+use crate::case::model::{Case, Probe, Zeros};
 use crate::names::KernelRange;
 use std::collections::HashMap;
 use std::sync::Mutex;
 
 /// Why a case cannot run here, or None when it can.
-pub fn unmet(req: &Requires, env: &Environment) -> Option<String> {
+pub fn unmet(case: &Case, env: &Environment) -> Option<String> {
+    let req = &case.requires;
     if req.root && env.euid != 0 {
         return Some("needs root".to_string());
     }
@@ -21,15 +22,32 @@ pub fn unmet(req: &Requires, env: &Environment) -> Option<String> {
             _ => {}
         }
     }
-    if !req.fs.is_empty() && !req.fs.contains(&env.fs_type) {
+    if !req.fs.is_empty() && !req.fs.iter().any(|f| env.is_fs(f)) {
         return Some(format!(
             "needs filesystem {}, running on {}",
             req.fs.join(" or "),
             env.fs_type
         ));
     }
-    if req.not_fs.contains(&env.fs_type) {
-        return Some(format!("does not apply to {}", env.fs_type));
+    if let Some(f) = req.not_fs.iter().find(|f| env.is_fs(f)) {
+        return Some(format!(
+            "does not apply to {f} (running on {})",
+            env.fs_type
+        ));
+    }
+    if !req.target.is_empty() && !env.is_target(&req.target) {
+        return Some(format!(
+            "needs target {}, running on {}",
+            req.target.join(" or "),
+            env.target.as_deref().unwrap_or("an existing mount")
+        ));
+    }
+    if !env.has_mount_options(&req.mount_options) {
+        return Some(format!(
+            "needs mount options {}, mounted {}",
+            req.mount_options.join(","),
+            env.mount_options
+        ));
     }
     if !req.arch.is_empty() && !req.arch.contains(&env.arch) {
         return Some(format!(
@@ -43,12 +61,37 @@ pub fn unmet(req: &Requires, env: &Environment) -> Option<String> {
             return Some(format!("needs page size {ps}, running {}", env.page_size));
         }
     }
-    for p in &req.probes {
-        if let Err(why) = probe(*p) {
+    // A file that must start with a hole needs a target with sparse files.
+    let holes = case.files.values().any(|f| f.zeros == Some(Zeros::Hole));
+    let needed = req
+        .probes
+        .iter()
+        .copied()
+        .chain(holes.then_some(Probe::SparseFiles));
+    for p in needed {
+        let answer = if p.is_target_capability() {
+            capability(p, env)
+        } else {
+            probe(p)
+        };
+        if let Err(why) = answer {
             return Some(why);
         }
     }
     None
+}
+
+/// A capability of the target as measured at the start of the run.
+fn capability(p: Probe, env: &Environment) -> Result<(), String> {
+    let name = serde_json::to_value(p)
+        .ok()
+        .and_then(|v| v.as_str().map(str::to_string))
+        .unwrap_or_default();
+    match env.capabilities.get(&p) {
+        Some(m) if m.present => Ok(()),
+        Some(m) => Err(format!("target lacks {name}: {}", m.detail)),
+        None => Err(format!("{name} was not measured on this target")),
+    }
 }
 
 /// Tries a feature once and remembers the answer for the rest of the run.
@@ -95,6 +138,17 @@ fn errno() -> i32 {
 fn try_feature(p: Probe) -> Result<(), String> {
     let ps = super::page_size() as usize;
     match p {
+        // Measured on the target, not tried here (see target::capability).
+        Probe::ODirect
+        | Probe::SparseFiles
+        | Probe::PunchHole
+        | Probe::SharedWritableMmap
+        | Probe::MadvRemove
+        | Probe::Writeback
+        | Probe::CacheSurvivesOpen
+        | Probe::MtimeOnWriteFault
+        | Probe::Persistent
+        | Probe::Crash => Err(format!("{p:?} is a capability of the target")),
         Probe::MapFixedNoreplace => {
             let a = Anon::new(ps, libc::MAP_PRIVATE).ok_or("probe mmap failed")?;
             // SAFETY: NOREPLACE over our own mapping must fail; a kernel that
@@ -218,5 +272,103 @@ fn try_feature(p: Probe) -> Result<(), String> {
                 Err("kernel does not know MREMAP_DONTUNMAP (Linux 5.7)".into())
             }
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::target::capability::Measured;
+    use std::path::Path;
+
+    fn case(requires: serde_json::Value, files: serde_json::Value) -> Case {
+        serde_json::from_value(serde_json::json!({
+            "title": "t", "refs": ["r"], "requires": requires, "files": files,
+            "steps": [ { "in": "p", "do": "exit", "code": 0 } ]
+        }))
+        .unwrap()
+    }
+
+    fn env(fs_type: &str) -> Environment {
+        let mut env = Environment::probe(Path::new("/"));
+        env.fs_type = fs_type.to_string();
+        env.fs_subtype = fs_type.strip_prefix("fuse.").map(str::to_string);
+        env.capabilities.clear();
+        env
+    }
+
+    fn measured(present: bool) -> Measured {
+        Measured {
+            present,
+            detail: "seen".into(),
+        }
+    }
+
+    #[test]
+    fn filesystem_names_match_families_and_subtypes() {
+        let none = serde_json::json!({});
+        let on = |fs: &str, req| unmet(&case(req, none.clone()), &env(fs));
+        assert_eq!(
+            on("fuse.bindfs", serde_json::json!({ "fs": ["fuse"] })),
+            None
+        );
+        assert_eq!(on("fuseblk", serde_json::json!({ "fs": ["fuse"] })), None);
+        assert!(on("ext4", serde_json::json!({ "fs": ["fuse"] })).is_some());
+        let not_fuse = serde_json::json!({ "not_fs": ["fuse"] });
+        let why = on("fuse.bindfs", not_fuse.clone()).unwrap();
+        assert!(why.contains("does not apply to fuse"), "{why}");
+        assert_eq!(on("tmpfs", not_fuse), None);
+    }
+
+    #[test]
+    fn targets_and_mount_options_are_required_by_name() {
+        let none = serde_json::json!({});
+        let c = case(serde_json::json!({ "target": ["ext4-1k"] }), none.clone());
+        let mut e = env("ext4");
+        assert!(unmet(&c, &e).unwrap().contains("needs target ext4-1k"));
+        e.target = Some("ext4-1k".into());
+        assert_eq!(unmet(&c, &e), None);
+        let c = case(serde_json::json!({ "mount_options": ["nodelalloc"] }), none);
+        e.mount_options = "rw,relatime rw,delalloc".into();
+        assert!(unmet(&c, &e)
+            .unwrap()
+            .contains("needs mount options nodelalloc"));
+        e.mount_options = "rw,relatime rw,nodelalloc".into();
+        assert_eq!(unmet(&c, &e), None);
+    }
+
+    #[test]
+    fn target_capabilities_come_from_the_measurement() {
+        let c = case(
+            serde_json::json!({ "probes": ["o_direct"] }),
+            serde_json::json!({}),
+        );
+        let mut e = env("fuse.x");
+        assert!(unmet(&c, &e).unwrap().contains("o_direct was not measured"));
+        e.capabilities.insert(Probe::ODirect, measured(false));
+        assert_eq!(
+            unmet(&c, &e).as_deref(),
+            Some("target lacks o_direct: seen")
+        );
+        e.capabilities.insert(Probe::ODirect, measured(true));
+        assert_eq!(unmet(&c, &e), None);
+    }
+
+    #[test]
+    fn a_file_that_starts_with_a_hole_needs_sparse_files() {
+        let hole = case(
+            serde_json::json!({}),
+            serde_json::json!({ "f": { "size": 8192, "zeros": "hole" } }),
+        );
+        let allocated = case(
+            serde_json::json!({}),
+            serde_json::json!({ "f": { "size": 8192, "zeros": "allocated" } }),
+        );
+        let mut e = env("fuseblk");
+        e.capabilities.insert(Probe::SparseFiles, measured(false));
+        assert!(unmet(&hole, &e).unwrap().contains("sparse_files"));
+        assert_eq!(unmet(&allocated, &e), None);
+        e.capabilities.insert(Probe::SparseFiles, measured(true));
+        assert_eq!(unmet(&hole, &e), None);
     }
 }

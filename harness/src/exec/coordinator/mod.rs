@@ -17,7 +17,8 @@ use super::protocol::{
     Call, Channel, ExitStatus, Observation, Outcome, RecvError, Request, StatInfo,
 };
 use crate::case::expect::{self, Context};
-use crate::case::model::{Op, Step};
+use crate::case::model::{Op, Step, Zeros};
+use crate::case::values::Bytes;
 use crate::case::LoadedCase;
 use crate::report::{CaseReport, Status, StepReport, StepStatus};
 use crate::target::Environment;
@@ -221,12 +222,22 @@ impl Run<'_> {
                 .as_ref()
                 .map(|s| s.resolve_len(self.ps()))
                 .transpose()?;
+            let mut written = 0;
             if !init.data.is_empty() {
                 // Streamed: the content is never held whole in memory.
                 let bytes = init.data.resolve(self.ps(), size)?;
                 bytes.write_to(&mut f).map_err(fail)?;
+                written = bytes.len();
             }
             if let Some(size) = size {
+                if init.zeros == Some(Zeros::Allocated) && size > written {
+                    // Written, not ftruncated: the storage holds these zeros.
+                    let zeros = Bytes::Fill {
+                        byte: 0,
+                        len: size - written,
+                    };
+                    zeros.write_to(&mut f).map_err(fail)?;
+                }
                 f.set_len(size).map_err(fail)?;
             }
             let mode = init.mode.unwrap_or(0o644);
