@@ -69,7 +69,17 @@ pub fn run_one(
             .unwrap_or_else(|e| e.into_inner())
             .ensure_writable();
     }
-    let _ = std::fs::remove_dir_all(&dir);
+    let mut report = report;
+    let removed = std::fs::remove_dir_all(&dir).or_else(|e| match e.kind() {
+        // A crash on tmpfs or a remount took it already.
+        std::io::ErrorKind::NotFound => Ok(()),
+        _ => Err(e),
+    });
+    if let Err(e) = removed {
+        // Said, not hidden: a filesystem that cannot remove what a case
+        // made is worth knowing about, and the directory is still there.
+        report.leftover = Some(format!("{}: {e}", dir.display()));
+    }
     if let Some(fs) = exclusive_fs {
         // Blocks of deleted files are free for reuse only once the journal
         // commits the deletion (ext4, xfs, btrfs): without this, the next

@@ -455,3 +455,53 @@ fn a_file_says_whether_its_zeros_are_a_hole_or_allocated() {
         text(&o)
     );
 }
+
+/// A tmpfs mounted read-only for one test, unmounted when dropped.
+struct ReadOnlyMount(tempfile::TempDir);
+
+impl Drop for ReadOnlyMount {
+    fn drop(&mut self) {
+        let _ = Command::new("umount").arg(self.0.path()).status();
+    }
+}
+
+#[test]
+fn a_directory_the_suite_cannot_use_gets_one_diagnosis() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: needs root to mount a read-only tmpfs");
+        return;
+    }
+    let ro = ReadOnlyMount(tempfile::tempdir().unwrap());
+    let mounted = Command::new("mount")
+        .args(["-t", "tmpfs", "-o", "ro,size=1m", "mmapconf-test-ro"])
+        .arg(ro.0.path())
+        .status()
+        .unwrap();
+    assert!(mounted.success());
+    let out = tempfile::tempdir().unwrap();
+    let report = out.path().join("r.json");
+    let o = exe()
+        .args(["run", "--dir"])
+        .arg(ro.0.path())
+        .arg("--report")
+        .arg(&report)
+        .arg(repo("cases/seed"))
+        .output()
+        .unwrap();
+    let all = text(&o);
+    assert_eq!(o.status.code(), Some(2), "{all}");
+    assert_eq!(
+        all.matches("the target cannot be used").count(),
+        1,
+        "one diagnosis: {all}"
+    );
+    assert!(all.contains("Read-only file system"), "{all}");
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&report).unwrap()).unwrap();
+    let cases = r["cases"].as_array().unwrap();
+    assert!(!cases.is_empty());
+    for c in cases {
+        assert_eq!(c["status"], "skip", "{c}");
+        assert!(c["reason"].as_str().unwrap().contains("cannot be used"));
+    }
+}

@@ -111,6 +111,11 @@ pub enum Probe {
     PagemapPfn,
     /// mremap(2) knows MREMAP_DONTUNMAP (Linux 5.7).
     MremapDontunmap,
+    /// Target: ordinary files: a new file takes a write(2) of one byte and
+    /// an ftruncate(2) to one page (not hugetlbfs: no write(2), sizes in
+    /// huge pages). Every case with `files` or an `open` step needs it,
+    /// unless it names the target's filesystem in `requires.fs`.
+    RegularFiles,
     /// Target: open(2) with O_DIRECT and an aligned pwrite(2) succeed.
     ODirect,
     /// Target: a file extended with ftruncate(2) owns no blocks (st_blocks 0): it has a hole.
@@ -683,6 +688,15 @@ impl Op {
     }
 
     /// Steps that act on the whole filesystem, so their case must have it to itself.
+    /// Whether the step opens a path of the target (inside `together` too).
+    pub fn opens_a_path(&self) -> bool {
+        match self {
+            Op::Open { .. } => true,
+            Op::Together { steps } => steps.iter().any(|s| s.op.opens_a_path()),
+            _ => false,
+        }
+    }
+
     pub fn needs_exclusive_fs(&self) -> bool {
         matches!(
             self,
@@ -692,6 +706,11 @@ impl Op {
 }
 
 impl Case {
+    /// Whether the case makes or opens files on the target (not memfds).
+    pub fn uses_files(&self) -> bool {
+        !self.files.is_empty() || self.steps.iter().any(|s| s.op.opens_a_path())
+    }
+
     /// Whether any step acts on the whole filesystem (remount, crash, drop_caches).
     pub fn needs_exclusive_fs(&self) -> bool {
         self.steps.iter().any(|s| s.op.needs_exclusive_fs())

@@ -493,7 +493,12 @@ fn run(args: RunArgs) -> ExitCode {
                     }
                     Err(why) => {
                         eprintln!("mmapconf: target {}: skipped: {why}", t.name);
-                        skip_all(cases, t, &why, base, &path, outputs)
+                        let mut env = target::Environment::probe(base);
+                        env.target = Some(t.name.clone());
+                        env.fs_type = t.fs.clone();
+                        env.mount_options = String::new();
+                        let why = format!("target {}: {why}", t.name);
+                        skip_all(cases, env, &why, &path, outputs)
                     }
                 })
             })
@@ -512,18 +517,11 @@ fn run(args: RunArgs) -> ExitCode {
 /// A report in which every case is skipped for one reason (a target that cannot be made here).
 fn skip_all(
     cases: &[LoadedCase],
-    t: &TargetConfig,
+    env: target::Environment,
     why: &str,
-    base: &Path,
     path: &Path,
     outputs: &reports::Prepared,
 ) -> ExitCode {
-    let mut env = target::Environment::probe(base);
-    env.target = Some(t.name.clone());
-    env.fs_type = t.fs.clone();
-    env.mount_options = String::new();
-    let why = format!("target {}: {why}", t.name);
-    let why = why.as_str();
     let cases: Vec<CaseReport> = cases
         .iter()
         .map(|c| {
@@ -574,10 +572,15 @@ fn run_on(
     let mut report = match ran {
         Ok(r) => r,
         Err(e) => {
-            eprintln!(
-                "mmapconf: cannot make a scratch directory under {}: {e}",
+            // One diagnosis for the target, not one error per case; the
+            // report still lists every case, skipped for that reason. The
+            // run fails: the directory was the user's choice.
+            let why = format!(
+                "the target cannot be used: cannot make a scratch directory under {}: {e}",
                 base.display()
             );
+            eprintln!("mmapconf: {why}");
+            let _ = skip_all(cases, target::Environment::probe(base), &why, path, outputs);
             return ExitCode::from(2);
         }
     };

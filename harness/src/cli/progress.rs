@@ -137,6 +137,17 @@ pub fn summary(report: &Report, verdict: Option<(&str, &Verdict)>, written: &[Wr
         },
         e.page_size
     );
+    let leftovers: Vec<&str> = report
+        .cases
+        .iter()
+        .filter_map(|c| c.leftover.as_deref())
+        .collect();
+    if let Some(first) = leftovers.first() {
+        out.push_str(&format!(
+            "{} scratch directories could not be removed (first: {first})\n",
+            leftovers.len()
+        ));
+    }
     let failures: Vec<&CaseReport> = report.cases.iter().filter(|c| c.is_failure()).collect();
     if !failures.is_empty() {
         out.push_str("did not pass:\n");

@@ -109,6 +109,10 @@ pub struct CaseReport {
     pub failed_step: Option<usize>,
     /// The steps that ran, in order (none for a skipped case).
     pub steps: Vec<StepReport>,
+    /// The case's scratch directory could not be removed afterwards: where
+    /// it is and why (a filesystem that refuses unlink or rmdir, say).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub leftover: Option<String>,
 }
 
 impl CaseReport {
@@ -123,6 +127,7 @@ impl CaseReport {
             reason: Some(reason),
             failed_step: None,
             steps: Vec::new(),
+            leftover: None,
         }
     }
 }

@@ -42,6 +42,7 @@ pub fn measure(dir: &Path, made: Option<Made>) -> BTreeMap<Probe, Measured> {
         };
         out.insert(p, Measured { present, detail });
     };
+    put(Probe::RegularFiles, regular_files(dir, ps));
     put(Probe::ODirect, o_direct(dir, ps));
     put(Probe::SparseFiles, sparse_files(dir, ps));
     put(Probe::PunchHole, punch_hole(dir, ps));
@@ -165,6 +166,16 @@ fn check(r: i32, what: &str) -> Result<(), String> {
     } else {
         Err(format!("{what}: {}", last_errno()))
     }
+}
+
+fn regular_files(dir: &Path, ps: usize) -> Result<String, String> {
+    let f = Scratch::new(dir, "regular", 0)?;
+    f.write(b"x", 0)?;
+    check(
+        unsafe { libc::ftruncate(f.fd(), ps as i64) },
+        "ftruncate to a page",
+    )?;
+    Ok("write(2) of a byte and ftruncate(2) to a page".into())
 }
 
 fn o_direct(dir: &Path, ps: usize) -> Result<String, String> {
@@ -314,6 +325,7 @@ mod tests {
             Probe::Mlock,
             Probe::PagemapPfn,
             Probe::MremapDontunmap,
+            Probe::RegularFiles,
             Probe::ODirect,
             Probe::SparseFiles,
             Probe::PunchHole,

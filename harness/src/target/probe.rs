@@ -61,12 +61,15 @@ pub fn unmet(case: &Case, env: &Environment) -> Option<String> {
             return Some(format!("needs page size {ps}, running {}", env.page_size));
         }
     }
-    // A file that must start with a hole needs a target with sparse files.
+    // Files need a target with ordinary files, unless the case names this
+    // filesystem (hugetlbfs cases state their sizes in huge pages); a file
+    // that must start with a hole needs sparse files.
+    let files = case.uses_files() && !req.fs.iter().any(|f| env.is_fs(f));
     let holes = case.files.values().any(|f| f.zeros == Some(Zeros::Hole));
-    let needed = req
-        .probes
-        .iter()
-        .copied()
+    let needed = files
+        .then_some(Probe::RegularFiles)
+        .into_iter()
+        .chain(req.probes.iter().copied())
         .chain(holes.then_some(Probe::SparseFiles));
     for p in needed {
         let answer = if p.is_target_capability() {
@@ -139,7 +142,8 @@ fn try_feature(p: Probe) -> Result<(), String> {
     let ps = super::page_size() as usize;
     match p {
         // Measured on the target, not tried here (see target::capability).
-        Probe::ODirect
+        Probe::RegularFiles
+        | Probe::ODirect
         | Probe::SparseFiles
         | Probe::PunchHole
         | Probe::SharedWritableMmap
@@ -294,6 +298,7 @@ mod tests {
         env.fs_type = fs_type.to_string();
         env.fs_subtype = fs_type.strip_prefix("fuse.").map(str::to_string);
         env.capabilities.clear();
+        env.capabilities.insert(Probe::RegularFiles, measured(true));
         env
     }
 
@@ -352,6 +357,22 @@ mod tests {
         );
         e.capabilities.insert(Probe::ODirect, measured(true));
         assert_eq!(unmet(&c, &e), None);
+    }
+
+    #[test]
+    fn without_ordinary_files_only_cases_that_name_the_filesystem_use_files() {
+        let mut e = env("hugetlbfs");
+        e.capabilities.insert(Probe::RegularFiles, measured(false));
+        let files = serde_json::json!({ "f": { "size": 4096 } });
+        let plain = case(serde_json::json!({}), files.clone());
+        assert_eq!(
+            unmet(&plain, &e).as_deref(),
+            Some("target lacks regular_files: seen")
+        );
+        let named = case(serde_json::json!({ "fs": ["hugetlbfs"] }), files);
+        assert_eq!(unmet(&named, &e), None);
+        let anonymous = case(serde_json::json!({}), serde_json::json!({}));
+        assert_eq!(unmet(&anonymous, &e), None);
     }
 
     #[test]

@@ -131,6 +131,7 @@ pub fn run_case_from(
         reason: None,
         failed_step: None,
         steps: Vec::new(),
+        leftover: None,
     };
     let dirfd = match nix::fcntl::open(
         dir,
