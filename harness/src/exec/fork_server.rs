@@ -62,9 +62,9 @@ struct Server {
 
 static SERVER: OnceLock<Mutex<Result<Server, String>>> = OnceLock::new();
 
-/// The server's pid while it runs, for `stop`, which must not wait for the
-/// lock above (a panic may come while it is held).
-static SERVER_PID: AtomicI32 = AtomicI32::new(0);
+/// A pidfd of the server while it runs, for `stop`, which must not wait
+/// for the lock above (a panic may come while it is held); -1 once stopped.
+static SERVER_PIDFD: AtomicI32 = AtomicI32::new(0);
 
 /// The server, started on first use from `exe` (the harness binary; the
 /// running executable when not given).
@@ -76,7 +76,7 @@ fn server(exe: Option<&Path>) -> Result<MutexGuard<'static, Result<Server, Strin
         };
         Mutex::new(exe.and_then(start_from_lasting_thread))
     });
-    if SERVER_PID.load(Ordering::SeqCst) < 0 {
+    if SERVER_PIDFD.load(Ordering::SeqCst) < 0 {
         return Err("the harness is stopping".to_string());
     }
     Ok(server.lock().unwrap_or_else(|e| e.into_inner()))
@@ -125,19 +125,18 @@ pub fn output(cmd: &Command) -> std::io::Result<Output> {
     // Only the program holds the write ends now: EOF comes when it ends.
     drop((out_write, err_write));
     let pid = started.map_err(std::io::Error::other)?;
+    // Our child, not reaped yet: the pid is still its own.
+    let pidfd = super::pidfd::open(pid)?;
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     std::thread::scope(|s| {
         s.spawn(|| std::fs::File::from(err_read).read_to_end(&mut stderr));
         let _ = std::fs::File::from(out_read).read_to_end(&mut stdout);
     });
-    let mut status = 0;
-    // SAFETY: waitpid on our own child.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
-        }
-    }
+    // As a wait status word, which ExitStatus is built from.
+    let status = match super::pidfd::wait(&pidfd, true).map_err(std::io::Error::from)? {
+        super::pidfd::Ended::Exited(code) => (code & 0xff) << 8,
+        super::pidfd::Ended::Killed(sig) => sig & 0x7f,
+    };
     Ok(Output {
         status: std::process::ExitStatus::from_raw(status),
         stdout,
@@ -193,8 +192,11 @@ fn start(exe: &Path) -> Result<Server, String> {
         cmd.spawn()
     }
     .map_err(|e| format!("cannot start the fork server ({}): {e}", exe.display()))?;
-    // `stop` kills and reaps it by pid; std's handle is not needed.
-    SERVER_PID.store(child.id() as i32, Ordering::SeqCst);
+    // Our unreaped child: the pid is still its own.
+    let pidfd = super::pidfd::open(child.id() as i32)
+        .map_err(|e| format!("pidfd_open for the fork server: {e}"))?;
+    // `stop` kills and reaps it by pidfd; std's handle is not needed.
+    SERVER_PIDFD.store(std::os::fd::IntoRawFd::into_raw_fd(pidfd), Ordering::SeqCst);
     std::mem::forget(child);
     Ok(Server { chan: ours })
 }
@@ -203,15 +205,12 @@ fn start(exe: &Path) -> Result<Server, String> {
 /// (the server would otherwise die of PR_SET_PDEATHSIG a moment after the
 /// harness, not before). Starting processes fails after this.
 pub fn stop() {
-    let pid = SERVER_PID.swap(-1, Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: signals and reaps our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            while libc::waitpid(pid, std::ptr::null_mut(), 0) < 0
-                && nix::errno::Errno::last() == nix::errno::Errno::EINTR
-            {}
-        }
+    let fd = SERVER_PIDFD.swap(-1, Ordering::SeqCst);
+    if fd > 0 {
+        // SAFETY: the swap above hands the descriptor to us alone.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = super::pidfd::send_signal(&pidfd, libc::SIGKILL);
+        let _ = super::pidfd::wait(&pidfd, true);
     }
 }
 
