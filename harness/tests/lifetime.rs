@@ -1,6 +1,8 @@
 //! The lives of a run's processes: a `kill` reaches only the process the
-//! case means, and a step to a killed process says who killed it.
+//! case means, a step to a killed process says who killed it, and nothing
+//! of a run outlives its harness, even a SIGKILLed one.
 
+use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -81,6 +83,14 @@ fn harness_descendants(root: u32) -> Vec<i32> {
     }
     found.retain(|&p| p != root as i32 && runs_the_harness(p));
     found
+}
+
+/// Which of `pids` still run the harness (not zombies).
+fn still_running(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|&p| ppid_and_state(p).is_some_and(|(_, s)| s != 'Z') && runs_the_harness(p))
+        .collect()
 }
 
 /// Polls `f` every few milliseconds until it gives Some, or panics with
@@ -321,4 +331,122 @@ fn a_kill_after_wait_does_not_reach_the_process_now_on_that_pid() {
             .contains("was already reaped by the `wait` of step 7"),
         "{case}"
     );
+}
+
+/// Reads `pipe` to its end on a thread; the receiver gets the bytes then.
+fn read_to_eof(mut pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+#[test]
+fn a_sigkilled_run_takes_its_busy_processes_and_its_output_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    // A fresh process, its child and its grandchild, all busy in a step
+    // that would take hours: none reads its channel until it ends.
+    let file = case_file(
+        dir.path(),
+        "busy",
+        r#"{ "title": "t", "refs": ["r"], "timeout": 600, "steps": [
+          { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "SHARED|ANONYMOUS", "as": "m" },
+          { "in": "p", "do": "fork", "as": "child" },
+          { "in": "child", "do": "fork", "as": "grandchild" },
+          { "do": "together", "steps": [
+            { "in": "p", "do": "increment", "map": "m", "count": 1000000000000, "atomic": true },
+            { "in": "child", "do": "increment", "map": "m", "count": 1000000000000, "atomic": true },
+            { "in": "grandchild", "do": "increment", "map": "m", "count": 1000000000000, "atomic": true }
+          ] }
+        ] }"#,
+    );
+    let mut run = exe()
+        .args(["run", "--jobs", "1", "--report"])
+        .arg(dir.path().join("report.json"))
+        .arg("--dir")
+        .arg(&scratch)
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = read_to_eof(run.stdout.take().unwrap());
+    let stderr = read_to_eof(run.stderr.take().unwrap());
+    // The fork server and three workers, the workers running (not asleep
+    // on their channels): they are in the `together`.
+    let processes = poll(Duration::from_secs(30), "three busy workers", || {
+        let pids = harness_descendants(run.id());
+        let busy = pids
+            .iter()
+            .filter(|&&p| ppid_and_state(p).is_some_and(|(_, s)| s == 'R'))
+            .count();
+        (pids.len() >= 4 && busy >= 3).then_some(pids)
+    });
+    // None of them holds the run's output: /dev/null, or the harness's own
+    // pipe for the fork server's stderr.
+    let output_of =
+        |pid: i32| [1, 2].map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok());
+    let run_output = output_of(run.id() as i32);
+    assert!(run_output.iter().all(|o| o.is_some()), "{run_output:?}");
+    for &pid in &processes {
+        for held in output_of(pid).into_iter().flatten() {
+            if run_output.contains(&Some(held.clone())) {
+                kill_leftovers(&processes);
+                panic!("process {pid} holds the run's output {held:?}");
+            }
+        }
+    }
+    run.kill().unwrap();
+    let killed = Instant::now();
+    run.wait().unwrap();
+    let deadline = killed + Duration::from_secs(10);
+    while !still_running(&processes).is_empty() {
+        if Instant::now() >= deadline {
+            let left = still_running(&processes);
+            kill_leftovers(&left);
+            panic!("still running 10 s after the harness was SIGKILLed: {left:?} of {processes:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let gone_after = killed.elapsed();
+    for (name, pipe) in [("stdout", stdout), ("stderr", stderr)] {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            pipe.recv_timeout(left).is_ok(),
+            "the run's {name} did not reach EOF: someone still holds it"
+        );
+    }
+    eprintln!(
+        "all {} processes gone {gone_after:?} after the SIGKILL, output closed after {:?}",
+        processes.len(),
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn a_forked_process_outlives_its_parent_as_an_orphan_does() {
+    // Forked workers die with the harness, not with their parent: in Linux
+    // an orphan lives on, reparented, with its mappings.
+    let dir = tempfile::tempdir().unwrap();
+    let file = case_file(
+        dir.path(),
+        "orphans",
+        r#"{ "title": "t", "refs": ["r"], "steps": [
+          { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "SHARED|ANONYMOUS", "as": "m" },
+          { "in": "p", "do": "fork", "as": "child" },
+          { "in": "child", "do": "fork", "as": "grandchild" },
+          { "do": "kill", "proc": "p", "signal": "SIGKILL" },
+          { "do": "wait", "proc": "p", "expect": { "killed_by": "SIGKILL" } },
+          { "in": "child", "do": "store", "map": "m", "at": 0, "text": "orphan" },
+          { "in": "child", "do": "exit", "code": 0 },
+          { "in": "grandchild", "do": "load", "map": "m", "at": 0, "len": 6, "expect": { "text": "orphan" } }
+        ] }"#,
+    );
+    let case = run_one(dir.path(), &file);
+    assert_eq!(case["status"], "pass", "{case}");
 }

@@ -25,6 +25,13 @@
 //! process, and a CLONE_PARENT child's parent thread is the one that
 //! started the server. So the server is started by a thread that never
 //! ends, and workers die with the harness, never with a job thread.
+//! (Workers forked by workers die with the harness too: see worker.rs.)
+//!
+//! Nothing the server starts holds the harness's stdout or stderr: a
+//! process that outlived a killed harness would keep a reader of its
+//! output (`mmapconf run | cat`) waiting. The server's stderr, which
+//! workers inherit, is a pipe that the lasting thread copies to the
+//! harness's stderr (a worker's panic or start-up failure says why there).
 
 use super::protocol::{recv_blocking_fds, send_fds};
 use super::worker::CHANNEL_FD;
@@ -151,7 +158,15 @@ fn start_from_lasting_thread(exe: PathBuf) -> Result<Server, String> {
     let spawned = std::thread::Builder::new()
         .name("fork-server-parent".into())
         .spawn(move || {
-            let _ = tx.send(start(&exe));
+            let (server, errors) = match start(&exe) {
+                Ok((server, errors)) => (Ok(server), Some(errors)),
+                Err(e) => (Err(e), None),
+            };
+            let _ = tx.send(server);
+            if let Some(errors) = errors {
+                // Until the server and every worker have ended.
+                let _ = std::io::copy(&mut std::fs::File::from(errors), &mut std::io::stderr());
+            }
             loop {
                 std::thread::park();
             }
@@ -163,15 +178,20 @@ fn start_from_lasting_thread(exe: PathBuf) -> Result<Server, String> {
         .unwrap_or_else(|_| Err("the fork server's thread ended".to_string()))
 }
 
-fn start(exe: &Path) -> Result<Server, String> {
+/// Starts the server: its channel, and the read end of its stderr.
+fn start(exe: &Path) -> Result<(Server, OwnedFd), String> {
     // Orphaned grandchildren of a killed worker come back to us.
     super::live::become_subreaper();
     let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let (errors, errors_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
     let their_fd = theirs.as_raw_fd();
+    let harness = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(exe);
     cmd.arg("__fork-server")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(errors_write))
         // Its own group: a Ctrl-C at the terminal is the harness's to handle.
         .process_group(0)
         .current_dir("/");
@@ -182,7 +202,13 @@ fn start(exe: &Path) -> Result<Server, String> {
             if libc::dup2(their_fd, CHANNEL_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Kept across exec. Our parent thread never ends before the
+            // harness does (start_from_lasting_thread).
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The harness died before the line above: nobody wants us.
+            if libc::getppid() != harness {
+                libc::_exit(1);
+            }
             Ok(())
         });
     }
@@ -192,13 +218,16 @@ fn start(exe: &Path) -> Result<Server, String> {
         cmd.spawn()
     }
     .map_err(|e| format!("cannot start the fork server ({}): {e}", exe.display()))?;
+    // Only the server (and the workers it starts) may hold the write end,
+    // so that the copy in our thread sees EOF when they have all ended.
+    drop(cmd);
     // Our unreaped child: the pid is still its own.
     let pidfd = super::pidfd::open(child.id() as i32)
         .map_err(|e| format!("pidfd_open for the fork server: {e}"))?;
     // `stop` kills and reaps it by pidfd; std's handle is not needed.
     SERVER_PIDFD.store(std::os::fd::IntoRawFd::into_raw_fd(pidfd), Ordering::SeqCst);
     std::mem::forget(child);
-    Ok(Server { chan: ours })
+    Ok((Server { chan: ours }, errors))
 }
 
 /// Kills and reaps the server, so nothing of the harness outlives it
@@ -230,9 +259,9 @@ pub fn main() -> ! {
             Ok(None) | Err(_) => unsafe { libc::_exit(0) },
         };
         let reply = match (request, <[OwnedFd; 1]>::try_from(fds)) {
-            (SpawnRequest::Worker { dir }, Ok([worker_chan])) => {
-                fork_child(harness, |ready| become_worker(worker_chan, &dir, ready))
-            }
+            (SpawnRequest::Worker { dir }, Ok([worker_chan])) => fork_child(harness, |ready| {
+                become_worker(worker_chan, &dir, harness, ready)
+            }),
             (SpawnRequest::Program { argv }, Err(fds)) if fds.len() == 2 => {
                 let mut fds = fds.into_iter();
                 let (out, err) = (fds.next().unwrap(), fds.next().unwrap());
@@ -303,7 +332,7 @@ fn fork_child(harness: libc::pid_t, child: impl FnOnce(OwnedFd)) -> SpawnReply {
 
 /// In the new process: its own process group, its channel on fd 3, then
 /// the worker's life.
-fn become_worker(worker_chan: OwnedFd, dir: &str, ready: OwnedFd) {
+fn become_worker(worker_chan: OwnedFd, dir: &str, harness: libc::pid_t, ready: OwnedFd) {
     // SAFETY: we are the new, single-threaded process.
     unsafe {
         libc::setpgid(0, 0);
@@ -316,7 +345,7 @@ fn become_worker(worker_chan: OwnedFd, dir: &str, ready: OwnedFd) {
     // Ready to be signalled as a group: the server may answer. (The
     // worker never execs, so close-on-exec would never close this.)
     drop(ready);
-    super::worker::main(dir);
+    super::worker::main(dir, harness);
 }
 
 /// In the new process: stdin from /dev/null, stdout and stderr to the
