@@ -25,6 +25,13 @@
 //! process, and a CLONE_PARENT child's parent thread is the one that
 //! started the server. So the server is started by a thread that never
 //! ends, and workers die with the harness, never with a job thread.
+//! (Workers forked by workers die with the harness too: see worker.rs.)
+//!
+//! Nothing the server starts holds the harness's stdout or stderr: a
+//! process that outlived a killed harness would keep a reader of its
+//! output (`mmapconf run | cat`) waiting. The server's stderr, which
+//! workers inherit, is a pipe that the lasting thread copies to the
+//! harness's stderr (a worker's panic or start-up failure says why there).
 
 use super::protocol::{recv_blocking_fds, send_fds};
 use super::worker::CHANNEL_FD;
@@ -62,9 +69,9 @@ struct Server {
 
 static SERVER: OnceLock<Mutex<Result<Server, String>>> = OnceLock::new();
 
-/// The server's pid while it runs, for `stop`, which must not wait for the
-/// lock above (a panic may come while it is held).
-static SERVER_PID: AtomicI32 = AtomicI32::new(0);
+/// A pidfd of the server while it runs, for `stop`, which must not wait
+/// for the lock above (a panic may come while it is held); -1 once stopped.
+static SERVER_PIDFD: AtomicI32 = AtomicI32::new(0);
 
 /// The server, started on first use from `exe` (the harness binary; the
 /// running executable when not given).
@@ -76,7 +83,7 @@ fn server(exe: Option<&Path>) -> Result<MutexGuard<'static, Result<Server, Strin
         };
         Mutex::new(exe.and_then(start_from_lasting_thread))
     });
-    if SERVER_PID.load(Ordering::SeqCst) < 0 {
+    if SERVER_PIDFD.load(Ordering::SeqCst) < 0 {
         return Err("the harness is stopping".to_string());
     }
     Ok(server.lock().unwrap_or_else(|e| e.into_inner()))
@@ -125,19 +132,18 @@ pub fn output(cmd: &Command) -> std::io::Result<Output> {
     // Only the program holds the write ends now: EOF comes when it ends.
     drop((out_write, err_write));
     let pid = started.map_err(std::io::Error::other)?;
+    // Our child, not reaped yet: the pid is still its own.
+    let pidfd = super::pidfd::open(pid)?;
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
     std::thread::scope(|s| {
         s.spawn(|| std::fs::File::from(err_read).read_to_end(&mut stderr));
         let _ = std::fs::File::from(out_read).read_to_end(&mut stdout);
     });
-    let mut status = 0;
-    // SAFETY: waitpid on our own child.
-    while unsafe { libc::waitpid(pid, &mut status, 0) } < 0 {
-        let e = std::io::Error::last_os_error();
-        if e.raw_os_error() != Some(libc::EINTR) {
-            return Err(e);
-        }
-    }
+    // As a wait status word, which ExitStatus is built from.
+    let status = match super::pidfd::wait(&pidfd, true).map_err(std::io::Error::from)? {
+        super::pidfd::Ended::Exited(code) => (code & 0xff) << 8,
+        super::pidfd::Ended::Killed(sig) => sig & 0x7f,
+    };
     Ok(Output {
         status: std::process::ExitStatus::from_raw(status),
         stdout,
@@ -152,7 +158,15 @@ fn start_from_lasting_thread(exe: PathBuf) -> Result<Server, String> {
     let spawned = std::thread::Builder::new()
         .name("fork-server-parent".into())
         .spawn(move || {
-            let _ = tx.send(start(&exe));
+            let (server, errors) = match start(&exe) {
+                Ok((server, errors)) => (Ok(server), Some(errors)),
+                Err(e) => (Err(e), None),
+            };
+            let _ = tx.send(server);
+            if let Some(errors) = errors {
+                // Until the server and every worker have ended.
+                let _ = std::io::copy(&mut std::fs::File::from(errors), &mut std::io::stderr());
+            }
             loop {
                 std::thread::park();
             }
@@ -164,15 +178,20 @@ fn start_from_lasting_thread(exe: PathBuf) -> Result<Server, String> {
         .unwrap_or_else(|_| Err("the fork server's thread ended".to_string()))
 }
 
-fn start(exe: &Path) -> Result<Server, String> {
+/// Starts the server: its channel, and the read end of its stderr.
+fn start(exe: &Path) -> Result<(Server, OwnedFd), String> {
     // Orphaned grandchildren of a killed worker come back to us.
     super::live::become_subreaper();
     let (ours, theirs) = UnixStream::pair().map_err(|e| format!("socketpair: {e}"))?;
+    let (errors, errors_write) =
+        nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(|e| format!("pipe2: {e}"))?;
     let their_fd = theirs.as_raw_fd();
+    let harness = std::process::id() as libc::pid_t;
     let mut cmd = Command::new(exe);
     cmd.arg("__fork-server")
         .stdin(std::process::Stdio::null())
         .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::from(errors_write))
         // Its own group: a Ctrl-C at the terminal is the harness's to handle.
         .process_group(0)
         .current_dir("/");
@@ -183,7 +202,13 @@ fn start(exe: &Path) -> Result<Server, String> {
             if libc::dup2(their_fd, CHANNEL_FD) < 0 {
                 return Err(std::io::Error::last_os_error());
             }
+            // Kept across exec. Our parent thread never ends before the
+            // harness does (start_from_lasting_thread).
             libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+            // The harness died before the line above: nobody wants us.
+            if libc::getppid() != harness {
+                libc::_exit(1);
+            }
             Ok(())
         });
     }
@@ -193,25 +218,28 @@ fn start(exe: &Path) -> Result<Server, String> {
         cmd.spawn()
     }
     .map_err(|e| format!("cannot start the fork server ({}): {e}", exe.display()))?;
-    // `stop` kills and reaps it by pid; std's handle is not needed.
-    SERVER_PID.store(child.id() as i32, Ordering::SeqCst);
+    // Only the server (and the workers it starts) may hold the write end,
+    // so that the copy in our thread sees EOF when they have all ended.
+    drop(cmd);
+    // Our unreaped child: the pid is still its own.
+    let pidfd = super::pidfd::open(child.id() as i32)
+        .map_err(|e| format!("pidfd_open for the fork server: {e}"))?;
+    // `stop` kills and reaps it by pidfd; std's handle is not needed.
+    SERVER_PIDFD.store(std::os::fd::IntoRawFd::into_raw_fd(pidfd), Ordering::SeqCst);
     std::mem::forget(child);
-    Ok(Server { chan: ours })
+    Ok((Server { chan: ours }, errors))
 }
 
 /// Kills and reaps the server, so nothing of the harness outlives it
 /// (the server would otherwise die of PR_SET_PDEATHSIG a moment after the
 /// harness, not before). Starting processes fails after this.
 pub fn stop() {
-    let pid = SERVER_PID.swap(-1, Ordering::SeqCst);
-    if pid > 0 {
-        // SAFETY: signals and reaps our own child.
-        unsafe {
-            libc::kill(pid, libc::SIGKILL);
-            while libc::waitpid(pid, std::ptr::null_mut(), 0) < 0
-                && nix::errno::Errno::last() == nix::errno::Errno::EINTR
-            {}
-        }
+    let fd = SERVER_PIDFD.swap(-1, Ordering::SeqCst);
+    if fd > 0 {
+        // SAFETY: the swap above hands the descriptor to us alone.
+        let pidfd = unsafe { OwnedFd::from_raw_fd(fd) };
+        let _ = super::pidfd::send_signal(&pidfd, libc::SIGKILL);
+        let _ = super::pidfd::wait(&pidfd, true);
     }
 }
 
@@ -231,9 +259,9 @@ pub fn main() -> ! {
             Ok(None) | Err(_) => unsafe { libc::_exit(0) },
         };
         let reply = match (request, <[OwnedFd; 1]>::try_from(fds)) {
-            (SpawnRequest::Worker { dir }, Ok([worker_chan])) => {
-                fork_child(harness, |ready| become_worker(worker_chan, &dir, ready))
-            }
+            (SpawnRequest::Worker { dir }, Ok([worker_chan])) => fork_child(harness, |ready| {
+                become_worker(worker_chan, &dir, harness, ready)
+            }),
             (SpawnRequest::Program { argv }, Err(fds)) if fds.len() == 2 => {
                 let mut fds = fds.into_iter();
                 let (out, err) = (fds.next().unwrap(), fds.next().unwrap());
@@ -304,7 +332,7 @@ fn fork_child(harness: libc::pid_t, child: impl FnOnce(OwnedFd)) -> SpawnReply {
 
 /// In the new process: its own process group, its channel on fd 3, then
 /// the worker's life.
-fn become_worker(worker_chan: OwnedFd, dir: &str, ready: OwnedFd) {
+fn become_worker(worker_chan: OwnedFd, dir: &str, harness: libc::pid_t, ready: OwnedFd) {
     // SAFETY: we are the new, single-threaded process.
     unsafe {
         libc::setpgid(0, 0);
@@ -317,7 +345,7 @@ fn become_worker(worker_chan: OwnedFd, dir: &str, ready: OwnedFd) {
     // Ready to be signalled as a group: the server may answer. (The
     // worker never execs, so close-on-exec would never close this.)
     drop(ready);
-    super::worker::main(dir);
+    super::worker::main(dir, harness);
 }
 
 /// In the new process: stdin from /dev/null, stdout and stderr to the

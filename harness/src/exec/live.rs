@@ -1,14 +1,33 @@
 //! What is alive right now: the process groups of running cases and the
 //! scratch roots of running runs, so an interrupted run can remove them.
 
+use std::os::fd::OwnedFd;
 use std::path::PathBuf;
 use std::sync::Mutex;
 
 struct Live {
-    groups: Vec<i32>,
+    groups: Vec<Group>,
+    next_group: u64,
     roots: Vec<PathBuf>,
     filesystems: Vec<FsResources>,
 }
+
+/// A case's process group: a fresh worker and what it forks.
+struct Group {
+    /// Names this group in the registry: its pgid may come back for
+    /// another group once the leader is reaped and the group is empty.
+    id: GroupId,
+    pgid: i32,
+    /// Once the leader is reaped, the pgid is not ours to signal: it may
+    /// name another group by then. Members are then reached by pidfd.
+    leader_reaped: bool,
+    /// Pidfds (copies) of the processes forked in this group.
+    members: Vec<OwnedFd>,
+}
+
+/// A registered process group.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct GroupId(u64);
 
 /// What a scratch filesystem holds: mounts (innermost first), a loop device, an image.
 #[derive(Debug, Clone, Default)]
@@ -20,6 +39,7 @@ pub struct FsResources {
 
 static LIVE: Mutex<Live> = Mutex::new(Live {
     groups: Vec::new(),
+    next_group: 0,
     roots: Vec::new(),
     filesystems: Vec::new(),
 });
@@ -28,12 +48,38 @@ fn live() -> std::sync::MutexGuard<'static, Live> {
     LIVE.lock().unwrap_or_else(|e| e.into_inner())
 }
 
-pub fn add_group(pgid: i32) {
-    live().groups.push(pgid);
+/// Registers the group a fresh worker `pgid` leads.
+pub fn add_group(pgid: i32) -> GroupId {
+    let mut l = live();
+    let id = GroupId(l.next_group);
+    l.next_group += 1;
+    l.groups.push(Group {
+        id,
+        pgid,
+        leader_reaped: false,
+        members: Vec::new(),
+    });
+    id
 }
 
-pub fn remove_group(pgid: i32) {
-    live().groups.retain(|g| *g != pgid);
+/// Registers a process forked in group `id`, by a copy of its pidfd.
+pub fn add_member(id: GroupId, pidfd: &OwnedFd) {
+    if let Ok(copy) = pidfd.try_clone() {
+        if let Some(g) = live().groups.iter_mut().find(|g| g.id == id) {
+            g.members.push(copy);
+        }
+    }
+}
+
+/// Records that the leader of group `id` was reaped.
+pub fn leader_reaped(id: GroupId) {
+    if let Some(g) = live().groups.iter_mut().find(|g| g.id == id) {
+        g.leader_reaped = true;
+    }
+}
+
+pub fn remove_group(id: GroupId) {
+    live().groups.retain(|g| g.id != id);
 }
 
 pub fn add_root(path: PathBuf) {
@@ -123,6 +169,21 @@ pub fn reap_group(pgid: i32) {
     }
 }
 
+/// Reaps our children in group `pgid` until its leader `leader` (a zombie
+/// until then, which keeps the group id from being reused) is reaped.
+pub fn reap_group_until(pgid: i32, leader: i32) {
+    loop {
+        // SAFETY: waitpid on a process group whose leader is our unreaped child.
+        let r = unsafe { libc::waitpid(-pgid, std::ptr::null_mut(), libc::__WALL) };
+        if r < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR {
+            continue;
+        }
+        if r <= 0 || r == leader {
+            break;
+        }
+    }
+}
+
 /// Kills every live case's processes, removes every live scratch root and
 /// tears down every scratch filesystem.
 /// Called on SIGINT/SIGTERM before the harness exits.
@@ -130,15 +191,25 @@ pub fn kill_everything() {
     // First, so no new worker starts while the groups are killed.
     super::fork_server::stop();
     let (groups, roots, filesystems) = {
-        let l = live();
-        (l.groups.clone(), l.roots.clone(), l.filesystems.clone())
+        let mut l = live();
+        (
+            std::mem::take(&mut l.groups),
+            l.roots.clone(),
+            l.filesystems.clone(),
+        )
     };
     for g in &groups {
-        // SAFETY: signals only groups our cases created.
-        unsafe { libc::killpg(*g, libc::SIGKILL) };
+        if !g.leader_reaped {
+            // SAFETY: signals only groups our cases created, whose leader
+            // (alive or a zombie) still holds the group id.
+            unsafe { libc::killpg(g.pgid, libc::SIGKILL) };
+        }
+        for m in &g.members {
+            let _ = super::pidfd::send_signal(m, libc::SIGKILL);
+        }
     }
     for g in &groups {
-        reap_group(*g);
+        reap_group(g.pgid);
     }
     for r in &roots {
         let _ = std::fs::remove_dir_all(r);

@@ -1,18 +1,36 @@
 //! A worker: one process of a case, doing what the coordinator asks, one
 //! request at a time. Started by the fork server with its channel on fd 3,
 //! or by fork of another worker.
+//!
+//! No worker outlives the harness, even a SIGKILLed one, even when busy in
+//! a step (a long `together` loop never reads its channel's EOF). A fresh
+//! worker has PR_SET_PDEATHSIG(SIGKILL) from the fork server, tied to a
+//! harness thread that lives as long as the harness. A forked worker's
+//! parent is a worker, and the parent's death must not end it: in Linux an
+//! orphan lives on, and a case may use it after its parent's `exit` or
+//! `kill` (it is then the harness's child, the harness being a child
+//! subreaper). So a forked worker's death signal is a real-time signal
+//! that no case can send, whose handler ends the process only if its new
+//! parent is not the harness: its parent died because the harness did.
 
 use super::ops::WorkerState;
 use super::protocol::{recv_blocking, send, Observation, Request};
 use std::collections::HashMap;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
+use std::sync::atomic::{AtomicI32, Ordering};
 
 /// The fd a fresh worker (and the fork server) finds its channel on.
 pub const CHANNEL_FD: i32 = 3;
 
-/// A fresh worker's life, in the fork server's copy. Never returns.
-pub fn main(dir: &str) -> ! {
+/// The harness's pid: a forked worker whose parent died lives on only if
+/// it was reparented to the harness.
+static HARNESS: AtomicI32 = AtomicI32::new(0);
+
+/// A fresh worker's life, in the fork server's copy; `harness` is the
+/// harness's pid. Never returns.
+pub fn main(dir: &str, harness: i32) -> ! {
+    HARNESS.store(harness, Ordering::SeqCst);
     // A fresh process starts with default signal state, whatever the harness had.
     let _ = nix::sys::signal::sigprocmask(
         nix::sys::signal::SigmaskHow::SIG_SETMASK,
@@ -21,6 +39,10 @@ pub fn main(dir: &str) -> ! {
     );
     if let Err(e) = super::fault::install_handlers() {
         eprintln!("mmapconf worker: cannot install fault handlers: {e}");
+        std::process::exit(101);
+    }
+    if let Err(e) = install_parent_death_handler() {
+        eprintln!("mmapconf worker: cannot install the parent-death handler: {e}");
         std::process::exit(101);
     }
     let dir = std::path::PathBuf::from(dir);
@@ -57,9 +79,12 @@ fn serve(mut chan: UnixStream, mut state: WorkerState) -> ! {
                     );
                     continue;
                 };
+                let parent = std::process::id() as i32;
                 // SAFETY: workers are single-threaded, so the child may run any code.
                 match unsafe { nix::unistd::fork() } {
                     Ok(nix::unistd::ForkResult::Child) => {
+                        // Cleared by fork: armed again in every generation.
+                        arm_parent_death(parent);
                         // The child answers on its own channel from now on;
                         // dropping the parent's closes only the child's copy.
                         chan = UnixStream::from(child_chan);
@@ -76,6 +101,52 @@ fn serve(mut chan: UnixStream, mut state: WorkerState) -> ! {
             }
         };
         reply(&chan, &obs);
+    }
+}
+
+/// The death signal of forked workers: SIGRTMAX, which a case cannot
+/// name in a `kill` step, and which glibc keeps for nothing of its own.
+fn parent_death_signal() -> i32 {
+    libc::SIGRTMAX()
+}
+
+extern "C" fn on_parent_death(_: libc::c_int) {
+    // SAFETY: getppid and _exit are async-signal-safe.
+    unsafe {
+        if libc::getppid() != HARNESS.load(Ordering::Relaxed) {
+            // The harness is gone: nobody will ask or reap anything.
+            libc::_exit(1);
+        }
+    }
+}
+
+/// Installed once in a fresh worker; forked workers inherit it.
+fn install_parent_death_handler() -> std::io::Result<()> {
+    // SAFETY: a zeroed sigaction is valid; installs a handler that only
+    // makes async-signal-safe calls. SA_RESTART: a step blocked in a
+    // syscall when a parent dies (harness alive) goes on as if nothing was.
+    unsafe {
+        let mut sa: libc::sigaction = std::mem::zeroed();
+        sa.sa_sigaction = on_parent_death as *const () as libc::sighandler_t;
+        sa.sa_flags = libc::SA_RESTART;
+        libc::sigemptyset(&mut sa.sa_mask);
+        if libc::sigaction(parent_death_signal(), &sa, std::ptr::null_mut()) != 0 {
+            return Err(std::io::Error::last_os_error());
+        }
+    }
+    Ok(())
+}
+
+/// In a just-forked worker: the death signal, then a check that the parent
+/// did not die (and the harness with it) before it was armed.
+fn arm_parent_death(parent: i32) {
+    // SAFETY: prctl with integer arguments, getppid, _exit.
+    unsafe {
+        libc::prctl(libc::PR_SET_PDEATHSIG, parent_death_signal());
+        let now = libc::getppid();
+        if now != parent && now != HARNESS.load(Ordering::Relaxed) {
+            libc::_exit(1);
+        }
     }
 }
 

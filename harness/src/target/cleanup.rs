@@ -52,12 +52,17 @@ fn parent_of(pid: i32) -> Option<i32> {
 /// the fork server, so it carries the server's command line; its parent is
 /// the harness, or another worker whose parent is. A run that died leaves
 /// them to init (pid 1), which is how they are told apart from the workers
-/// of a run still going.
-fn orphaned_workers() -> Vec<i32> {
+/// of a run still going. Each comes with a pidfd opened before it was
+/// looked at, so a signal through it cannot reach a process that took its
+/// pid after the look.
+fn orphaned_workers() -> Vec<(i32, std::os::fd::OwnedFd)> {
     let is_worker = |pid: i32| args_of(pid).get(1).map(String::as_str) == Some("__fork-server");
     let mut found = Vec::new();
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
         let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        let Ok(pidfd) = crate::exec::pidfd::open(pid) else {
             continue;
         };
         if !is_worker(pid) {
@@ -72,7 +77,7 @@ fn orphaned_workers() -> Vec<i32> {
         // Unless the harness itself is init, as in a container or a VM.
         let exe = |p: i32| std::fs::read_link(format!("/proc/{p}/exe")).ok();
         if parent.is_some_and(|p| p <= 1 && exe(1) != exe(top)) {
-            found.push(pid);
+            found.push((pid, pidfd));
         }
     }
     found
@@ -82,10 +87,10 @@ fn orphaned_workers() -> Vec<i32> {
 pub fn cleanup(bases: &[PathBuf]) -> Vec<String> {
     let mut done = Vec::new();
     // 1. Workers whose run is gone.
-    for pid in orphaned_workers() {
-        // SAFETY: kills a leftover worker of a dead run.
-        unsafe { libc::kill(pid, libc::SIGKILL) };
-        done.push(format!("killed worker {pid}"));
+    for (pid, pidfd) in orphaned_workers() {
+        if crate::exec::pidfd::send_signal(&pidfd, libc::SIGKILL).is_ok() {
+            done.push(format!("killed worker {pid}"));
+        }
     }
     // 2. Mounts, innermost (longest) first.
     let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")

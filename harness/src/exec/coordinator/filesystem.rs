@@ -2,7 +2,7 @@
 //! owns: `drop_caches`, `fill_fs`, `remount` and `crash` (simulated, or a
 //! real power cut that pauses the run and resumes it after the reboot).
 
-use super::{lock, Proc, Run, Stop};
+use super::{lock, Proc, Reaped, Run, Stop};
 use crate::case::model::{Op, Step};
 use crate::exec::ops::open_beneath;
 use crate::exec::power_cut::{Paused, PausedProcess};
@@ -128,9 +128,12 @@ impl Run<'_> {
         }
         let fs = self.owned_fs()?.clone();
         // A power cut kills every process at once; nothing they hold is flushed.
-        self.kill_all();
+        self.kill_all(Reaped::AtCrash);
         for p in self.procs.values_mut() {
             p.gone = true;
+            // Dead now, reaped by us or by a parent that died too: either
+            // way its pid is not its own any more.
+            p.reaped.get_or_insert(Reaped::AtCrash);
         }
         let placeholder = std::fs::File::open("/").map_err(|e| Stop::Broken(e.to_string()))?;
         self.dirfd = OwnedFd::from(placeholder);
@@ -199,11 +202,15 @@ impl Run<'_> {
                 Proc {
                     // Not a process of this boot: never signalled (see kill).
                     pid: 0,
+                    pidfd: None,
                     chan,
                     spawned: p.parent.is_none(),
                     parent: p.parent,
-                    reaped: true,
+                    reaped: Some(Reaped::AtCrash),
                     gone: true,
+                    signalled: None,
+                    born: self.procs.len(),
+                    group: None,
                 },
             );
         }

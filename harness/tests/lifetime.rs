@@ -1,0 +1,452 @@
+//! The lives of a run's processes: a `kill` reaches only the process the
+//! case means, a step to a killed process says who killed it, and nothing
+//! of a run outlives its harness, even a SIGKILLed one.
+
+use std::io::Read;
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+fn exe() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_mmapconf"))
+}
+
+/// Writes `json` as the case file `name.json` in `dir`.
+fn case_file(dir: &Path, name: &str, json: &str) -> PathBuf {
+    let file = dir.join(format!("{name}.json"));
+    std::fs::write(&file, json).unwrap();
+    file
+}
+
+/// Runs one case file to the end and returns its entry in the report.
+fn run_one(dir: &Path, file: &Path) -> serde_json::Value {
+    let report = dir.join("report.json");
+    let out = exe()
+        .arg("run")
+        .arg("--report")
+        .arg(&report)
+        .arg(file)
+        .output()
+        .unwrap();
+    let said = || {
+        format!(
+            "{:?}\n{}{}",
+            out.status,
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        )
+    };
+    let bytes = std::fs::read(&report).unwrap_or_else(|e| panic!("{e}: {}", said()));
+    let json: serde_json::Value =
+        serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}: {}", said()));
+    json["cases"][0].clone()
+}
+
+fn ppid_and_state(pid: i32) -> Option<(i32, char)> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // The command name may hold spaces and parentheses: fields follow the last ')'.
+    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
+    let state = rest.next()?.chars().next()?;
+    Some((rest.next()?.parse().ok()?, state))
+}
+
+fn runs_the_harness(pid: i32) -> bool {
+    let ours = std::fs::canonicalize(env!("CARGO_BIN_EXE_mmapconf")).unwrap();
+    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == ours)
+}
+
+/// The living (not zombie) processes running the harness binary that
+/// descend from `root`: its fork server and the workers of its cases.
+fn harness_descendants(root: u32) -> Vec<i32> {
+    let mut parent_of = Vec::new();
+    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
+        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
+            continue;
+        };
+        if let Some((ppid, state)) = ppid_and_state(pid) {
+            if state != 'Z' {
+                parent_of.push((pid, ppid));
+            }
+        }
+    }
+    let mut found = vec![root as i32];
+    let mut grew = true;
+    while grew {
+        grew = false;
+        for &(pid, ppid) in &parent_of {
+            if found.contains(&ppid) && !found.contains(&pid) {
+                found.push(pid);
+                grew = true;
+            }
+        }
+    }
+    found.retain(|&p| p != root as i32 && runs_the_harness(p));
+    found
+}
+
+/// Which of `pids` still run the harness (not zombies).
+fn still_running(pids: &[i32]) -> Vec<i32> {
+    pids.iter()
+        .copied()
+        .filter(|&p| ppid_and_state(p).is_some_and(|(_, s)| s != 'Z') && runs_the_harness(p))
+        .collect()
+}
+
+/// Polls `f` every few milliseconds until it gives Some, or panics with
+/// `what` after `limit`. (Observes; orders nothing.)
+fn poll<T>(limit: Duration, what: &str, mut f: impl FnMut() -> Option<T>) -> T {
+    let deadline = Instant::now() + limit;
+    loop {
+        if let Some(v) = f() {
+            return v;
+        }
+        assert!(Instant::now() < deadline, "{what}: not within {limit:?}");
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+fn pidfd_open(pid: i32) -> Option<OwnedFd> {
+    // SAFETY: plain syscall.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
+    // SAFETY: the kernel just gave us this descriptor.
+    (fd >= 0).then(|| unsafe { OwnedFd::from_raw_fd(fd as i32) })
+}
+
+/// SIGKILL to `pids`, through pidfds checked to still be the harness's:
+/// a failing test must not leave busy workers behind, nor hit strangers.
+fn kill_leftovers(pids: &[i32]) {
+    for &pid in pids {
+        if let Some(fd) = pidfd_open(pid) {
+            if runs_the_harness(pid) {
+                // SAFETY: plain syscall on our descriptor.
+                unsafe {
+                    libc::syscall(
+                        libc::SYS_pidfd_send_signal,
+                        fd.as_raw_fd(),
+                        libc::SIGKILL,
+                        std::ptr::null::<libc::siginfo_t>(),
+                        0,
+                    )
+                };
+            }
+        }
+    }
+}
+
+/// The worker among `pids` that has a file named `name` open.
+fn holder_of(pids: &[i32], name: &str) -> Option<i32> {
+    pids.iter().copied().find(|pid| {
+        std::fs::read_dir(format!("/proc/{pid}/fd"))
+            .into_iter()
+            .flatten()
+            .flatten()
+            .any(|fd| {
+                std::fs::read_link(fd.path())
+                    .is_ok_and(|target| target.file_name().is_some_and(|n| n == name))
+            })
+    })
+}
+
+#[test]
+fn a_step_to_a_killed_process_names_the_kill_step() {
+    let dir = tempfile::tempdir().unwrap();
+    // A forked process (no exit status for the harness: its parent holds it).
+    let forked = case_file(
+        dir.path(),
+        "forked",
+        r#"{ "title": "t", "refs": ["r"], "steps": [
+          { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "SHARED|ANONYMOUS", "as": "m" },
+          { "in": "p", "do": "fork", "as": "child" },
+          { "do": "kill", "proc": "child", "signal": "SIGKILL" },
+          { "in": "child", "do": "load", "map": "m", "at": 0, "len": 1 }
+        ] }"#,
+    );
+    let case = run_one(dir.path(), &forked);
+    assert_eq!(case["status"], "error", "{case}");
+    assert_eq!(case["failed_step"], 4, "{case}");
+    let reason = case["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("process `child` was killed by SIGKILL at step 3 (before this step)"),
+        "{reason}"
+    );
+    // A fresh process, whose status the harness reaps: a catchable signal.
+    let fresh = case_file(
+        dir.path(),
+        "fresh",
+        r#"{ "title": "t", "refs": ["r"], "steps": [
+          { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "SHARED|ANONYMOUS", "as": "m" },
+          { "do": "kill", "proc": "p", "signal": "SIGTERM" },
+          { "in": "p", "do": "load", "map": "m", "at": 0, "len": 1 }
+        ] }"#,
+    );
+    let case = run_one(dir.path(), &fresh);
+    assert_eq!(case["status"], "error", "{case}");
+    let reason = case["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("process `p` was killed by SIGTERM at step 2 (before this step)"),
+        "{reason}"
+    );
+}
+
+#[test]
+fn a_kill_after_wait_is_a_case_error() {
+    let dir = tempfile::tempdir().unwrap();
+    for (name, body) in [
+        (
+            "forked",
+            r#"{ "in": "p", "do": "fork", "as": "child" },
+               { "in": "child", "do": "exit", "code": 0 },
+               { "do": "wait", "proc": "child", "expect": { "exit": 0 } },
+               { "do": "kill", "proc": "child", "signal": "SIGKILL" }"#,
+        ),
+        (
+            "fresh",
+            r#"{ "in": "p", "do": "mmap", "len": "1p", "prot": "READ", "flags": "PRIVATE|ANONYMOUS", "as": "m" },
+               { "in": "child", "do": "exit", "code": 0 },
+               { "do": "wait", "proc": "child", "expect": { "exit": 0 } },
+               { "do": "kill", "proc": "child", "signal": "SIGKILL" }"#,
+        ),
+    ] {
+        let json = format!(r#"{{ "title": "t", "refs": ["r"], "steps": [ {body} ] }}"#);
+        let case = run_one(dir.path(), &case_file(dir.path(), name, &json));
+        assert_eq!(case["status"], "error", "{name}: {case}");
+        assert_eq!(case["failed_step"], 4, "{name}: {case}");
+        let reason = case["reason"].as_str().unwrap();
+        assert!(
+            reason.contains(
+                "process `child` was already reaped by the `wait` of step 3: it has no pid to signal"
+            ),
+            "{name}: {reason}"
+        );
+    }
+}
+
+/// Writes /proc/sys/kernel/ns_last_pid so that the next process started
+/// gets `pid`, and starts `sleep` there; None if others kept taking it.
+fn sleep_on_pid(pid: i32) -> Option<Child> {
+    for _ in 0..200 {
+        if Path::new(&format!("/proc/{pid}")).exists() {
+            // Someone else has it: nothing a kill could be blamed for.
+            return None;
+        }
+        std::fs::write("/proc/sys/kernel/ns_last_pid", (pid - 1).to_string()).ok()?;
+        let mut sleep = Command::new("sleep").arg("600").spawn().unwrap();
+        if sleep.id() as i32 == pid {
+            return Some(sleep);
+        }
+        // Another process was started in between and took it: again.
+        let _ = sleep.kill();
+        let _ = sleep.wait();
+    }
+    None
+}
+
+#[test]
+fn a_kill_after_wait_does_not_reach_the_process_now_on_that_pid() {
+    if !nix::unistd::geteuid().is_root() {
+        eprintln!("SKIPPED: placing a process on a given pid (ns_last_pid) needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    // The case waits for a gate process, which this test kills when it is
+    // ready: `gate1` until it has seen which pid `child` has, `gate2` until
+    // it has put another process on that pid, after `child` was reaped.
+    let file = case_file(
+        dir.path(),
+        "reuse",
+        r#"{ "title": "t", "refs": ["r"], "timeout": 60,
+             "files": { "gate1": { "size": 1 }, "gate2": { "size": 1 }, "victim": { "size": 1 } },
+             "steps": [
+          { "in": "gate1", "do": "open", "path": "gate1", "flags": "O_RDONLY", "as": "fd" },
+          { "in": "gate2", "do": "open", "path": "gate2", "flags": "O_RDONLY", "as": "fd" },
+          { "in": "p", "do": "fork", "as": "child" },
+          { "in": "child", "do": "open", "path": "victim", "flags": "O_RDONLY", "as": "fd" },
+          { "do": "wait", "proc": "gate1", "expect": { "killed_by": "SIGKILL" } },
+          { "in": "child", "do": "exit", "code": 0 },
+          { "do": "wait", "proc": "child", "expect": { "exit": 0 } },
+          { "do": "wait", "proc": "gate2", "expect": { "killed_by": "SIGKILL" } },
+          { "do": "kill", "proc": "child", "signal": "SIGKILL" }
+        ] }"#,
+    );
+    let report = dir.path().join("report.json");
+    let run = exe()
+        .args(["run", "--jobs", "1", "--report"])
+        .arg(&report)
+        .arg("--dir")
+        .arg(&scratch)
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let (gate1, gate2, child) = poll(Duration::from_secs(30), "the case's processes", || {
+        let pids = harness_descendants(run.id());
+        Some((
+            holder_of(&pids, "gate1")?,
+            holder_of(&pids, "gate2")?,
+            holder_of(&pids, "victim")?,
+        ))
+    });
+    kill_leftovers(&[gate1]);
+    // Reaped by its parent's `wait` (step 7): the pid is free.
+    poll(Duration::from_secs(30), "child reaped", || {
+        (!Path::new(&format!("/proc/{child}")).exists()).then_some(())
+    });
+    let sleep = sleep_on_pid(child);
+    // Let the case go on to its `kill` in any case.
+    kill_leftovers(&[gate2]);
+    let out = run.wait_with_output().unwrap();
+    let Some(mut sleep) = sleep else {
+        eprintln!("SKIPPED: could not place a process on pid {child} (a busy machine took it)");
+        return;
+    };
+    let ended = sleep.try_wait().unwrap();
+    let _ = sleep.kill();
+    let _ = sleep.wait();
+    assert_eq!(
+        ended, None,
+        "the kill step reached pid {child}'s new process"
+    );
+    let json: serde_json::Value = std::fs::read(&report)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+        .unwrap_or_else(|e| {
+            panic!(
+                "{e}: {:?}\n{}{}",
+                out.status,
+                String::from_utf8_lossy(&out.stdout),
+                String::from_utf8_lossy(&out.stderr)
+            )
+        });
+    let case = &json["cases"][0];
+    assert_eq!(case["status"], "error", "{case}");
+    assert_eq!(case["failed_step"], 9, "{case}");
+    assert!(
+        case["reason"]
+            .as_str()
+            .unwrap()
+            .contains("was already reaped by the `wait` of step 7"),
+        "{case}"
+    );
+}
+
+/// Reads `pipe` to its end on a thread; the receiver gets the bytes then.
+fn read_to_eof(mut pipe: impl Read + Send + 'static) -> std::sync::mpsc::Receiver<Vec<u8>> {
+    let (tx, rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let mut buf = Vec::new();
+        let _ = pipe.read_to_end(&mut buf);
+        let _ = tx.send(buf);
+    });
+    rx
+}
+
+#[test]
+fn a_sigkilled_run_takes_its_busy_processes_and_its_output_with_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let scratch = dir.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    // A fresh process, its child and its grandchild, all busy in a step
+    // that would take hours: none reads its channel until it ends.
+    let file = case_file(
+        dir.path(),
+        "busy",
+        r#"{ "title": "t", "refs": ["r"], "timeout": 600, "steps": [
+          { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "SHARED|ANONYMOUS", "as": "m" },
+          { "in": "p", "do": "fork", "as": "child" },
+          { "in": "child", "do": "fork", "as": "grandchild" },
+          { "do": "together", "steps": [
+            { "in": "p", "do": "increment", "map": "m", "count": 1000000000000, "atomic": true },
+            { "in": "child", "do": "increment", "map": "m", "count": 1000000000000, "atomic": true },
+            { "in": "grandchild", "do": "increment", "map": "m", "count": 1000000000000, "atomic": true }
+          ] }
+        ] }"#,
+    );
+    let mut run = exe()
+        .args(["run", "--jobs", "1", "--report"])
+        .arg(dir.path().join("report.json"))
+        .arg("--dir")
+        .arg(&scratch)
+        .arg(&file)
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .unwrap();
+    let stdout = read_to_eof(run.stdout.take().unwrap());
+    let stderr = read_to_eof(run.stderr.take().unwrap());
+    // The fork server and three workers, the workers running (not asleep
+    // on their channels): they are in the `together`.
+    let processes = poll(Duration::from_secs(30), "three busy workers", || {
+        let pids = harness_descendants(run.id());
+        let busy = pids
+            .iter()
+            .filter(|&&p| ppid_and_state(p).is_some_and(|(_, s)| s == 'R'))
+            .count();
+        (pids.len() >= 4 && busy >= 3).then_some(pids)
+    });
+    // None of them holds the run's output: /dev/null, or the harness's own
+    // pipe for the fork server's stderr.
+    let output_of =
+        |pid: i32| [1, 2].map(|fd| std::fs::read_link(format!("/proc/{pid}/fd/{fd}")).ok());
+    let run_output = output_of(run.id() as i32);
+    assert!(run_output.iter().all(|o| o.is_some()), "{run_output:?}");
+    for &pid in &processes {
+        for held in output_of(pid).into_iter().flatten() {
+            if run_output.contains(&Some(held.clone())) {
+                kill_leftovers(&processes);
+                panic!("process {pid} holds the run's output {held:?}");
+            }
+        }
+    }
+    run.kill().unwrap();
+    let killed = Instant::now();
+    run.wait().unwrap();
+    let deadline = killed + Duration::from_secs(10);
+    while !still_running(&processes).is_empty() {
+        if Instant::now() >= deadline {
+            let left = still_running(&processes);
+            kill_leftovers(&left);
+            panic!("still running 10 s after the harness was SIGKILLed: {left:?} of {processes:?}");
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+    let gone_after = killed.elapsed();
+    for (name, pipe) in [("stdout", stdout), ("stderr", stderr)] {
+        let left = deadline.saturating_duration_since(Instant::now());
+        assert!(
+            pipe.recv_timeout(left).is_ok(),
+            "the run's {name} did not reach EOF: someone still holds it"
+        );
+    }
+    eprintln!(
+        "all {} processes gone {gone_after:?} after the SIGKILL, output closed after {:?}",
+        processes.len(),
+        killed.elapsed()
+    );
+}
+
+#[test]
+fn a_forked_process_outlives_its_parent_as_an_orphan_does() {
+    // Forked workers die with the harness, not with their parent: in Linux
+    // an orphan lives on, reparented, with its mappings.
+    let dir = tempfile::tempdir().unwrap();
+    let file = case_file(
+        dir.path(),
+        "orphans",
+        r#"{ "title": "t", "refs": ["r"], "steps": [
+          { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "SHARED|ANONYMOUS", "as": "m" },
+          { "in": "p", "do": "fork", "as": "child" },
+          { "in": "child", "do": "fork", "as": "grandchild" },
+          { "do": "kill", "proc": "p", "signal": "SIGKILL" },
+          { "do": "wait", "proc": "p", "expect": { "killed_by": "SIGKILL" } },
+          { "in": "child", "do": "store", "map": "m", "at": 0, "text": "orphan" },
+          { "in": "child", "do": "exit", "code": 0 },
+          { "in": "grandchild", "do": "load", "map": "m", "at": 0, "len": 6, "expect": { "text": "orphan" } }
+        ] }"#,
+    );
+    let case = run_one(dir.path(), &file);
+    assert_eq!(case["status"], "pass", "{case}");
+}
