@@ -118,6 +118,10 @@ pub enum Probe {
     RegularFiles,
     /// Target: open(2) with O_DIRECT and an aligned pwrite(2) succeed.
     ODirect,
+    /// Target: the harness can read what reached its storage, apart from
+    /// this kernel's page cache (`check_file` `from: storage`): the target's
+    /// backing files, or O_DIRECT. Cases that read the storage need it.
+    StorageView,
     /// Target: a file extended with ftruncate(2) owns no blocks (st_blocks 0): it has a hole.
     SparseFiles,
     /// Target: fallocate(2) FALLOC_FL_PUNCH_HOLE succeeds.
@@ -601,7 +605,8 @@ pub enum Op {
     /// filesystem the harness made (`run --fs`).
     FillFs { path: String },
     /// Read a file through a fresh fd opened by the coordinator: what any
-    /// reader of the file sees now, through the page cache.
+    /// reader of the file sees now, through the page cache; or with
+    /// `from: storage`, what reached the filesystem's storage.
     CheckFile {
         path: String,
         #[serde(default = "zero")]
@@ -609,7 +614,28 @@ pub enum Op {
         /// Bytes to read (default: to the end of the file).
         #[serde(default, skip_serializing_if = "Option::is_none")]
         len: Option<Size>,
+        /// Where to read: `cache` (default) or `storage`.
+        #[serde(default, skip_serializing_if = "ReadFrom::is_cache")]
+        from: ReadFrom,
     },
+}
+
+/// Where `check_file` reads a file.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum ReadFrom {
+    /// Through this kernel's page cache: what any reader sees now.
+    #[default]
+    Cache,
+    /// What reached the filesystem's storage, independent of cached pages:
+    /// the backing file of a target that has one, else an O_DIRECT read.
+    Storage,
+}
+
+impl ReadFrom {
+    pub fn is_cache(&self) -> bool {
+        *self == ReadFrom::Cache
+    }
 }
 
 /// A range of a named mapping; `at` defaults to 0 and `len` to the rest of the mapping.
@@ -706,6 +732,19 @@ impl Op {
 }
 
 impl Case {
+    /// Whether a `check_file` reads what reached the storage.
+    pub fn reads_storage(&self) -> bool {
+        self.steps.iter().any(|s| {
+            matches!(
+                s.op,
+                Op::CheckFile {
+                    from: ReadFrom::Storage,
+                    ..
+                }
+            )
+        })
+    }
+
     /// Whether the case makes or opens files on the target (not memfds).
     pub fn uses_files(&self) -> bool {
         !self.files.is_empty() || self.steps.iter().any(|s| s.op.opens_a_path())

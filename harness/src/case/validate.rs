@@ -493,6 +493,7 @@ impl Walk {
                 path: name,
                 len,
                 at,
+                ..
             } => {
                 self.check_path(&path, Some("path"), name);
                 self.size(&path, "at", at);

@@ -434,7 +434,7 @@ pub fn open_beneath(dir: RawFd, path: &str, flags: i32, mode: u32) -> Result<Own
 
 /// A page-aligned buffer, so pread/pwrite on an O_DIRECT fd meet its
 /// alignment rule (the file offset and length are the case's to choose).
-struct AlignedBuf {
+pub(crate) struct AlignedBuf {
     ptr: std::ptr::NonNull<u8>,
     len: usize,
     layout: std::alloc::Layout,
@@ -443,7 +443,7 @@ struct AlignedBuf {
 impl AlignedBuf {
     /// Err (an error observation, not an abort) when the memory cannot be
     /// had: a case may ask for more than the machine has.
-    fn zeroed(len: usize, align: u64) -> Result<AlignedBuf, Observation> {
+    pub(crate) fn zeroed(len: usize, align: u64) -> Result<AlignedBuf, Observation> {
         let fail = || Observation::error(format!("cannot allocate {len} bytes: out of memory"));
         let layout =
             std::alloc::Layout::from_size_align(len.max(1), align as usize).map_err(|_| fail())?;

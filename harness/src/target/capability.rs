@@ -26,6 +26,9 @@ pub struct Measured {
 pub struct Made {
     pub persistent: bool,
     pub can_crash: bool,
+    /// The target keeps each file in a backing file the harness can read
+    /// (its own FUSE servers' storage).
+    pub has_backing_files: bool,
 }
 
 /// Every target capability, measured in `dir` (a directory the run owns).
@@ -43,7 +46,17 @@ pub fn measure(dir: &Path, made: Option<Made>) -> BTreeMap<Probe, Measured> {
         out.insert(p, Measured { present, detail });
     };
     put(Probe::RegularFiles, regular_files(dir, ps));
-    put(Probe::ODirect, o_direct(dir, ps));
+    let direct = o_direct(dir, ps);
+    let has_direct = direct.is_ok();
+    put(Probe::ODirect, direct);
+    put(
+        Probe::StorageView,
+        match made {
+            Some(m) if m.has_backing_files => Ok("the target's backing files".into()),
+            _ if has_direct => Ok("O_DIRECT reads".into()),
+            _ => Err("no backing files and no O_DIRECT: only the page cache can be read".into()),
+        },
+    );
     put(Probe::SparseFiles, sparse_files(dir, ps));
     put(Probe::PunchHole, punch_hole(dir, ps));
     put(Probe::SharedWritableMmap, shared_writable_mmap(dir, ps));
@@ -327,6 +340,7 @@ mod tests {
             Probe::MremapDontunmap,
             Probe::RegularFiles,
             Probe::ODirect,
+            Probe::StorageView,
             Probe::SparseFiles,
             Probe::PunchHole,
             Probe::SharedWritableMmap,
@@ -363,6 +377,7 @@ mod tests {
             Some(Made {
                 persistent: false,
                 can_crash: true,
+                has_backing_files: false,
             }),
         );
         assert!(!got[&Probe::Writeback].present, "{got:?}");

@@ -268,7 +268,15 @@ impl OwnedFs {
             // Data outlive an unmount and a crash on a block device, not in memory.
             persistent: self.loop_dev.is_some() || self.given_device,
             can_crash: self.config.fs != "overlay",
+            has_backing_files: self.backing_dir().is_some(),
         }
+    }
+
+    /// The directory that holds the target's files as its storage keeps
+    /// them, mirroring the mount (the harness's own FUSE servers); None
+    /// for a filesystem on a device or in memory.
+    pub fn backing_dir(&self) -> Option<&Path> {
+        None
     }
 
     fn resources(&self) -> live::FsResources {

@@ -66,11 +66,13 @@ pub fn unmet(case: &Case, env: &Environment) -> Option<String> {
     // that must start with a hole needs sparse files.
     let files = case.uses_files() && !req.fs.iter().any(|f| env.is_fs(f));
     let holes = case.files.values().any(|f| f.zeros == Some(Zeros::Hole));
+    let storage = case.reads_storage();
     let needed = files
         .then_some(Probe::RegularFiles)
         .into_iter()
         .chain(req.probes.iter().copied())
-        .chain(holes.then_some(Probe::SparseFiles));
+        .chain(holes.then_some(Probe::SparseFiles))
+        .chain(storage.then_some(Probe::StorageView));
     for p in needed {
         let answer = if p.is_target_capability() {
             capability(p, env)
@@ -144,6 +146,7 @@ fn try_feature(p: Probe) -> Result<(), String> {
         // Measured on the target, not tried here (see target::capability).
         Probe::RegularFiles
         | Probe::ODirect
+        | Probe::StorageView
         | Probe::SparseFiles
         | Probe::PunchHole
         | Probe::SharedWritableMmap

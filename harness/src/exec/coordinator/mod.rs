@@ -10,7 +10,7 @@
 mod filesystem;
 
 use super::live;
-use super::ops::{open_beneath, with_bytes};
+use super::ops::{open_beneath, with_bytes, AlignedBuf};
 use super::pidfd;
 use super::plan;
 use super::power_cut::{Paused, PowerCut};
@@ -18,7 +18,7 @@ use super::protocol::{
     Call, Channel, ExitStatus, Observation, Outcome, RecvError, Request, StatInfo,
 };
 use crate::case::expect::{self, Context};
-use crate::case::model::{Op, Step, Zeros};
+use crate::case::model::{Op, ReadFrom, Step, Zeros};
 use crate::case::values::Bytes;
 use crate::case::LoadedCase;
 use crate::report::{CaseReport, Status, StepReport, StepStatus};
@@ -378,7 +378,12 @@ impl Run<'_> {
         match &step.op {
             Op::Wait { target } => self.wait(target),
             Op::Kill { target, signal } => Ok(self.kill(target, signal)),
-            Op::CheckFile { path, at, len } => Ok(self.check_file(path, at, len.as_ref())),
+            Op::CheckFile {
+                path,
+                at,
+                len,
+                from,
+            } => Ok(self.check_file(path, at, len.as_ref(), *from)),
             Op::Remount { read_only } => self.remount(*read_only),
             Op::FillFs { path } => self.fill_fs(path),
             Op::Crash => self.crash(),
@@ -679,41 +684,79 @@ impl Run<'_> {
             .unwrap_or_default()
     }
 
-    /// Reads the file as a newcomer would: a fresh open, then pread.
+    /// Reads the file as a newcomer would: a fresh open, then pread. From
+    /// the cache, what any reader sees now; from the storage, what reached
+    /// the filesystem's storage, whatever this kernel still has cached: the
+    /// backing file of a target that has one, else an O_DIRECT read (which
+    /// writes back dirty pages of the range first, then reads the device or
+    /// asks the FUSE server).
     fn check_file(
         &self,
         path: &str,
         at: &crate::case::model::Size,
         len: Option<&crate::case::model::Size>,
+        from: ReadFrom,
     ) -> Observation {
         let at = match at.resolve_offset(self.ps()) {
-            Ok(v) => v,
+            Ok(v) => v as u64,
             Err(e) => return Observation::error(e),
-        };
-        let fd = match open_beneath(self.dirfd.as_raw_fd(), path, libc::O_RDONLY, 0) {
-            Ok(fd) => fd,
-            Err(e) => return Observation::errno(e as i32),
         };
         let want = match len.map(|l| l.resolve_len(self.ps())) {
             Some(Ok(l)) => Some(l as usize),
             Some(Err(e)) => return Observation::error(e),
             None => None,
         };
-        let file = std::fs::File::from(fd);
+        let backing = self.opts.owned_fs.as_ref().and_then(|fs| {
+            let fs = lock(fs);
+            let rel = self.dir.strip_prefix(&fs.mount_point).ok()?;
+            fs.backing_dir().map(|b| b.join(rel).join(path))
+        });
+        // O_DIRECT reads whole aligned blocks into an aligned buffer.
+        let (opened, align) = match (from, backing) {
+            (ReadFrom::Cache, _) => (
+                open_beneath(self.dirfd.as_raw_fd(), path, libc::O_RDONLY, 0),
+                1,
+            ),
+            (ReadFrom::Storage, Some(file)) => (
+                std::fs::File::open(&file).map(OwnedFd::from).map_err(|e| {
+                    nix::errno::Errno::from_raw(e.raw_os_error().unwrap_or(libc::EIO))
+                }),
+                1,
+            ),
+            (ReadFrom::Storage, None) => (
+                open_beneath(
+                    self.dirfd.as_raw_fd(),
+                    path,
+                    libc::O_RDONLY | libc::O_DIRECT,
+                    0,
+                ),
+                self.ps(),
+            ),
+        };
+        let file = match opened {
+            Ok(fd) => std::fs::File::from(fd),
+            Err(e) => return Observation::errno(e as i32),
+        };
+        const CHUNK: usize = 1 << 16;
+        let mut chunk = match AlignedBuf::zeroed(CHUNK, self.ps()) {
+            Ok(c) => c,
+            Err(obs) => return obs,
+        };
         let mut buf = Vec::new();
-        let mut offset = at as u64;
-        let mut chunk = vec![0u8; 65536];
+        let mut offset = at - at % align;
+        let mut skip = (at - offset) as usize;
         loop {
-            let room = match want {
-                Some(w) if buf.len() >= w => break,
-                Some(w) => (w - buf.len()).min(chunk.len()),
-                None => chunk.len(),
-            };
-            match std::os::unix::fs::FileExt::read_at(&file, &mut chunk[..room], offset) {
-                Ok(0) => break,
+            if want.is_some_and(|w| buf.len() >= w) {
+                break;
+            }
+            match std::os::unix::fs::FileExt::read_at(&file, &mut chunk, offset) {
+                Ok(n) if n <= skip => break,
                 Ok(n) => {
-                    buf.extend_from_slice(&chunk[..n]);
+                    let room = want.map_or(usize::MAX, |w| w - buf.len());
+                    let end = n.min(skip + room);
+                    buf.extend_from_slice(&chunk[skip..end]);
                     offset += n as u64;
+                    skip = 0;
                 }
                 Err(e) => return Observation::errno(e.raw_os_error().unwrap_or(libc::EIO)),
             }
