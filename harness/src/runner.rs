@@ -109,7 +109,6 @@ pub fn run_all(
             .clone()
     });
     let root = ScratchRoot::create_layered(base, lower.as_deref())?;
-    live::add_root(root.path.clone());
     let mut env = Environment::probe(&root.path);
     if let Some(fs) = &opts.owned_fs {
         env.target = Some(
@@ -142,7 +141,6 @@ pub fn run_all(
     for i in exclusive {
         record(i, run_one(i, &cases[i], &env, &root, opts));
     }
-    live::remove_root(&root.path);
     drop(root);
     let cases: Vec<CaseReport> = results
         .into_inner()
