@@ -276,8 +276,7 @@ fn parent_and_zombie(pid: i32) -> Option<(i32, bool)> {
 
 /// SIGKILLs every living child of this process, again for the orphans
 /// that come back to us as their parents die, and waits (until `deadline`)
-/// until they are dead. Through pidfds, so a pid that was reaped and
-/// reused meanwhile is never signalled.
+/// until they are dead.
 fn kill_children(deadline: Instant) {
     let me = std::process::id() as i32;
     loop {
@@ -286,56 +285,70 @@ fn kill_children(deadline: Instant) {
             let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
                 continue;
             };
-            if parent_and_zombie(pid) != Some((me, false)) {
-                continue;
-            }
-            // SAFETY: pidfd_open takes a pid and flags.
-            let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
-            if fd < 0 {
-                // No pidfds (before 5.3): the pid, checked a moment ago.
-                // SAFETY: signals our own child.
-                unsafe { libc::kill(pid, libc::SIGKILL) };
-                continue;
-            }
-            // SAFETY: the kernel just gave us this fd.
-            let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
-            // Still our child now that the pidfd holds the process.
-            if parent_and_zombie(pid).is_some_and(|(p, _)| p == me) {
-                // SAFETY: pidfd_send_signal on a pidfd we own.
-                unsafe {
-                    libc::syscall(
-                        libc::SYS_pidfd_send_signal,
-                        std::os::fd::AsRawFd::as_raw_fd(&fd),
-                        libc::SIGKILL,
-                        std::ptr::null::<libc::siginfo_t>(),
-                        0,
-                    )
-                };
-                dying.push(fd);
+            if parent_and_zombie(pid) == Some((me, false)) {
+                dying.extend(kill_if(pid, |p| {
+                    parent_and_zombie(p).is_some_and(|(parent, _)| parent == me)
+                }));
             }
         }
         if dying.is_empty() {
             return;
         }
-        // A pidfd becomes readable when its process has ended.
-        for fd in &dying {
-            loop {
-                let left = deadline.saturating_duration_since(Instant::now());
-                let mut p = libc::pollfd {
-                    fd: std::os::fd::AsRawFd::as_raw_fd(fd),
-                    events: libc::POLLIN,
-                    revents: 0,
-                };
-                // SAFETY: poll on one pollfd we own.
-                let r =
-                    unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as i32) };
-                if !(r < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR) {
-                    break;
-                }
-            }
-        }
+        wait_dead(&dying, deadline);
         if Instant::now() >= deadline {
             return;
+        }
+    }
+}
+
+/// SIGKILLs `pid` if `still` holds for it once a pidfd holds the process,
+/// and returns that pidfd (to wait for its death). Through a pidfd, so a
+/// pid that was reaped and reused meanwhile is never signalled. Without
+/// pidfds (before Linux 5.3), the pid is signalled as it is and None comes back.
+pub(crate) fn kill_if(pid: i32, still: impl Fn(i32) -> bool) -> Option<std::os::fd::OwnedFd> {
+    // SAFETY: pidfd_open takes a pid and flags.
+    let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) } as i32;
+    if fd < 0 {
+        if still(pid) {
+            // SAFETY: signals a process `still` vouched for a moment ago.
+            unsafe { libc::kill(pid, libc::SIGKILL) };
+        }
+        return None;
+    }
+    // SAFETY: the kernel just gave us this fd.
+    let fd = unsafe { <std::os::fd::OwnedFd as std::os::fd::FromRawFd>::from_raw_fd(fd) };
+    if !still(pid) {
+        return None;
+    }
+    // SAFETY: pidfd_send_signal on a pidfd we own.
+    unsafe {
+        libc::syscall(
+            libc::SYS_pidfd_send_signal,
+            std::os::fd::AsRawFd::as_raw_fd(&fd),
+            libc::SIGKILL,
+            std::ptr::null::<libc::siginfo_t>(),
+            0,
+        )
+    };
+    Some(fd)
+}
+
+/// Waits until the processes of `pidfds` have ended (a pidfd becomes
+/// readable then), or until `deadline`.
+pub(crate) fn wait_dead(pidfds: &[std::os::fd::OwnedFd], deadline: Instant) {
+    for fd in pidfds {
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let mut p = libc::pollfd {
+                fd: std::os::fd::AsRawFd::as_raw_fd(fd),
+                events: libc::POLLIN,
+                revents: 0,
+            };
+            // SAFETY: poll on one pollfd we own.
+            let r = unsafe { libc::poll(&mut p, 1, left.as_millis().min(i32::MAX as u128) as i32) };
+            if !(r < 0 && nix::errno::Errno::last() == nix::errno::Errno::EINTR) {
+                break;
+            }
         }
     }
 }
