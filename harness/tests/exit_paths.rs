@@ -1,14 +1,15 @@
 //! Every way a run ends gives back what it took: a run that ends, one
 //! stopped by SIGINT, SIGTERM or SIGHUP, and one that panics (its standard
 //! output closed, as `mmapconf run | head` does) leave no image, crash copy,
-//! loop device, mount or scratch directory, whatever step they were on.
+//! loop device, mount or scratch directory, whatever step they were on; and
+//! what a SIGKILLed one leaves, `mmapconf cleanup` removes.
 //!
 //! The runs are of every crash case on every filesystem the harness can
 //! make on a loop device, so an interruption often falls inside a `crash`
 //! step: a shutdown and remount (ext4, xfs) or an image copy attached to a
 //! new loop device (btrfs, ext2). The moments are spread over the length
 //! of one uninterrupted run, deterministically: the same points every time.
-//! `MMAPCONF_EXIT_POINTS` sets how many (default 16); `MMAPCONF_EXIT_BIN`
+//! `MMAPCONF_EXIT_POINTS` sets how many (default 20, four of each way); `MMAPCONF_EXIT_BIN`
 //! runs another build of the harness (to show the test fails on one).
 
 use std::path::{Path, PathBuf};
@@ -132,23 +133,29 @@ enum End {
     Signal(nix::sys::signal::Signal),
     /// Its standard output closed: the next line it prints panics.
     ClosedStdout,
+    /// SIGKILL: nothing is given back; `mmapconf cleanup` must find it all.
+    Killed,
 }
 
 impl End {
-    const ALL: [End; 4] = [
+    const ALL: [End; 5] = [
         End::Signal(nix::sys::signal::Signal::SIGINT),
         End::Signal(nix::sys::signal::Signal::SIGTERM),
         End::Signal(nix::sys::signal::Signal::SIGHUP),
         End::ClosedStdout,
+        End::Killed,
     ];
 
-    /// The exit status of a run ended this way (a run that ended before
-    /// may also have exited 0).
-    fn code(self) -> i32 {
-        match self {
-            End::Signal(s) => 128 + s as i32,
-            End::ClosedStdout => 128 + libc::SIGPIPE,
-        }
+    /// Whether `status` is that of a run ended this way (or of one that
+    /// ended on its own before).
+    fn ended(self, status: ExitStatus) -> bool {
+        use std::os::unix::process::ExitStatusExt;
+        status.code() == Some(0)
+            || match self {
+                End::Signal(s) => status.code() == Some(128 + s as i32),
+                End::ClosedStdout => status.code() == Some(128 + libc::SIGPIPE),
+                End::Killed => status.signal() == Some(libc::SIGKILL),
+            }
     }
 }
 
@@ -185,6 +192,27 @@ fn finish(child: &mut Child) -> Result<ExitStatus, String> {
     }
 }
 
+/// Waits (at most 30 s) until every process the run left has ended: this
+/// test is their reaper (PR_SET_CHILD_SUBREAPER), so they come back to it.
+/// After SIGKILL they die of PR_SET_PDEATHSIG on their own time, and one
+/// still alive may keep a mount busy or be about to attach a loop device.
+fn reap_orphans() -> Result<(), String> {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        // SAFETY: waitpid on our own children.
+        let r = unsafe { libc::waitpid(-1, std::ptr::null_mut(), libc::WNOHANG | libc::__WALL) };
+        if r < 0 {
+            return Ok(());
+        }
+        if r == 0 {
+            if Instant::now() > deadline {
+                return Err("processes of the run were alive 30 s after it".into());
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+}
+
 /// Removes what a failed point left, so the next points start clean.
 fn clean_up_after(base: &Path) -> String {
     let out = Command::new(harness_bin())
@@ -205,10 +233,12 @@ fn a_run_that_ends_and_one_ended_by_a_signal_or_a_panic_leave_nothing() {
         }
     };
     let cases = crash_cases();
+    // SAFETY: prctl with integer arguments.
+    unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
     let points: usize = std::env::var("MMAPCONF_EXIT_POINTS")
         .ok()
         .and_then(|n| n.parse().ok())
-        .unwrap_or(16)
+        .unwrap_or(20)
         .max(1);
 
     // A run that ends on its own: it passes and leaves nothing; its length
@@ -238,7 +268,7 @@ fn a_run_that_ends_and_one_ended_by_a_signal_or_a_panic_leave_nothing() {
             &cases,
             match end {
                 End::ClosedStdout => Stdio::piped(),
-                End::Signal(_) => Stdio::null(),
+                _ => Stdio::null(),
             },
         );
         let pid = child.id();
@@ -250,16 +280,36 @@ fn a_run_that_ends_and_one_ended_by_a_signal_or_a_panic_leave_nothing() {
                 let _ = nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid as i32), sig);
             }
             End::ClosedStdout => drop(stdout),
+            End::Killed => {
+                let _ = child.kill();
+            }
         }
         let ended = finish(&mut child);
         let log = std::fs::read_to_string(base.path().join("stderr.log")).unwrap_or_default();
         let mut wrong = Vec::new();
         match &ended {
-            Ok(s) if s.code() == Some(0) || s.code() == Some(end.code()) => {}
+            Ok(s) if end.ended(*s) => {}
             Ok(s) => wrong.push(format!("exited with {s}")),
             Err(e) => wrong.push(e.clone()),
         }
-        wrong.extend(held_by(pid, base.path()));
+        if let Err(e) = reap_orphans() {
+            wrong.push(e);
+        }
+        if let End::Killed = end {
+            let removed = clean_up_after(base.path());
+            eprintln!(
+                "SIGKILL at {at:?}: cleanup: {}",
+                removed.trim().replace('\n', "; ")
+            );
+            wrong.extend(held_by(pid, base.path()).into_iter().map(|h| {
+                format!(
+                    "{h} (after cleanup: {})",
+                    removed.trim().replace('\n', "; ")
+                )
+            }));
+        } else {
+            wrong.extend(held_by(pid, base.path()));
+        }
         if !wrong.is_empty() {
             let removed = clean_up_after(base.path());
             failures.push(format!(
@@ -271,7 +321,8 @@ fn a_run_that_ends_and_one_ended_by_a_signal_or_a_panic_leave_nothing() {
     }
     assert!(
         failures.is_empty(),
-        "{} of {points} interrupted runs (over {span:?}) did not give everything back:\n{}",
+        "{} of {points} interrupted runs (over {span:?}) did not give everything back \
+         (or cleanup did not find it after SIGKILL):\n{}",
         failures.len(),
         failures.join("\n")
     );
