@@ -177,7 +177,12 @@ pub fn interrupted() -> bool {
 pub fn become_subreaper() {
     // SAFETY: prctl with integer arguments.
     unsafe { libc::prctl(libc::PR_SET_CHILD_SUBREAPER, 1) };
-    SUBREAPER.store(true, std::sync::atomic::Ordering::SeqCst);
+    // Children this process had before (a shell's background job that
+    // `exec mmapconf` kept) are not the harness's to kill at teardown.
+    let mut inherited = INHERITED.lock().unwrap_or_else(|e| e.into_inner());
+    if !SUBREAPER.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        *inherited = living_children();
+    }
 }
 
 /// Reaps every process of a (killed) group that is our child.
@@ -262,8 +267,24 @@ pub fn kill_everything() {
 }
 
 /// Set once this process made itself the reaper of its descendants: then
-/// every child it has is a worker or a program of the harness.
+/// every child it has from then on is a worker or a program of the harness
+/// (or an orphan of one).
 static SUBREAPER: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// The children this process had when it became a subreaper.
+static INHERITED: Mutex<Vec<i32>> = Mutex::new(Vec::new());
+
+/// This process's children that are not zombies.
+fn living_children() -> Vec<i32> {
+    let me = std::process::id() as i32;
+    std::fs::read_dir("/proc")
+        .into_iter()
+        .flatten()
+        .flatten()
+        .filter_map(|e| e.file_name().to_string_lossy().parse::<i32>().ok())
+        .filter(|&pid| parent_and_zombie(pid) == Some((me, false)))
+        .collect()
+}
 
 /// The parent of `pid` and whether it is a zombie, from /proc.
 fn parent_and_zombie(pid: i32) -> Option<(i32, bool)> {
@@ -279,13 +300,11 @@ fn parent_and_zombie(pid: i32) -> Option<(i32, bool)> {
 /// until they are dead.
 fn kill_children(deadline: Instant) {
     let me = std::process::id() as i32;
+    let inherited = INHERITED.lock().unwrap_or_else(|e| e.into_inner()).clone();
     loop {
         let mut dying = Vec::new();
-        for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-            let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-                continue;
-            };
-            if parent_and_zombie(pid) == Some((me, false)) {
+        for pid in living_children() {
+            if !inherited.contains(&pid) {
                 dying.extend(kill_if(pid, |p| {
                     parent_and_zombie(p).is_some_and(|(parent, _)| parent == me)
                 }));
