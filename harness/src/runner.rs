@@ -119,7 +119,6 @@ pub fn run_all(
             .clone()
     });
     let root = ScratchRoot::create_layered(base, lower.as_deref())?;
-    live::add_root(root.path.clone());
     let env = match &opts.owned_fs {
         Some(fs) => Environment::of_run(
             &root.path,
@@ -149,7 +148,6 @@ pub fn run_all(
     for i in exclusive {
         record(i, run_one(i, &cases[i], &env, &root, opts));
     }
-    live::remove_root(&root.path);
     drop(root);
     let cases: Vec<CaseReport> = results
         .into_inner()

@@ -611,8 +611,10 @@ fn run_on(
     outputs.finish(&report, path, written)
 }
 
-/// SIGINT and SIGTERM end the run cleanly: every case's processes are
-/// killed and the scratch directories removed before the harness exits.
+/// SIGINT, SIGTERM and SIGHUP (a closed terminal) end the run cleanly:
+/// every case's processes and helper programs are killed, and the scratch
+/// directories, mounts, loop devices and images (crash copies included)
+/// removed before the harness exits with 128 + the signal.
 pub(crate) fn handle_interrupts() {
     use nix::sys::signal::{SigSet, SigmaskHow, Signal};
     let mut set = SigSet::empty();

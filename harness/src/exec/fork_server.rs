@@ -76,6 +76,11 @@ static SERVER_PIDFD: AtomicI32 = AtomicI32::new(0);
 /// The server, started on first use from `exe` (the harness binary; the
 /// running executable when not given).
 fn server(exe: Option<&Path>) -> Result<MutexGuard<'static, Result<Server, String>>, String> {
+    // Teardown may have begun before any server was started: never start
+    // one then, or its workers would outlive the teardown's look.
+    if super::live::stopping() {
+        return Err("the harness is stopping".to_string());
+    }
     let server = SERVER.get_or_init(|| {
         let exe = match exe {
             Some(e) => Ok(e.to_path_buf()),

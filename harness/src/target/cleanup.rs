@@ -1,7 +1,8 @@
 //! `mmapconf cleanup`: removes what a run that was SIGKILLed left behind.
 //! Its resources carry our names (`mmapconf-run-`, `mmapconf-mnt-`,
 //! `mmapconf-ovl-`, `mmapconf-img-`) and the pid of the run that made them;
-//! only those whose run is no longer alive are touched.
+//! only those whose run is no longer alive are touched. A crash copy
+//! (`mmapconf-img-<pid>-<target>.crash.img`) is one of its images.
 
 use std::path::{Path, PathBuf};
 
@@ -86,12 +87,20 @@ fn orphaned_workers() -> Vec<(i32, std::os::fd::OwnedFd)> {
 /// What was removed, one line each.
 pub fn cleanup(bases: &[PathBuf]) -> Vec<String> {
     let mut done = Vec::new();
-    // 1. Workers whose run is gone.
+    // 1. Workers whose run is gone, dead before the mounts they may keep
+    // busy are looked at (else an unmount is lazy, and the loop device
+    // under it stays until they die).
+    let mut dying = Vec::new();
     for (pid, pidfd) in orphaned_workers() {
         if crate::exec::pidfd::send_signal(&pidfd, libc::SIGKILL).is_ok() {
             done.push(format!("killed worker {pid}"));
+            dying.push(pidfd);
         }
     }
+    crate::exec::live::wait_dead(
+        &dying,
+        std::time::Instant::now() + std::time::Duration::from_secs(10),
+    );
     // 2. Mounts, innermost (longest) first.
     let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()
@@ -107,22 +116,12 @@ pub fn cleanup(bases: &[PathBuf]) -> Vec<String> {
             done.push(format!("unmounted {}", m.display()));
         }
     }
-    // 3. Loop devices backed by our images.
-    if let Ok(out) = std::process::Command::new("losetup")
-        .args(["--list", "--noheadings", "--output", "NAME,BACK-FILE"])
-        .output()
-    {
-        for line in String::from_utf8_lossy(&out.stdout).lines() {
-            let mut parts = line.split_whitespace();
-            let (Some(dev), Some(back)) = (parts.next(), parts.next()) else {
-                continue;
-            };
-            if orphaned(Path::new(back)) {
-                let _ = std::process::Command::new("losetup")
-                    .args(["-d", dev])
-                    .output();
-                done.push(format!("detached {dev} ({back})"));
-            }
+    // 3. Loop devices backed by our images, removed ones (" (deleted)")
+    // and crash copies included. From sysfs: no losetup needed, and a path
+    // with spaces stays whole.
+    for (dev, back) in super::fs::loop_devices() {
+        if orphaned(&back) && super::fs::detach_loop_if(&dev, orphaned) {
+            done.push(format!("detached /dev/{dev} ({})", back.display()));
         }
     }
     // 4. Scratch directories, images and mount points.

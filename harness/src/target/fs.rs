@@ -83,18 +83,22 @@ pub struct OwnedFs {
     pub config: TargetConfig,
     /// Where cases run.
     pub mount_point: PathBuf,
-    /// The backing image and its loop device (not for tmpfs/overlay).
+    /// The backing image and its loop device (not for tmpfs/overlay). A
+    /// device given to `mount_device` has no image: teardown unmounts it
+    /// and leaves the device alone (loop devices go by their image).
     image: Option<PathBuf>,
     loop_dev: Option<String>,
     /// For overlay: the tmpfs holding lower/upper/work, and the lower dir.
     overlay_base: Option<PathBuf>,
     pub lower_dir: Option<PathBuf>,
-    /// The block device was given (`mount_device`), not made: teardown
-    /// unmounts it and leaves the device alone.
-    given_device: bool,
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
+    // After teardown has begun a program could only make what it has
+    // already looked at (a mount, a loop device).
+    if live::stopping() {
+        return Err("the harness is stopping".to_string());
+    }
     let shown = format!("{cmd:?}").replace('"', "");
     let out = crate::exec::fork_server::output(cmd).map_err(|e| format!("{shown}: {e}"))?;
     if out.status.success() {
@@ -204,10 +208,9 @@ impl OwnedFs {
         if let Some(why) = unavailable(config) {
             return Err(why);
         }
+        let _making = live::creating()?;
         let tag = format!("{}-{}", std::process::id(), config.name);
         let mount_point = base.join(format!("mmapconf-mnt-{tag}"));
-        std::fs::create_dir_all(&mount_point)
-            .map_err(|e| format!("{}: {e}", mount_point.display()))?;
         let mut fs = OwnedFs {
             config: config.clone(),
             mount_point,
@@ -215,21 +218,20 @@ impl OwnedFs {
             loop_dev: None,
             overlay_base: None,
             lower_dir: None,
-            given_device: false,
         };
-        live::add_fs(fs.resources());
-        let made = match config.fs.as_str() {
-            "tmpfs" => fs.mount_tmpfs(&fs.mount_point.clone()),
-            "overlay" => fs.make_overlay(base, &tag),
-            _ => fs.make_block_fs(base, &tag),
-        };
+        // Each name is registered before it is made (see exec::live).
+        live::set_fs(fs.resources());
+        let made = std::fs::create_dir_all(&fs.mount_point)
+            .map_err(|e| format!("{}: {e}", fs.mount_point.display()))
+            .and_then(|()| match config.fs.as_str() {
+                "tmpfs" => fs.mount_tmpfs(&fs.mount_point.clone()),
+                "overlay" => fs.make_overlay(base, &tag),
+                _ => fs.make_block_fs(base, &tag),
+            });
         if let Err(e) = made {
-            live::remove_fs(&fs.mount_point);
             fs.destroy();
             return Err(e);
         }
-        live::remove_fs(&fs.mount_point);
-        live::add_fs(fs.resources());
         Ok(fs)
     }
 
@@ -242,8 +244,7 @@ impl OwnedFs {
         device: &str,
         mount_point: &Path,
     ) -> Result<OwnedFs, String> {
-        std::fs::create_dir_all(mount_point)
-            .map_err(|e| format!("{}: {e}", mount_point.display()))?;
+        let _making = live::creating()?;
         let fs = OwnedFs {
             config: config.clone(),
             mount_point: mount_point.to_path_buf(),
@@ -251,10 +252,12 @@ impl OwnedFs {
             loop_dev: Some(device.to_string()),
             overlay_base: None,
             lower_dir: None,
-            given_device: true,
         };
-        live::add_fs(fs.resources());
-        if let Err(e) = fs.mount_block() {
+        live::set_fs(fs.resources());
+        let mounted = std::fs::create_dir_all(mount_point)
+            .map_err(|e| format!("{}: {e}", mount_point.display()))
+            .and_then(|()| fs.mount_block());
+        if let Err(e) = mounted {
             live::remove_fs(&fs.mount_point);
             let _ = std::fs::remove_dir(&fs.mount_point);
             return Err(e);
@@ -266,7 +269,7 @@ impl OwnedFs {
     pub fn made(&self) -> crate::target::capability::Made {
         crate::target::capability::Made {
             // Data outlive an unmount and a crash on a block device, not in memory.
-            persistent: self.loop_dev.is_some() || self.given_device,
+            persistent: self.loop_dev.is_some(),
             can_crash: self.config.fs != "overlay",
             has_backing_files: self.backing_dir().is_some(),
         }
@@ -279,14 +282,19 @@ impl OwnedFs {
         None
     }
 
+    /// What teardown removes: the mounts, and the image with the name its
+    /// crash copy will have (a given device has no image: it is left alone).
     fn resources(&self) -> live::FsResources {
         live::FsResources {
             mounts: [Some(self.mount_point.clone()), self.overlay_base.clone()]
                 .into_iter()
                 .flatten()
                 .collect(),
-            loop_dev: self.loop_dev.clone().filter(|_| !self.given_device),
-            image: self.image.clone(),
+            images: self
+                .image
+                .iter()
+                .flat_map(|i| [i.clone(), crash_copy_of(i)])
+                .collect(),
         }
     }
 
@@ -306,8 +314,9 @@ impl OwnedFs {
         // lower, upper and work on one scratch tmpfs, so a case's files can
         // be put in the lower layer and copied up by a write.
         let ovl = base.join(format!("mmapconf-ovl-{tag}"));
-        std::fs::create_dir_all(&ovl).map_err(|e| format!("{}: {e}", ovl.display()))?;
         self.overlay_base = Some(ovl.clone());
+        live::set_fs(self.resources());
+        std::fs::create_dir_all(&ovl).map_err(|e| format!("{}: {e}", ovl.display()))?;
         run(Command::new("mount")
             .args(["-t", "tmpfs", "-o", "size=128m", "mmapconf"])
             .arg(&ovl))?;
@@ -343,11 +352,12 @@ impl OwnedFs {
             .unwrap_or_else(|| default_size_mib(&self.config.fs))
             * 1024
             * 1024;
+        self.image = Some(image.clone());
+        live::set_fs(self.resources());
         let f = std::fs::File::create(&image).map_err(|e| format!("{}: {e}", image.display()))?;
         f.set_len(size)
             .map_err(|e| format!("{}: {e}", image.display()))?;
         drop(f);
-        self.image = Some(image.clone());
         let dev = self.attach(&image)?;
         run(Command::new(format!("mkfs.{}", self.config.fs))
             .args(mkfs_args(&self.config))
@@ -355,7 +365,8 @@ impl OwnedFs {
         self.mount_block()
     }
 
-    /// Attaches `image` to a free loop device, recorded for teardown.
+    /// Attaches `image` to a free loop device. (Teardown finds it by its
+    /// backing file, which is registered.)
     fn attach(&mut self, image: &Path) -> Result<String, String> {
         // Targets are made at once; two losetup --find may pick the same free device.
         static ATTACHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
@@ -366,8 +377,6 @@ impl OwnedFs {
                 .arg(image))?
         };
         self.loop_dev = Some(dev.clone());
-        live::remove_fs(&self.mount_point);
-        live::add_fs(self.resources());
         Ok(dev)
     }
 
@@ -407,6 +416,7 @@ impl OwnedFs {
     /// With `read_only`, it is mounted again read-only; the next remount
     /// (or the end of the case) makes it writable again.
     pub fn remount(&self, read_only: bool) -> Result<(), nix::errno::Errno> {
+        let _making = live::creating().map_err(|_| nix::errno::Errno::EINTR)?;
         unmount(&self.mount_point)?;
         self.mount_again().map_err(|e| {
             eprintln!("mmapconf: remount of {}: {e}", self.mount_point.display());
@@ -447,6 +457,8 @@ impl OwnedFs {
     /// recovered from its journal. The caller has killed every process
     /// using it (a power cut does that too).
     pub fn crash(&mut self) -> Result<CrashMethod, String> {
+        // It makes a crash copy, a loop device and a mount.
+        let _making = live::creating()?;
         match self.config.fs.as_str() {
             "tmpfs" => {
                 unmount(&self.mount_point).map_err(|e| format!("unmount: {e}"))?;
@@ -477,7 +489,8 @@ impl OwnedFs {
     /// then mounts the copy where the original was.
     fn crash_by_image_copy(&mut self) -> Result<(), String> {
         let image = self.image.clone().ok_or("no image")?;
-        let copy = image.with_extension("crash.img");
+        // Registered with the image (see `resources`).
+        let copy = crash_copy_of(&image);
         // Reflink where the host filesystem can, else a sparse copy.
         run(Command::new("cp")
             .args(["--sparse=always", "--reflink=auto"])
@@ -506,21 +519,14 @@ impl OwnedFs {
         self.mount_block()
     }
 
-    /// Unmounts and removes everything this filesystem used.
+    /// Unmounts and removes everything this filesystem used, as teardown
+    /// would: a crash copy left by a failed crash step included.
     pub fn destroy(&mut self) {
-        let _ = detach_mount(&self.mount_point);
-        let _ = std::fs::remove_dir(&self.mount_point);
-        if let Some(ovl) = self.overlay_base.take() {
-            let _ = detach_mount(&ovl);
-            let _ = std::fs::remove_dir(&ovl);
-        }
-        if let Some(dev) = self.loop_dev.take().filter(|_| !self.given_device) {
-            let _ = run(Command::new("losetup").args(["-d", &dev]));
-        }
-        if let Some(img) = self.image.take() {
-            let _ = std::fs::remove_file(img);
-        }
+        live::release_fs(&self.resources());
         live::remove_fs(&self.mount_point);
+        self.overlay_base = None;
+        self.loop_dev = None;
+        self.image = None;
     }
 }
 
@@ -528,6 +534,11 @@ impl Drop for OwnedFs {
     fn drop(&mut self) {
         self.destroy();
     }
+}
+
+/// Where the crash copy of `image` is made before it takes the image's place.
+fn crash_copy_of(image: &Path) -> PathBuf {
+    image.with_extension("crash.img")
 }
 
 /// FS_IOC_SHUTDOWN with FSOP_GOING_FLAGS_NOLOGFLUSH: the filesystem stops
@@ -569,5 +580,87 @@ pub fn detach_mount(at: &Path) -> Result<(), String> {
         Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => Ok(()),
         Err(_) => nix::mount::umount2(at, nix::mount::MntFlags::MNT_DETACH)
             .map_err(|e| format!("umount {}: {e}", at.display())),
+    }
+}
+
+/// Removes a mount point once nothing is mounted there. One of the
+/// harness's own names (`mmapconf-mnt-...`) goes with what is in it:
+/// something made there while it was not mounted. Not if it is still a
+/// mount point (its filesystem is not ours to empty), and never a mount
+/// point someone gave (`power-cut --mount`).
+pub fn remove_mount_point(at: &Path) {
+    let ours = at
+        .file_name()
+        .is_some_and(|n| n.to_string_lossy().starts_with("mmapconf-"));
+    match std::fs::remove_dir(at) {
+        Err(e) if ours && e.raw_os_error() == Some(libc::ENOTEMPTY) => {
+            let dev =
+                |p: &Path| std::fs::metadata(p).map(|m| std::os::unix::fs::MetadataExt::dev(&m));
+            let parent = at.parent().unwrap_or(Path::new("/"));
+            if dev(at).is_ok() && dev(at).ok() == dev(parent).ok() {
+                let _ = std::fs::remove_dir_all(at);
+            }
+        }
+        _ => {}
+    }
+}
+
+/// The loop devices that are attached, each with its backing file (as the
+/// kernel names it now, without the " (deleted)" of a removed file).
+pub fn loop_devices() -> Vec<(String, PathBuf)> {
+    let mut found = Vec::new();
+    for entry in std::fs::read_dir("/sys/block")
+        .into_iter()
+        .flatten()
+        .flatten()
+    {
+        let name = entry.file_name().to_string_lossy().into_owned();
+        if !name.starts_with("loop") {
+            continue;
+        }
+        if let Some(back) = backing_file(&name) {
+            found.push((name, back));
+        }
+    }
+    found
+}
+
+fn backing_file(loop_name: &str) -> Option<PathBuf> {
+    let text = std::fs::read_to_string(format!("/sys/block/{loop_name}/loop/backing_file")).ok()?;
+    let text = text.strip_suffix('\n').unwrap_or(&text);
+    Some(PathBuf::from(
+        text.strip_suffix(" (deleted)").unwrap_or(text),
+    ))
+}
+
+/// Detaches the loop device `loop_name` (`loop3`) if its backing file is
+/// one `ours` accepts, as `losetup -d` does (LOOP_CLR_FD), but without
+/// starting a program (teardown runs after the fork server is gone). The
+/// backing file is checked with the device open: from then on it cannot be
+/// detached and attached to another file, so someone else's device is never
+/// taken. A device still in use is detached when its last user closes it.
+pub fn detach_loop_if(loop_name: &str, ours: impl Fn(&Path) -> bool) -> bool {
+    const LOOP_CLR_FD: libc::c_ulong = 0x4C01;
+    let Ok(dev) = std::fs::File::open(format!("/dev/{loop_name}")) else {
+        return false;
+    };
+    if !backing_file(loop_name).is_some_and(|b| ours(&b)) {
+        return false;
+    }
+    // SAFETY: LOOP_CLR_FD takes no argument.
+    let rc = unsafe { libc::ioctl(std::os::fd::AsRawFd::as_raw_fd(&dev), LOOP_CLR_FD, 0) };
+    rc == 0
+}
+
+/// Detaches every loop device backed by one of `images`.
+pub fn detach_loops_backed_by(images: &[PathBuf]) {
+    if images.is_empty() {
+        return;
+    }
+    let ours = |b: &Path| images.iter().any(|i| i == b);
+    for (name, back) in loop_devices() {
+        if ours(&back) {
+            detach_loop_if(&name, ours);
+        }
     }
 }

@@ -254,6 +254,9 @@ impl ScratchRoot {
             path,
             lower: lower.map(|l| (base.to_path_buf(), l.to_path_buf())),
         };
+        // Registered before it is made, so an interrupt removes it (exec::live).
+        let _making = crate::exec::live::creating().map_err(std::io::Error::other)?;
+        crate::exec::live::add_root(root.path.clone());
         std::fs::create_dir_all(root.physical(&root.path))?;
         Ok(root)
     }
@@ -272,6 +275,9 @@ impl ScratchRoot {
     /// A fresh directory for one case.
     pub fn case_dir(&self, index: usize, id: &str) -> std::io::Result<PathBuf> {
         let dir = self.path.join(format!("{index:04}-{}", case_dir_name(id)));
+        // Not once teardown has begun: made under an unmounted scratch
+        // filesystem's mount point, it would outlive the run.
+        let _making = crate::exec::live::creating().map_err(std::io::Error::other)?;
         // The root itself may be gone: a crash on tmpfs keeps nothing.
         std::fs::create_dir_all(self.physical(&self.path))?;
         std::fs::create_dir(self.physical(&dir))?;
@@ -296,6 +302,7 @@ pub fn case_dir_name(id: &str) -> String {
 impl Drop for ScratchRoot {
     fn drop(&mut self) {
         let _ = std::fs::remove_dir_all(&self.path);
+        crate::exec::live::remove_root(&self.path);
     }
 }
 

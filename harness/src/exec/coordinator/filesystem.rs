@@ -11,6 +11,15 @@ use std::os::fd::{AsRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::time::Instant;
 
+/// Makes the case's directory again after its filesystem lost it; not
+/// once teardown has begun, when the filesystem may be unmounted already
+/// and the directory would be made under its mount point, to outlive the run.
+fn make_case_dir(dir: &std::path::Path) {
+    if let Ok(_making) = crate::exec::live::creating() {
+        let _ = std::fs::create_dir_all(dir);
+    }
+}
+
 impl Run<'_> {
     /// Writes back the case's filesystem (syncfs: not every filesystem of
     /// the machine, which sync(2) would wait for), then drops clean caches.
@@ -105,7 +114,7 @@ impl Run<'_> {
         if result.is_ok() && !self.dir.exists() && !read_only {
             // tmpfs keeps nothing across an unmount, not even the case's
             // directory; the harness needs one to go on.
-            let _ = std::fs::create_dir_all(&self.dir);
+            make_case_dir(&self.dir);
         }
         self.reopen_dir()?;
         Ok(match result {
@@ -143,7 +152,7 @@ impl Run<'_> {
         if method == crate::target::fs::CrashMethod::Lost {
             // Nothing survived, not even the case's directory: the harness
             // needs one to go on, empty, as after a reboot.
-            let _ = std::fs::create_dir_all(&self.dir);
+            make_case_dir(&self.dir);
         }
         self.reopen_dir()?;
         let mut obs = Observation::ok();
