@@ -87,6 +87,7 @@ pub fn cleanup(bases: &[PathBuf]) -> Vec<String> {
         unsafe { libc::kill(pid, libc::SIGKILL) };
         done.push(format!("killed worker {pid}"));
     }
+    done.extend(super::fuse::orphans(bases));
     // 2. Mounts, innermost (longest) first.
     let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()

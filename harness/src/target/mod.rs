@@ -3,6 +3,7 @@
 
 pub mod cleanup;
 pub mod fs;
+pub mod fuse;
 pub mod probe;
 
 use crate::names::KernelVersion;
