@@ -162,6 +162,17 @@ fn exercise(mode: FuseMode) {
     assert_eq!(got, [&[first][..], b"eforeafter"].concat());
     drop(g);
 
+    // A file written, closed and deleted: the kernel may still ask about
+    // it (the writeback cache flushes its times at syncfs), and syncfs
+    // must not fail because it is gone.
+    std::fs::write(mp.join("w"), b"w").unwrap();
+    std::fs::remove_file(mp.join("w")).unwrap();
+    let dir = std::fs::File::open(&mp).unwrap();
+    // SAFETY: syncfs on an open descriptor.
+    let synced = unsafe { libc::syncfs(dir.as_raw_fd()) };
+    assert_eq!(synced, 0, "{mode}: syncfs: errno {}", errno());
+    drop(dir);
+
     // Directories and rename.
     std::fs::create_dir(mp.join("d")).unwrap();
     std::fs::rename(mp.join("f"), mp.join("d/h")).unwrap();

@@ -682,6 +682,8 @@ impl Filesystem for Server {
                 .write(true)
                 .create(true)
                 .create_new(flags & libc::O_EXCL != 0)
+                // The file may have appeared since the kernel's lookup.
+                .truncate(flags & libc::O_TRUNC != 0)
                 .mode(mode & !umask & 0o7777)
                 .custom_flags(libc::O_NOFOLLOW)
                 .open(&path)
