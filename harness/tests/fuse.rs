@@ -162,6 +162,45 @@ fn exercise(mode: FuseMode) {
     assert_eq!(got, [&[first][..], b"eforeafter"].concat());
     drop(g);
 
+    // A hole punched through the mount is a hole in the storage, and
+    // SEEK_HOLE/SEEK_DATA through the mount (FUSE_LSEEK) find it.
+    let h = OpenOptions::new()
+        .read(true)
+        .write(true)
+        .create_new(true)
+        .open(mp.join("holes"))
+        .unwrap();
+    h.write_all_at(&vec![7u8; 3 * page], 0).unwrap();
+    // With the writeback cache the bytes may still be only in the page
+    // cache, and the kernel's FUSE_LSEEK does not write them back first
+    // (6.18: SEEK_HOLE at 0 then answers 0 over cached data): this checks
+    // the server, so the data goes to it first.
+    h.sync_all().unwrap();
+    let punch = libc::FALLOC_FL_PUNCH_HOLE | libc::FALLOC_FL_KEEP_SIZE;
+    // SAFETY: fallocate and lseek on an open descriptor.
+    unsafe {
+        assert_eq!(
+            libc::fallocate(h.as_raw_fd(), punch, page as i64, page as i64),
+            0
+        );
+        assert_eq!(libc::lseek(h.as_raw_fd(), 0, libc::SEEK_HOLE), page as i64);
+        assert_eq!(
+            libc::lseek(h.as_raw_fd(), page as i64, libc::SEEK_DATA),
+            2 * page as i64
+        );
+    }
+    let stored = std::fs::read(m.backing_path("holes")).unwrap();
+    assert_eq!(stored.len(), 3 * page);
+    assert!(stored[page..2 * page].iter().all(|b| *b == 0));
+    assert!(stored[2 * page..].iter().all(|b| *b == 7));
+    let mut middle = vec![1u8; page];
+    h.read_exact_at(&mut middle, page as u64).unwrap();
+    assert!(
+        middle.iter().all(|b| *b == 0),
+        "{mode}: the punched range reads back"
+    );
+    drop(h);
+
     // A file written, closed and deleted: the kernel may still ask about
     // it (the writeback cache flushes its times at syncfs), and syncfs
     // must not fail because it is gone.
