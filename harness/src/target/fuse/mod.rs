@@ -149,6 +149,9 @@ impl FuseMount {
         if let Some(why) = unavailable() {
             return Err(why);
         }
+        // Absolute, as mountinfo shows it (and `orphans` compares it).
+        let base_dir =
+            &std::fs::canonicalize(base_dir).map_err(|e| format!("{}: {e}", base_dir.display()))?;
         let tag = unique_tag(mode);
         let mut mount = FuseMount {
             mode,
@@ -437,11 +440,18 @@ fn orphaned(path: &Path) -> bool {
 }
 
 /// For `mmapconf cleanup`: what runs that are no longer alive left of
-/// FUSE targets in `bases` (and their /dev/shm): servers still running
-/// (killed), mounts (unmounted, lazily if busy: nobody can use a dead
-/// run's mount), mount points and backing directories (removed). One line
-/// for each thing done.
+/// FUSE targets in the directories `bases` (cleanup's include /dev/shm,
+/// where backing directories go): servers still running (killed), mounts
+/// (unmounted, lazily if busy: nobody can use a dead run's mount), mount
+/// points and backing directories (removed). Only what lies in `bases` is
+/// touched. One line for each thing done.
 pub fn orphans(bases: &[PathBuf]) -> Vec<String> {
+    // Mount points in mountinfo and in a server's arguments are absolute.
+    let bases: Vec<PathBuf> = bases
+        .iter()
+        .map(|b| std::fs::canonicalize(b).unwrap_or_else(|_| b.clone()))
+        .collect();
+    let ours = |p: &Path| orphaned(p) && p.parent().is_some_and(|d| bases.contains(&d.into()));
     let mut done = Vec::new();
     // 1. Servers: their last argument is the mount point, named for the run.
     for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
@@ -455,7 +465,7 @@ pub fn orphans(bases: &[PathBuf]) -> Vec<String> {
             .collect();
         let is_server = args.get(1).map(String::as_str) == Some(SERVER_COMMAND);
         let mount_point = args.iter().rev().find(|a| !a.is_empty());
-        if is_server && mount_point.is_some_and(|m| orphaned(Path::new(m))) {
+        if is_server && mount_point.is_some_and(|m| ours(Path::new(m))) {
             // SAFETY: kills a leftover server of a dead run.
             unsafe { libc::kill(pid, libc::SIGKILL) };
             done.push(format!("killed FUSE server {pid}"));
@@ -467,7 +477,7 @@ pub fn orphans(bases: &[PathBuf]) -> Vec<String> {
         .lines()
         .filter_map(super::parse_mountinfo_line)
         .map(|m| PathBuf::from(m.mount_point))
-        .filter(|p| orphaned(p))
+        .filter(|p| ours(p))
         .collect();
     for m in mounts {
         if super::fs::detach_mount(&m).is_ok() {
@@ -475,16 +485,10 @@ pub fn orphans(bases: &[PathBuf]) -> Vec<String> {
         }
     }
     // 3. Mount points (empty once unmounted) and backing directories.
-    let mut dirs: Vec<PathBuf> = bases
-        .iter()
-        .flat_map(|b| [b.clone(), super::fs::image_dir(b)])
-        .collect();
-    dirs.sort();
-    dirs.dedup();
-    for dir in dirs {
-        for entry in std::fs::read_dir(&dir).into_iter().flatten().flatten() {
+    for dir in &bases {
+        for entry in std::fs::read_dir(dir).into_iter().flatten().flatten() {
             let path = entry.path();
-            if !orphaned(&path) {
+            if !ours(&path) {
                 continue;
             }
             let name = entry.file_name().to_string_lossy().into_owned();
