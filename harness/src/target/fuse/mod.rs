@@ -227,8 +227,10 @@ impl FuseMount {
     /// the FUSE file.
     pub fn backing_path(&self, rel: impl AsRef<Path>) -> PathBuf {
         let rel = rel.as_ref();
-        self.backing_dir
-            .join(rel.strip_prefix(&self.mount_point).unwrap_or(rel))
+        let rel = rel.strip_prefix(&self.mount_point).unwrap_or(rel);
+        // Never outside the storage: an absolute path is taken as
+        // relative to the mount's root.
+        self.backing_dir.join(rel.strip_prefix("/").unwrap_or(rel))
     }
 
     /// The server's pid while it runs.
@@ -245,8 +247,11 @@ impl FuseMount {
         if self.server.is_some() || is_mounted(&self.mount_point) {
             match super::fs::unmount(&self.mount_point) {
                 Ok(()) => {
-                    // It reads ENODEV from /dev/fuse and ends on its own.
-                    self.wait_server(STOP_DEADLINE);
+                    // It reads ENODEV from /dev/fuse and ends on its own;
+                    // anything else is worth saying (its stderr said why).
+                    if let Err(why) = self.wait_server(STOP_DEADLINE) {
+                        result = Err(format!("the server {why}"));
+                    }
                 }
                 Err(nix::errno::Errno::EINVAL) | Err(nix::errno::Errno::ENOENT) => {}
                 Err(e) => {
@@ -282,11 +287,23 @@ impl FuseMount {
         result
     }
 
-    /// Waits up to `deadline` for the server to end by itself; reaps it if so.
-    fn wait_server(&mut self, deadline: Duration) {
-        let Some(pid) = self.server else { return };
-        if wait_exit(pid, deadline) {
-            self.server = None;
+    /// Waits up to `deadline` for the server to end by itself and reaps
+    /// it: Ok if it ended with status 0, else what happened.
+    fn wait_server(&mut self, deadline: Duration) -> Result<(), String> {
+        let Some(pid) = self.server else {
+            return Ok(());
+        };
+        let status = wait_exit(pid, deadline).ok_or_else(|| {
+            format!(
+                "did not end within {} s of the unmount (killed)",
+                deadline.as_secs()
+            )
+        })?;
+        self.server = None;
+        if libc::WIFEXITED(status) && libc::WEXITSTATUS(status) == 0 {
+            Ok(())
+        } else {
+            Err(format!("ended with wait status {status:#x}"))
         }
     }
 
@@ -375,9 +392,10 @@ fn wait_ready(stdout: &OwnedFd, deadline: Duration) -> Result<(), String> {
     }
 }
 
-/// Waits up to `deadline` for our child `pid` to end, and reaps it;
-/// whether it did. A pidfd makes the wait a poll(2), not a sleep loop.
-fn wait_exit(pid: i32, deadline: Duration) -> bool {
+/// Waits up to `deadline` for our child `pid` to end, and reaps it: its
+/// wait status, or None if it still runs. A pidfd makes the wait a
+/// poll(2), not a sleep loop.
+fn wait_exit(pid: i32, deadline: Duration) -> Option<i32> {
     // SAFETY: pidfd_open on our own child; the fd is owned below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd >= 0 {
@@ -397,16 +415,17 @@ fn wait_exit(pid: i32, deadline: Duration) -> bool {
                 continue;
             }
             if r <= 0 {
-                return false;
+                return None;
             }
             break;
         }
     }
     // Readable pidfd (or no pidfd: a blocking wait would risk a hang, so
     // only a finished child is reaped here).
+    let mut status = 0;
     // SAFETY: waitpid on our own child.
-    let r = unsafe { libc::waitpid(pid, std::ptr::null_mut(), libc::WNOHANG) };
-    r == pid
+    let r = unsafe { libc::waitpid(pid, &mut status, libc::WNOHANG) };
+    (r == pid).then_some(status)
 }
 
 /// Copies the server's stderr to ours, each line prefixed, until it ends.
@@ -518,6 +537,21 @@ mod tests {
                 Ok(m)
             );
         }
+    }
+
+    #[test]
+    fn backing_paths_stay_in_the_storage() {
+        let m = FuseMount {
+            mode: FuseMode::Default,
+            mount_point: "/nonexistent/mnt".into(),
+            backing_dir: "/nonexistent/bk".into(),
+            server: None,
+            stderr: None,
+        };
+        let want = Path::new("/nonexistent/bk/d/f");
+        assert_eq!(m.backing_path("d/f"), want);
+        assert_eq!(m.backing_path("/nonexistent/mnt/d/f"), want);
+        assert_eq!(m.backing_path("/d/f"), want);
     }
 
     #[test]
