@@ -71,6 +71,20 @@ fn store_sync_unmap(p: *mut u8, len: usize, at: usize, bytes: &[u8]) {
     }
 }
 
+/// The page frame mapped at `p` (read first, so it is present), from
+/// /proc/self/pagemap (root sees frame numbers).
+fn frame(p: *const u8) -> u64 {
+    // SAFETY: `p` is a mapped, readable address.
+    unsafe { std::ptr::read_volatile(p) };
+    let page = mmapconf::target::page_size();
+    let mut entry = [0u8; 8];
+    std::fs::File::open("/proc/self/pagemap")
+        .unwrap()
+        .read_exact_at(&mut entry, p as u64 / page * 8)
+        .unwrap();
+    u64::from_le_bytes(entry) & ((1 << 55) - 1)
+}
+
 fn mounted(at: &Path) -> bool {
     let at = at.to_string_lossy();
     std::fs::read_to_string("/proc/self/mountinfo")
@@ -113,6 +127,27 @@ fn exercise(mode: FuseMode) {
                 b"mapped",
                 "{mode}: msync did not reach the server"
             );
+            // Passthrough maps the backing file's own page; every other
+            // mode has a page cache of its own for the FUSE file.
+            let b = OpenOptions::new()
+                .read(true)
+                .write(true)
+                .open(m.backing_path("f"))
+                .unwrap();
+            let through = map_shared(f.as_raw_fd(), page).unwrap();
+            let direct = map_shared(b.as_raw_fd(), page).unwrap();
+            let (a, b) = (frame(through), frame(direct));
+            // 0: frame numbers hidden (no CAP_SYS_ADMIN in this namespace).
+            if a != 0 && b != 0 {
+                let same = a == b;
+                assert_eq!(
+                    same,
+                    mode == FuseMode::Passthrough,
+                    "{mode}: same frame as the storage"
+                );
+            }
+            store_sync_unmap(through, page, 0, b"");
+            store_sync_unmap(direct, page, 0, b"");
         }
         // fs/fuse/file.c: FOPEN_DIRECT_IO without FUSE_DIRECT_IO_ALLOW_MMAP.
         (Err(e), true) => assert_eq!(e, libc::ENODEV, "{mode}: shared mmap"),
