@@ -177,6 +177,9 @@ fn exercise(mode: FuseMode) {
     assert!(!mp.join("g").exists());
     assert!(!m.backing_path("g").exists());
     g.write_all_at(b"after", 6).unwrap();
+    // Opened again through /proc (a new FUSE open of a node with no path).
+    let reopened = std::fs::read(format!("/proc/self/fd/{}", g.as_raw_fd())).unwrap();
+    assert_eq!(reopened, b"beforeafter", "{mode}: reopened unlinked file");
     g.set_len(page as u64).unwrap();
     let meta = g.metadata().unwrap();
     assert_eq!(

@@ -29,11 +29,12 @@ use std::sync::{Arc, Mutex, MutexGuard, Weak};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 /// How long the kernel may trust an entry or attributes we returned.
-/// Zero: every stat and every path walk asks the server, which answers
-/// from the backing file, so the kernel never shows a size or time older
-/// than the storage's (with the writeback cache the kernel keeps size and
-/// times of regular files itself anyway). It costs a request per stat,
-/// which the corpus does not notice.
+/// Zero: the kernel takes a zero timeout as already expired, so every
+/// stat and every path walk asks the server, which answers from the
+/// backing file, and the kernel never shows a size or time older than the
+/// storage's (with the writeback cache the kernel keeps size and times of
+/// regular files itself anyway). It costs a request per stat, which the
+/// corpus does not notice.
 const TTL: Duration = Duration::ZERO;
 
 /// Entry point of the subcommand.
@@ -71,7 +72,8 @@ pub fn main(mode: FuseMode, backing: &Path, mount_point: &Path) -> ExitCode {
         // local filesystem does; the server (root) would allow anything.
         MountOption::DefaultPermissions,
     ];
-    // Cases run processes as other users too (allow_other).
+    // Any user's processes may use it, as a local filesystem (allow_other;
+    // fuser would otherwise refuse requests from uids other than ours).
     config.acl = SessionACL::All;
     // Mounts, then answers INIT (where the mode's capabilities are checked).
     let session = match fuser::Session::new(fs, mount_point, &config) {
@@ -212,12 +214,15 @@ fn timespec(t: Option<TimeOrNow>) -> libc::timespec {
 /// write-only, and writes back a shared mapping through any writable one.
 /// Never O_APPEND (writes come with their offset, and pwrite on an
 /// O_APPEND descriptor would ignore it) nor O_DIRECT (the backing file's
-/// caching is not the case's business).
-fn open_backing(path: &Path, flags: i32) -> Result<File, Errno> {
+/// caching is not the case's business). `nofollow` for paths in the
+/// backing directory (a symlink there is never followed out of it), not
+/// for /proc/self/fd links, which are symlinks to follow.
+fn open_backing(path: &Path, flags: i32, nofollow: bool) -> Result<File, Errno> {
+    let custom = if nofollow { libc::O_NOFOLLOW } else { 0 };
     let rw = std::fs::OpenOptions::new()
         .read(true)
         .write(true)
-        .custom_flags(libc::O_NOFOLLOW)
+        .custom_flags(custom)
         .open(path);
     match rw {
         Ok(f) => Ok(f),
@@ -231,7 +236,7 @@ fn open_backing(path: &Path, flags: i32) -> Result<File, Errno> {
             std::fs::OpenOptions::new()
                 .read(acc != libc::O_WRONLY)
                 .write(acc != libc::O_RDONLY)
-                .custom_flags(libc::O_NOFOLLOW)
+                .custom_flags(custom)
                 .open(path)
                 .map_err(errno)
         }
@@ -634,16 +639,16 @@ impl Filesystem for Server {
     fn open(&self, _req: &Request, ino: INodeNo, flags: OpenFlags, reply: ReplyOpen) {
         let mut st = self.state();
         let done = (|| {
-            let path = match st.table.path(ino.0) {
-                Some(p) => p.to_path_buf(),
+            let file = match st.table.path(ino.0) {
+                Some(p) => open_backing(p, flags.0, true)?,
                 // Unlinked, opened again through /proc/<pid>/fd: reopen
-                // what an open handle holds.
+                // what a descriptor of ours holds.
                 None => {
                     let f = st.open_file_of(ino.0).ok_or(Errno::ENOENT)?;
-                    PathBuf::from(format!("/proc/self/fd/{}", f.as_raw_fd()))
+                    let link = format!("/proc/self/fd/{}", f.as_raw_fd());
+                    open_backing(Path::new(&link), flags.0, false)?
                 }
             };
-            let file = open_backing(&path, flags.0)?;
             let backing = self.backing_id(&mut st, ino.0, || reply.open_backing(&file))?;
             let fh = st.new_fh();
             st.files.insert(
