@@ -8,7 +8,7 @@ use mmapconf::target::fuse::{self, FuseMode, FuseMount};
 use std::fs::OpenOptions;
 use std::io::{BufRead, Write};
 use std::os::fd::AsRawFd;
-use std::os::unix::fs::FileExt;
+use std::os::unix::fs::{FileExt, FileTypeExt};
 use std::path::Path;
 
 fn exe() -> &'static Path {
@@ -260,6 +260,25 @@ fn exercise(mode: FuseMode) {
         .map(|e| e.unwrap().file_name())
         .collect();
     assert_eq!(names, ["h"]);
+    std::os::unix::fs::symlink("h", mp.join("d/link")).unwrap();
+    assert_eq!(
+        std::fs::read_link(mp.join("d/link")).unwrap(),
+        Path::new("h")
+    );
+    assert_eq!(std::fs::read(mp.join("d/link")).unwrap(), b"hel");
+    let fifo =
+        std::ffi::CString::new(mp.join("d/fifo").into_os_string().into_encoded_bytes()).unwrap();
+    // SAFETY: a NUL-terminated path.
+    assert_eq!(
+        unsafe { libc::mkfifo(fifo.as_ptr(), 0o600) },
+        0,
+        "mkfifo: errno {}",
+        errno()
+    );
+    assert!(std::fs::metadata(m.backing_path("d/fifo"))
+        .unwrap()
+        .file_type()
+        .is_fifo());
     std::fs::remove_dir_all(mp.join("d")).unwrap();
 
     // Stopped, nothing is left.

@@ -552,6 +552,69 @@ impl Filesystem for Server {
         }
     }
 
+    fn mknod(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        name: &OsStr,
+        mode: u32,
+        umask: u32,
+        rdev: u32,
+        reply: ReplyEntry,
+    ) {
+        // FIFOs and sockets (the kernel creates regular files with CREATE;
+        // device nodes are useless on a nodev mount but cost nothing).
+        let mut st = self.state();
+        let done = (|| {
+            let path = st.table.child(parent.0, name).ok_or(Errno::ENOENT)?;
+            let gid = st.new_gid(path.parent().unwrap_or(&path), req);
+            let mode = (mode & libc::S_IFMT) | (mode & !umask & 0o7777);
+            // SAFETY: a NUL-terminated path.
+            check(unsafe { libc::mknod(cpath(&path)?.as_ptr(), mode, rdev.into()) })?;
+            let _ = Place::Path(&path).chown(Some(req.uid()), Some(gid));
+            st.lookup(path)
+        })();
+        match done {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn symlink(
+        &self,
+        req: &Request,
+        parent: INodeNo,
+        link_name: &OsStr,
+        target: &Path,
+        reply: ReplyEntry,
+    ) {
+        // The target is only text: the kernel resolves it inside the mount.
+        let mut st = self.state();
+        let done = (|| {
+            let path = st.table.child(parent.0, link_name).ok_or(Errno::ENOENT)?;
+            std::os::unix::fs::symlink(target, &path).map_err(errno)?;
+            let _ = Place::Path(&path).chown(Some(req.uid()), Some(req.gid()));
+            st.lookup(path)
+        })();
+        match done {
+            Ok(a) => reply.entry(&TTL, &a, Generation(0)),
+            Err(e) => reply.error(e),
+        }
+    }
+
+    fn readlink(&self, _req: &Request, ino: INodeNo, reply: ReplyData) {
+        let st = self.state();
+        let done = st
+            .table
+            .path(ino.0)
+            .ok_or(Errno::ENOENT)
+            .and_then(|p| std::fs::read_link(p).map_err(errno));
+        match done {
+            Ok(target) => reply.data(target.as_os_str().as_bytes()),
+            Err(e) => reply.error(e),
+        }
+    }
+
     fn unlink(&self, _req: &Request, parent: INodeNo, name: &OsStr, reply: ReplyEmpty) {
         let mut st = self.state();
         let Some(path) = st.table.child(parent.0, name) else {
