@@ -148,6 +148,14 @@ pub enum Command {
     /// The fork server that starts the processes of running cases (internal).
     #[command(name = "__fork-server", hide = true)]
     ForkServer,
+    /// A FUSE server serving BACKING at MOUNT_POINT (internal; target::fuse).
+    #[command(name = "__fuse-server", hide = true)]
+    FuseServer {
+        #[arg(long, value_enum)]
+        mode: target::fuse::FuseMode,
+        backing: PathBuf,
+        mount_point: PathBuf,
+    },
 }
 
 /// The repository's top directory: the nearest ancestor of the current
@@ -192,6 +200,11 @@ pub fn load_all(paths: &[PathBuf]) -> Result<(Vec<LoadedCase>, Vec<Problem>), St
 pub fn main(cli: Cli) -> ExitCode {
     match cli.command {
         Command::ForkServer => crate::exec::fork_server::main(),
+        Command::FuseServer {
+            mode,
+            backing,
+            mount_point,
+        } => target::fuse::server::main(mode, &backing, &mount_point),
         Command::Validate { paths } => validate(default_paths(paths)),
         Command::List { paths } => list(default_paths(paths)),
         Command::Explain { case, html } => explain::explain(&case, html.as_deref()),

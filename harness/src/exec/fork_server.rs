@@ -156,6 +156,29 @@ pub fn output(cmd: &Command) -> std::io::Result<Output> {
     })
 }
 
+/// Starts `cmd` (its program and arguments only, as for `output`) and
+/// returns at once, for a helper that lives on (a FUSE server): its pid,
+/// our child and the caller's to reap, and the read ends of its stdout and
+/// stderr. `exe` starts the server on first use, as for `spawn_worker`.
+pub fn spawn_program(exe: &Path, cmd: &Command) -> std::io::Result<(i32, OwnedFd, OwnedFd)> {
+    let argv: Vec<String> = std::iter::once(cmd.get_program())
+        .chain(cmd.get_args())
+        .map(|a| a.to_string_lossy().into_owned())
+        .collect();
+    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from);
+    let (out_read, out_write) = pipe()?;
+    let (err_read, err_write) = pipe()?;
+    let started = request(
+        Some(exe),
+        &SpawnRequest::Program { argv },
+        &[out_write.as_raw_fd(), err_write.as_raw_fd()],
+    );
+    // Only the program holds the write ends now: EOF comes when it ends.
+    drop((out_write, err_write));
+    let pid = started.map_err(std::io::Error::other)?;
+    Ok((pid, out_read, err_read))
+}
+
 /// Starts the server from a thread that stays parked for the life of the
 /// harness (see the module comment for why).
 fn start_from_lasting_thread(exe: PathBuf) -> Result<Server, String> {

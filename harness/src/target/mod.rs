@@ -4,6 +4,7 @@
 pub mod capability;
 pub mod cleanup;
 pub mod fs;
+pub mod fuse;
 pub mod probe;
 
 use crate::case::model::Probe;
