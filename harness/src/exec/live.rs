@@ -55,6 +55,9 @@ pub struct FsResources {
     /// before a signal (whose name the harness has not read yet) goes too,
     /// and a device the harness detached and someone else took is left alone.
     pub images: Vec<PathBuf>,
+    /// Directories removed whole once unmounted: a FUSE server's backing
+    /// directory (its server dies with the harness).
+    pub dirs: Vec<PathBuf>,
 }
 
 static LIVE: Mutex<Live> = Mutex::new(Live {
@@ -184,6 +187,9 @@ pub fn release_fs(r: &FsResources) {
     crate::target::fs::detach_loops_backed_by(&r.images);
     for img in &r.images {
         let _ = std::fs::remove_file(img);
+    }
+    for d in &r.dirs {
+        let _ = std::fs::remove_dir_all(d);
     }
 }
 

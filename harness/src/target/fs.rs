@@ -295,6 +295,7 @@ impl OwnedFs {
                 .iter()
                 .flat_map(|i| [i.clone(), crash_copy_of(i)])
                 .collect(),
+            dirs: Vec::new(),
         }
     }
 

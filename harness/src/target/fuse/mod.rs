@@ -160,15 +160,18 @@ impl FuseMount {
             server: None,
             stderr: None,
         };
+        // Registered before it is made: an interrupted run unmounts it and
+        // removes both directories (the server dies with the harness).
+        let _making = live::creating()?;
+        live::set_fs(live::FsResources {
+            mounts: vec![mount.mount_point.clone()],
+            dirs: vec![mount.backing_dir.clone()],
+            ..Default::default()
+        });
         // From here, dropping `mount` on an error removes whatever was made.
         for dir in [&mount.mount_point, &mount.backing_dir] {
             std::fs::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
-        // An interrupted run unmounts it (the server dies with the harness).
-        live::add_fs(live::FsResources {
-            mounts: vec![mount.mount_point.clone()],
-            ..Default::default()
-        });
         let mut cmd = Command::new(exe);
         cmd.arg(SERVER_COMMAND)
             .args(["--mode", mode.name()])
