@@ -6,7 +6,7 @@
 
 use super::locate::{focus_of_message, Focus, Locator, Seg};
 use super::model::{Case, FileInit, Op, Step};
-use super::validate;
+use super::{json, shape, validate};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -64,7 +64,22 @@ impl Issue {
 /// Keys every step may have besides its operation's own.
 const STEP_KEYS: &[&str] = &["in", "as", "expect", "variants", "observe", "note", "do"];
 
+/// Parses and validates the bytes of a case file: what `mmapconf validate`
+/// does to each file. Bytes that are not UTF-8 are reported where they are.
+pub fn parse_case_bytes(file: &Path, bytes: &[u8], page_size: u64) -> Result<Case, Vec<Problem>> {
+    match json::utf8(bytes) {
+        Ok(text) => parse_case(file, text, page_size),
+        Err((line, col, message)) => Err(vec![Problem {
+            file: file.to_path_buf(),
+            line,
+            col,
+            message,
+        }]),
+    }
+}
+
 /// Parses and validates case text. `page_size` is used to check sizes.
+/// Problems come sorted by position.
 pub fn parse_case(file: &Path, text: &str, page_size: u64) -> Result<Case, Vec<Problem>> {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
@@ -78,18 +93,33 @@ pub fn parse_case(file: &Path, text: &str, page_size: u64) -> Result<Case, Vec<P
         }
     };
     let locator = Locator::new(text);
-    let to_problem = |issue: Issue| {
-        let (line, col) = locator.locate(&issue.path, &issue.focus);
-        Problem {
-            file: file.to_path_buf(),
-            line,
-            col,
-            message: issue.message,
+    let problem = |(line, col): (usize, usize), message: String| Problem {
+        file: file.to_path_buf(),
+        line,
+        col,
+        message,
+    };
+    let mut problems: Vec<Problem> = json::duplicate_keys(&locator)
+        .into_iter()
+        .map(|(offset, message)| problem(locator.line_col(offset), message))
+        .collect();
+    let case = match check_value(value, page_size) {
+        Ok(case) => Some(case),
+        Err(issues) => {
+            problems.extend(
+                issues
+                    .into_iter()
+                    .map(|i| problem(locator.locate(&i.path, &i.focus), i.message)),
+            );
+            None
         }
     };
-    match check_value(value, page_size) {
-        Ok(case) => Ok(case),
-        Err(issues) => Err(issues.into_iter().map(to_problem).collect()),
+    match case {
+        Some(case) if problems.is_empty() => Ok(case),
+        _ => {
+            problems.sort_by_key(|p| (p.line, p.col));
+            Err(problems)
+        }
     }
 }
 
@@ -106,6 +136,9 @@ fn check_value(mut value: Value, page_size: u64) -> Result<Case, Vec<Issue>> {
             let path = vec![Seg::from("steps"), Seg::from(i)];
             let before = issues.len();
             check_step_keys(&step, &path, &mut issues);
+            if issues.len() == before {
+                shape::check_step(&step, &path, &mut issues);
+            }
             if issues.len() == before {
                 match serde_json::from_value::<Step>(step) {
                     Ok(s) => parsed.push((i, s)),
@@ -138,6 +171,11 @@ fn check_value(mut value: Value, page_size: u64) -> Result<Case, Vec<Issue>> {
         }
     }
     // The header is checked with the steps taken out (they were checked above).
+    let before = issues.len();
+    shape::check_case(&value, &mut issues);
+    if issues.len() != before {
+        return Err(issues);
+    }
     let case = match serde_json::from_value::<Case>(value) {
         Ok(mut case) => {
             issues.extend(validate::validate(&case, &parsed, page_size, all_steps_ok));
@@ -145,12 +183,7 @@ fn check_value(mut value: Value, page_size: u64) -> Result<Case, Vec<Issue>> {
             Some(case)
         }
         Err(e) => {
-            let msg = e.to_string();
-            issues.push(Issue {
-                path: vec![],
-                focus: focus_of_message(&msg),
-                message: msg,
-            });
+            issues.push(explain_serde_error(vec![], &e.to_string()));
             None
         }
     };
