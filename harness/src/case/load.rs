@@ -4,7 +4,7 @@
 //! A file with three mistakes gets three lines, not one: each step is
 //! deserialized on its own so that one bad step does not hide the next.
 
-use super::locate::{focus_of_message, Focus, Locator, Seg};
+use super::locate::{focus_of_message, path_text, Focus, LineIndex, Locator, Seg};
 use super::model::{Case, FileInit, Op, Step};
 use super::{json, shape, validate};
 use serde_json::Value;
@@ -84,12 +84,14 @@ pub fn parse_case(file: &Path, text: &str, page_size: u64) -> Result<Case, Vec<P
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
+            // serde_json counts the column in bytes; ours count characters.
+            let (line, col) = LineIndex::new(text).line_col_of_byte_column(e.line(), e.column());
             return Err(vec![Problem {
                 file: file.to_path_buf(),
-                line: e.line().max(1),
-                col: e.column().max(1),
+                line,
+                col,
                 message: format!("invalid JSON: {}", strip_position(&e.to_string())),
-            }])
+            }]);
         }
     };
     let locator = Locator::new(text);
@@ -106,11 +108,19 @@ pub fn parse_case(file: &Path, text: &str, page_size: u64) -> Result<Case, Vec<P
     let case = match check_value(value, page_size) {
         Ok(case) => Some(case),
         Err(issues) => {
-            problems.extend(
-                issues
-                    .into_iter()
-                    .map(|i| problem(locator.locate(&i.path, &i.focus), i.message)),
-            );
+            problems.extend(issues.into_iter().map(|i| {
+                let at = locator.locate(&i.path, &i.focus);
+                // A problem about a key of the node names that field (an
+                // unknown field is named by the object it should not be in).
+                let mut field = i.path.clone();
+                if let (Focus::Key(k), false) = (&i.focus, i.message.starts_with("unknown field")) {
+                    field.push(Seg::Key(k.clone()));
+                    if !locator.exists(&field) {
+                        field.pop();
+                    }
+                }
+                problem(at, named(&field, i.message))
+            }));
             None
         }
     };
@@ -120,6 +130,21 @@ pub fn parse_case(file: &Path, text: &str, page_size: u64) -> Result<Case, Vec<P
             problems.sort_by_key(|p| (p.line, p.col));
             Err(problems)
         }
+    }
+}
+
+/// The message with the field it is about in front (`steps[3]: ...`),
+/// unless it already starts with that field or one inside it.
+fn named(path: &[Seg], message: String) -> String {
+    if path.is_empty() {
+        return message;
+    }
+    let field = path_text(path);
+    let rest = message.strip_prefix(field.as_str());
+    if rest.is_some_and(|r| r.starts_with([':', '.', '['])) {
+        message
+    } else {
+        format!("{field}: {message}")
     }
 }
 

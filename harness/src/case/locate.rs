@@ -46,8 +46,11 @@ pub fn path_text(path: &[Seg]) -> String {
                     }
                     out.push_str(k);
                 } else {
-                    let quoted = serde_json::to_string(&k.chars().take(40).collect::<String>())
-                        .unwrap_or_default();
+                    let short: String = k.chars().take(40).collect();
+                    let mut quoted = serde_json::to_string(&short).unwrap_or_default();
+                    if short.len() < k.len() {
+                        quoted.insert(quoted.len() - 1, '…');
+                    }
                     out.push_str(&format!("[{quoted}]"));
                 }
             }
@@ -130,6 +133,22 @@ impl<'a> Locator<'a> {
         self.lines.line_col(offset)
     }
 
+    /// Whether the whole of `path` exists in the document.
+    pub fn exists(&self, path: &[Seg]) -> bool {
+        let Some(root) = &self.root else {
+            return false;
+        };
+        let mut node = root;
+        for i in 0..path.len() {
+            let next = self.walk(node, &path[i..=i]);
+            if std::ptr::eq(next, node) {
+                return false;
+            }
+            node = next;
+        }
+        true
+    }
+
     /// Follows `path` as far as it exists; stops at the deepest node found.
     /// Of duplicate keys the last is taken, as serde_json does.
     fn walk<'n>(&self, mut node: &'n Node<'a>, path: &[Seg]) -> &'n Node<'a> {
@@ -209,6 +228,24 @@ impl<'a> LineIndex<'a> {
                 .iter()
                 .filter(|b| !is_continuation(**b))
                 .count()
+    }
+
+    /// A 1-based line and a 0- or 1-based column counted in bytes (as
+    /// serde_json reports them) as line and character column, both clamped
+    /// to the text and at least 1.
+    pub fn line_col_of_byte_column(&self, line: usize, byte_col: usize) -> (usize, usize) {
+        let line = line.clamp(1, self.line_starts.len());
+        let start = self.line_starts[line - 1];
+        let end = self
+            .line_starts
+            .get(line)
+            .map_or(self.bytes.len(), |next| next - 1);
+        let mut offset = (start + byte_col.saturating_sub(1)).min(end);
+        // Back to the start of the character the column falls in.
+        while offset > start && offset < self.bytes.len() && is_continuation(self.bytes[offset]) {
+            offset -= 1;
+        }
+        self.line_col(offset)
     }
 
     /// 1-based line and character column of a byte offset (clamped to the text).

@@ -345,15 +345,10 @@ fn object(s: &Value, obj: &Map<String, Value>, path: &mut Vec<Seg>, out: &mut Ve
     {
         if let Some(k) = req.as_str() {
             if !obj.contains_key(k) {
-                let within = if path.is_empty() {
-                    String::new()
-                } else {
-                    format!(" in {}", path_text(path))
-                };
                 out.push(Issue {
                     path: path.clone(),
                     focus: Focus::Node,
-                    message: format!("missing field `{k}`{within}"),
+                    message: format!("missing field `{k}`"),
                 });
             }
         }
@@ -366,18 +361,10 @@ fn object(s: &Value, obj: &Map<String, Value>, path: &mut Vec<Seg>, out: &mut Ve
                     .map(|p| p.keys().map(String::as_str).collect())
                     .unwrap_or_default();
                 known.sort_unstable();
-                let within = if path.is_empty() {
-                    String::new()
-                } else {
-                    format!(" in {}", path_text(path))
-                };
                 out.push(Issue {
                     path: path.clone(),
                     focus: Focus::Key(k.clone()),
-                    message: format!(
-                        "unknown field `{k}`{within}; expected one of {}",
-                        known.join(", ")
-                    ),
+                    message: format!("unknown field `{k}`; expected one of {}", known.join(", ")),
                 });
                 continue;
             }

@@ -169,7 +169,7 @@ impl Walk {
         }
     }
 
-    /// A file name, at `path` + `key` in a step, or a key of `files` (`key` None).
+    /// A file name, at `path` + `key` in a step, or the key of `files` at `path` (`key` None).
     fn check_path(&mut self, path: &[Seg], key: Option<&str>, name: &str) {
         if let Err(e) = check_file_name(name) {
             match key {
@@ -178,10 +178,7 @@ impl Walk {
                     field.push(Seg::from(k));
                     self.key_issue(path, k, format!("{}: {e}", path_text(&field)));
                 }
-                None => {
-                    let parent = &path[..path.len().saturating_sub(1)];
-                    self.issue(path.to_vec(), format!("{}: {e}", path_text(parent)));
-                }
+                None => self.issue(path.to_vec(), e),
             }
         }
     }
