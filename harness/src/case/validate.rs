@@ -22,6 +22,12 @@ pub const NAME_MAX: usize = 255;
 /// at most 12 bytes.
 pub const MAX_LABEL_BYTES: usize = 64;
 
+/// The most processes (fresh and forked) one case may have. Each is a real
+/// process at run time, and validation copies a process's names at each
+/// fork, so without a bound a file of forks and opens would cost the
+/// validator memory in the square of its length. The corpus uses at most 4.
+pub const MAX_PROCESSES: usize = 64;
+
 #[derive(Debug, Clone, Default)]
 struct ProcView {
     fds: BTreeSet<String>,
@@ -138,6 +144,17 @@ impl Walk {
         p.push(Seg::from(key));
         let message = format!("{}: {msg}", path_text(&p));
         self.issues.push(Issue::at(p, message));
+    }
+
+    /// One process more than [`MAX_PROCESSES`]. It gets no view, so names
+    /// used in it are no longer checked (they would only echo this problem).
+    fn too_many_processes(&mut self, path: &[Seg], key: &str, name: &str) {
+        self.key_issue(
+            path,
+            key,
+            format!("a case has at most {MAX_PROCESSES} processes; `{name}` would be one more"),
+        );
+        self.check_names = false;
     }
 
     /// Bytes the harness must produce or hold for one step, at most [`MAX_STEP_BYTES`].
@@ -307,8 +324,9 @@ impl Walk {
             self.label(&path, "as", n);
         }
         if let Some(p) = &proc_name {
-            let view = self.procs.entry(p.clone()).or_default();
-            if view.exited {
+            if !self.procs.contains_key(p) && self.procs.len() >= MAX_PROCESSES {
+                self.too_many_processes(&path, "in", p);
+            } else if self.procs.entry(p.clone()).or_default().exited {
                 self.key_issue(
                     &path,
                     "in",
@@ -534,6 +552,8 @@ impl Walk {
                 if let Some(child) = &step.name {
                     if self.procs.contains_key(child) {
                         self.key_issue(&path, "as", format!("process `{child}` already exists"));
+                    } else if self.procs.len() >= MAX_PROCESSES {
+                        self.too_many_processes(&path, "as", child);
                     } else if has_proc {
                         let mut view = self.procs.get(&p).cloned().unwrap_or_default();
                         view.exited = false;
@@ -612,18 +632,22 @@ impl Walk {
         self.expectations(step, &path, load_len);
         // Names created by this step exist from the next step on.
         if let (Some(name), true) = (&step.name, has_proc) {
-            let view = self.procs.entry(p.clone()).or_default();
-            match op {
-                Op::Open { .. } | Op::MemfdCreate { .. } => {
+            let view = self.procs.get_mut(&p);
+            match (op, view) {
+                (Op::Open { .. } | Op::MemfdCreate { .. }, Some(view)) => {
                     view.fds.insert(name.clone());
                 }
-                Op::Mmap { .. } | Op::Mremap { .. } => {
+                (Op::Mmap { .. } | Op::Mremap { .. }, Some(view)) => {
                     view.maps.insert(name.clone());
                 }
-                Op::Fstat { .. } => {
+                (
+                    Op::Open { .. } | Op::MemfdCreate { .. } | Op::Mmap { .. } | Op::Mremap { .. },
+                    None,
+                ) => {}
+                (Op::Fstat { .. }, _) => {
                     self.snapshots.insert(name.clone());
                 }
-                op if records_value(op) => {
+                (op, _) if records_value(op) => {
                     self.values.insert(name.clone());
                 }
                 _ => {}

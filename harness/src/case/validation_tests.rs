@@ -282,10 +282,27 @@ fn validation_time_is_linear_in_the_number_of_problems() {
         let _ = tx.send(time_validate(&large, 20_000));
     });
     match rx.recv_timeout(limit) {
-        Ok(t_large) => assert!(
-            t_large < limit,
-            "{t_large:?} for 100k vs {t_small:?} for 10k"
-        ),
-        Err(_) => panic!("100k problems took longer than {limit:?} (10k took {t_small:?})"),
+        Ok(t_large) => assert!(t_large < limit, "{t_large:?} for 20k vs {t_small:?} for 2k"),
+        Err(_) => panic!("20k problems took longer than {limit:?} (2k took {t_small:?})"),
     }
+}
+
+#[test]
+fn a_case_has_a_bounded_number_of_processes() {
+    let mut c = base();
+    let steps = c["steps"].as_array_mut().unwrap();
+    for i in 0..70 {
+        steps.push(json!({ "in": "p", "do": "fork", "as": format!("c{i}") }));
+        steps.push(json!({ "in": format!("c{i}"), "do": "close", "fd": "fd" }));
+    }
+    let msgs: Vec<String> = problems(&c).into_iter().map(|p| p.2).collect();
+    // p and c0..c62 are 64; c63 is one too many, and its steps are not checked further.
+    assert_eq!(
+        msgs[0],
+        "steps[128].as: a case has at most 64 processes; `c63` would be one more"
+    );
+    assert!(
+        msgs.iter().all(|m| m.contains("at most 64 processes")),
+        "{msgs:#?}"
+    );
 }
