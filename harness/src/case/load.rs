@@ -3,6 +3,12 @@
 //!
 //! A file with three mistakes gets three lines, not one: each step is
 //! deserialized on its own so that one bad step does not hide the next.
+//!
+//! The order: bytes to UTF-8 text and JSON syntax (`json`, serde_json), keys
+//! given twice (`json`), unknown keys, the shape of every value against the
+//! generated schema (`shape`), serde into the model, then what serde cannot
+//! check (`validate`). Every problem is placed by `locate` and starts with
+//! the path of the field it is about.
 
 use super::locate::{focus_of_message, path_text, Focus, LineIndex, Locator, Seg};
 use super::model::{Case, FileInit, Op, Step};
@@ -282,6 +288,8 @@ pub fn op_fields() -> &'static BTreeMap<String, BTreeSet<String>> {
 }
 
 /// serde's words for untagged enums say nothing useful; say what is accepted.
+/// `shape` finds wrong types first, with the field's path; this is the
+/// fallback for whatever serde still refuses after it.
 fn explain_serde_error(path: Vec<Seg>, msg: &str) -> Issue {
     if msg.contains("untagged enum Addr") {
         return Issue {
