@@ -114,15 +114,15 @@ fn validate_reports_every_problem_with_its_position() {
     let lines: Vec<&str> = stdout.lines().collect();
     let prefix = file.display().to_string();
     assert!(
-        lines
-            .iter()
-            .any(|l| l.starts_with(&format!("{prefix}:7:24: unknown operation `mmapp`"))),
+        lines.iter().any(|l| l.starts_with(&format!(
+            "{prefix}:7:24: steps[1]: unknown operation `mmapp`"
+        ))),
         "{stdout}"
     );
     assert!(
         lines
             .iter()
-            .any(|l| l.starts_with(&format!("{prefix}:8:5: missing field `len`"))),
+            .any(|l| l.starts_with(&format!("{prefix}:8:5: steps[2]: missing field `len`"))),
         "{stdout}"
     );
     assert!(

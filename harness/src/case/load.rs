@@ -3,10 +3,16 @@
 //!
 //! A file with three mistakes gets three lines, not one: each step is
 //! deserialized on its own so that one bad step does not hide the next.
+//!
+//! The order: bytes to UTF-8 text and JSON syntax (`json`, serde_json), keys
+//! given twice (`json`), unknown keys, the shape of every value against the
+//! generated schema (`shape`), serde into the model, then what serde cannot
+//! check (`validate`). Every problem is placed by `locate` and starts with
+//! the path of the field it is about.
 
-use super::locate::{focus_of_message, Focus, Locator, Seg};
+use super::locate::{focus_of_message, path_text, Focus, LineIndex, Locator, Seg};
 use super::model::{Case, FileInit, Op, Step};
-use super::validate;
+use super::{json, shape, validate};
 use serde_json::Value;
 use std::collections::{BTreeMap, BTreeSet};
 use std::fmt;
@@ -64,32 +70,87 @@ impl Issue {
 /// Keys every step may have besides its operation's own.
 const STEP_KEYS: &[&str] = &["in", "as", "expect", "variants", "observe", "note", "do"];
 
+/// Parses and validates the bytes of a case file: what `mmapconf validate`
+/// does to each file. Bytes that are not UTF-8 are reported where they are.
+pub fn parse_case_bytes(file: &Path, bytes: &[u8], page_size: u64) -> Result<Case, Vec<Problem>> {
+    match json::utf8(bytes) {
+        Ok(text) => parse_case(file, text, page_size),
+        Err((line, col, message)) => Err(vec![Problem {
+            file: file.to_path_buf(),
+            line,
+            col,
+            message,
+        }]),
+    }
+}
+
 /// Parses and validates case text. `page_size` is used to check sizes.
+/// Problems come sorted by position.
 pub fn parse_case(file: &Path, text: &str, page_size: u64) -> Result<Case, Vec<Problem>> {
     let value: Value = match serde_json::from_str(text) {
         Ok(v) => v,
         Err(e) => {
+            // serde_json counts the column in bytes; ours count characters.
+            let (line, col) = LineIndex::new(text).line_col_of_byte_column(e.line(), e.column());
             return Err(vec![Problem {
                 file: file.to_path_buf(),
-                line: e.line().max(1),
-                col: e.column().max(1),
+                line,
+                col,
                 message: format!("invalid JSON: {}", strip_position(&e.to_string())),
-            }])
+            }]);
         }
     };
     let locator = Locator::new(text);
-    let to_problem = |issue: Issue| {
-        let (line, col) = locator.locate(&issue.path, &issue.focus);
-        Problem {
-            file: file.to_path_buf(),
-            line,
-            col,
-            message: issue.message,
+    let problem = |(line, col): (usize, usize), message: String| Problem {
+        file: file.to_path_buf(),
+        line,
+        col,
+        message,
+    };
+    let mut problems: Vec<Problem> = json::duplicate_keys(&locator)
+        .into_iter()
+        .map(|(offset, message)| problem(locator.line_col(offset), message))
+        .collect();
+    let case = match check_value(value, page_size) {
+        Ok(case) => Some(case),
+        Err(issues) => {
+            problems.extend(issues.into_iter().map(|i| {
+                let at = locator.locate(&i.path, &i.focus);
+                // A problem about a key of the node names that field (an
+                // unknown field is named by the object it should not be in).
+                let mut field = i.path.clone();
+                if let (Focus::Key(k), false) = (&i.focus, i.message.starts_with("unknown field")) {
+                    field.push(Seg::Key(k.clone()));
+                    if !locator.exists(&field) {
+                        field.pop();
+                    }
+                }
+                problem(at, named(&field, i.message))
+            }));
+            None
         }
     };
-    match check_value(value, page_size) {
-        Ok(case) => Ok(case),
-        Err(issues) => Err(issues.into_iter().map(to_problem).collect()),
+    match case {
+        Some(case) if problems.is_empty() => Ok(case),
+        _ => {
+            problems.sort_by_key(|p| (p.line, p.col));
+            Err(problems)
+        }
+    }
+}
+
+/// The message with the field it is about in front (`steps[3]: ...`),
+/// unless it already starts with that field or one inside it.
+fn named(path: &[Seg], message: String) -> String {
+    if path.is_empty() {
+        return message;
+    }
+    let field = path_text(path);
+    let rest = message.strip_prefix(field.as_str());
+    if rest.is_some_and(|r| r.starts_with([':', '.', '['])) {
+        message
+    } else {
+        format!("{field}: {message}")
     }
 }
 
@@ -106,6 +167,9 @@ fn check_value(mut value: Value, page_size: u64) -> Result<Case, Vec<Issue>> {
             let path = vec![Seg::from("steps"), Seg::from(i)];
             let before = issues.len();
             check_step_keys(&step, &path, &mut issues);
+            if issues.len() == before {
+                shape::check_step(&step, &path, &mut issues);
+            }
             if issues.len() == before {
                 match serde_json::from_value::<Step>(step) {
                     Ok(s) => parsed.push((i, s)),
@@ -138,6 +202,11 @@ fn check_value(mut value: Value, page_size: u64) -> Result<Case, Vec<Issue>> {
         }
     }
     // The header is checked with the steps taken out (they were checked above).
+    let before = issues.len();
+    shape::check_case(&value, &mut issues);
+    if issues.len() != before {
+        return Err(issues);
+    }
     let case = match serde_json::from_value::<Case>(value) {
         Ok(mut case) => {
             issues.extend(validate::validate(&case, &parsed, page_size, all_steps_ok));
@@ -145,12 +214,7 @@ fn check_value(mut value: Value, page_size: u64) -> Result<Case, Vec<Issue>> {
             Some(case)
         }
         Err(e) => {
-            let msg = e.to_string();
-            issues.push(Issue {
-                path: vec![],
-                focus: focus_of_message(&msg),
-                message: msg,
-            });
+            issues.push(explain_serde_error(vec![], &e.to_string()));
             None
         }
     };
@@ -224,6 +288,8 @@ pub fn op_fields() -> &'static BTreeMap<String, BTreeSet<String>> {
 }
 
 /// serde's words for untagged enums say nothing useful; say what is accepted.
+/// `shape` finds wrong types first, with the field's path; this is the
+/// fallback for whatever serde still refuses after it.
 fn explain_serde_error(path: Vec<Seg>, msg: &str) -> Issue {
     if msg.contains("untagged enum Addr") {
         return Issue {

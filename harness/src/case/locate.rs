@@ -6,6 +6,8 @@
 
 use jsonc_parser::ast::{ObjectPropName, Value as Node};
 use jsonc_parser::{CollectOptions, ParseOptions};
+use std::cell::RefCell;
+use std::collections::HashMap;
 
 /// One element of a path into a JSON document.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -26,6 +28,41 @@ impl From<usize> for Seg {
     }
 }
 
+/// A path as a case author reads it: `steps[4].len`, `files.data.size`,
+/// `files["a b"].size` (keys that are not plain words are quoted).
+pub fn path_text(path: &[Seg]) -> String {
+    let mut out = String::new();
+    for seg in path {
+        match seg {
+            Seg::Index(i) => out.push_str(&format!("[{i}]")),
+            Seg::Key(k) => {
+                let plain = !k.is_empty()
+                    && k.len() <= 64
+                    && k.chars()
+                        .all(|c| c.is_ascii_alphanumeric() || c == '_' || c == '-');
+                if plain {
+                    if !out.is_empty() {
+                        out.push('.');
+                    }
+                    out.push_str(k);
+                } else {
+                    let short: String = k.chars().take(40).collect();
+                    let mut quoted = serde_json::to_string(&short).unwrap_or_default();
+                    if short.len() < k.len() {
+                        quoted.insert(quoted.len() - 1, '…');
+                    }
+                    out.push_str(&format!("[{quoted}]"));
+                }
+            }
+        }
+    }
+    if out.is_empty() {
+        "the case".to_string()
+    } else {
+        out
+    }
+}
+
 /// What inside the node at a path to point at.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Focus {
@@ -38,10 +75,21 @@ pub enum Focus {
 }
 
 /// Byte-range index of one document.
+///
+/// Every lookup costs time in the depth of the path and a bounded scan, never
+/// in the size of the document: a file with 100,000 problems is located in
+/// one pass over its text, not 100,000.
 pub struct Locator<'a> {
-    text: &'a str,
     root: Option<Node<'a>>,
+    lines: LineIndex<'a>,
+    /// Property positions of large objects by name, built on first use
+    /// (keyed by the object's start offset), so that a path through an object
+    /// with many keys (`files` with thousands of entries) is not a linear search.
+    keys: RefCell<HashMap<usize, HashMap<String, usize>>>,
 }
+
+/// Objects with more properties than this get a name index.
+const INDEX_KEYS_ABOVE: usize = 16;
 
 impl<'a> Locator<'a> {
     pub fn new(text: &'a str) -> Locator<'a> {
@@ -53,7 +101,21 @@ impl<'a> Locator<'a> {
         let root = jsonc_parser::parse_to_ast(text, &CollectOptions::default(), &opts)
             .ok()
             .and_then(|r| r.value);
-        Locator { text, root }
+        Locator {
+            root,
+            lines: LineIndex::new(text),
+            keys: RefCell::new(HashMap::new()),
+        }
+    }
+
+    /// The syntax tree, when the text is valid JSON.
+    pub fn root(&self) -> Option<&Node<'a>> {
+        self.root.as_ref()
+    }
+
+    /// Line and column (both 1-based, column in characters) of a byte offset.
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        self.lines.line_col(offset)
     }
 
     /// Line and column (both 1-based, column in characters) of `focus` under `path`.
@@ -61,35 +123,146 @@ impl<'a> Locator<'a> {
         let Some(root) = &self.root else {
             return (1, 1);
         };
-        let node = walk(root, path);
+        let node = self.walk(root, path);
         let offset = match focus {
             Focus::Node => Some(start_of(node)),
             Focus::Key(key) => find_key(node, key),
             Focus::StringValue(s) => find_string(node, s),
         }
         .unwrap_or_else(|| start_of(node));
-        line_col(self.text, offset)
+        self.lines.line_col(offset)
+    }
+
+    /// Whether the whole of `path` exists in the document.
+    pub fn exists(&self, path: &[Seg]) -> bool {
+        let Some(root) = &self.root else {
+            return false;
+        };
+        let mut node = root;
+        for i in 0..path.len() {
+            let next = self.walk(node, &path[i..=i]);
+            if std::ptr::eq(next, node) {
+                return false;
+            }
+            node = next;
+        }
+        true
+    }
+
+    /// Follows `path` as far as it exists; stops at the deepest node found.
+    /// Of duplicate keys the last is taken, as serde_json does.
+    fn walk<'n>(&self, mut node: &'n Node<'a>, path: &[Seg]) -> &'n Node<'a> {
+        for seg in path {
+            let next = match (node, seg) {
+                (Node::Object(obj), Seg::Key(k)) if obj.properties.len() > INDEX_KEYS_ABOVE => {
+                    let mut keys = self.keys.borrow_mut();
+                    let index = keys.entry(obj.range.start).or_insert_with(|| {
+                        obj.properties
+                            .iter()
+                            .enumerate()
+                            .map(|(i, p)| (prop_name(&p.name).to_string(), i))
+                            .collect()
+                    });
+                    index.get(k).map(|&i| &obj.properties[i].value)
+                }
+                (Node::Object(obj), Seg::Key(k)) => obj
+                    .properties
+                    .iter()
+                    .rev()
+                    .find(|p| prop_name(&p.name) == k.as_str())
+                    .map(|p| &p.value),
+                (Node::Array(arr), Seg::Index(i)) => arr.elements.get(*i),
+                _ => None,
+            };
+            match next {
+                Some(n) => node = n,
+                None => break,
+            }
+        }
+        node
     }
 }
 
-/// Follows `path` as far as it exists; stops at the deepest node found.
-fn walk<'n, 'a>(mut node: &'n Node<'a>, path: &[Seg]) -> &'n Node<'a> {
-    for seg in path {
-        let next = match (node, seg) {
-            (Node::Object(obj), Seg::Key(k)) => obj
-                .properties
+/// Byte offset -> line and character column, in time independent of the
+/// text's length: line starts are binary-searched, and characters are
+/// counted from the nearest checkpoint (one every [`CHUNK`] bytes), so a
+/// minified one-line file is as cheap as a pretty-printed one.
+pub struct LineIndex<'a> {
+    bytes: &'a [u8],
+    line_starts: Vec<usize>,
+    /// `chars_at[k]`: characters that start before byte `k * CHUNK`.
+    chars_at: Vec<usize>,
+}
+
+const CHUNK: usize = 256;
+
+impl<'a> LineIndex<'a> {
+    pub fn new(text: &'a str) -> LineIndex<'a> {
+        let bytes = text.as_bytes();
+        let mut line_starts = vec![0];
+        line_starts.extend(
+            bytes
                 .iter()
-                .find(|p| prop_name(&p.name) == k.as_str())
-                .map(|p| &p.value),
-            (Node::Array(arr), Seg::Index(i)) => arr.elements.get(*i),
-            _ => None,
-        };
-        match next {
-            Some(n) => node = n,
-            None => break,
+                .enumerate()
+                .filter(|(_, b)| **b == b'\n')
+                .map(|(i, _)| i + 1),
+        );
+        let mut chars_at = Vec::with_capacity(bytes.len() / CHUNK + 1);
+        let mut count = 0;
+        for chunk in bytes.chunks(CHUNK) {
+            chars_at.push(count);
+            count += chunk.iter().filter(|b| !is_continuation(**b)).count();
+        }
+        chars_at.push(count);
+        LineIndex {
+            bytes,
+            line_starts,
+            chars_at,
         }
     }
-    node
+
+    fn chars_before(&self, offset: usize) -> usize {
+        let k = offset / CHUNK;
+        self.chars_at[k]
+            + self.bytes[k * CHUNK..offset]
+                .iter()
+                .filter(|b| !is_continuation(**b))
+                .count()
+    }
+
+    /// A 1-based line and a 0- or 1-based column counted in bytes (as
+    /// serde_json reports them) as line and character column, both clamped
+    /// to the text and at least 1.
+    pub fn line_col_of_byte_column(&self, line: usize, byte_col: usize) -> (usize, usize) {
+        let line = line.clamp(1, self.line_starts.len());
+        let start = self.line_starts[line - 1];
+        let end = self
+            .line_starts
+            .get(line)
+            .map_or(self.bytes.len(), |next| next - 1);
+        let mut offset = (start + byte_col.saturating_sub(1)).min(end);
+        // Back to the start of the character the column falls in.
+        while offset > start && offset < self.bytes.len() && is_continuation(self.bytes[offset]) {
+            offset -= 1;
+        }
+        self.line_col(offset)
+    }
+
+    /// 1-based line and character column of a byte offset (clamped to the text).
+    pub fn line_col(&self, offset: usize) -> (usize, usize) {
+        let offset = offset.min(self.bytes.len());
+        let line = self.line_starts.partition_point(|&s| s <= offset);
+        let start = self.line_starts[line - 1];
+        (
+            line,
+            self.chars_before(offset) - self.chars_before(start) + 1,
+        )
+    }
+}
+
+/// A UTF-8 continuation byte: part of the character before it.
+fn is_continuation(b: u8) -> bool {
+    b & 0xC0 == 0x80
 }
 
 fn prop_name<'x>(name: &'x ObjectPropName<'_>) -> &'x str {
@@ -138,12 +311,7 @@ fn find_string(node: &Node<'_>, want: &str) -> Option<usize> {
 
 /// 1-based line and character column of a byte offset.
 pub fn line_col(text: &str, offset: usize) -> (usize, usize) {
-    let offset = offset.min(text.len());
-    let before = &text[..offset];
-    let line = before.matches('\n').count() + 1;
-    let line_start = before.rfind('\n').map(|i| i + 1).unwrap_or(0);
-    let col = text[line_start..offset].chars().count() + 1;
-    (line, col)
+    LineIndex::new(text).line_col(offset)
 }
 
 /// Picks what a serde error message is about, so the position can point at it:

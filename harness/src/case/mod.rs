@@ -1,13 +1,17 @@
 //! Cases: the model, reading and checking case files, and finding them.
 
 pub mod expect;
+pub mod json;
 pub mod load;
 pub mod locate;
 pub mod model;
+pub mod shape;
 pub mod validate;
+#[cfg(test)]
+mod validation_tests;
 pub mod values;
 
-pub use load::{parse_case, Problem};
+pub use load::{parse_case, parse_case_bytes, Problem};
 pub use model::Case;
 
 use std::path::{Path, PathBuf};
@@ -69,7 +73,7 @@ pub fn case_id(file: &Path) -> String {
 
 /// Reads and checks one case file.
 pub fn load_file(file: &Path, page_size: u64) -> Result<LoadedCase, Vec<Problem>> {
-    let text = std::fs::read_to_string(file).map_err(|e| {
+    let bytes = std::fs::read(file).map_err(|e| {
         vec![Problem {
             file: file.to_path_buf(),
             line: 1,
@@ -77,7 +81,7 @@ pub fn load_file(file: &Path, page_size: u64) -> Result<LoadedCase, Vec<Problem>
             message: format!("cannot read: {e}"),
         }]
     })?;
-    let case = parse_case(file, &text, page_size)?;
+    let case = parse_case_bytes(file, &bytes, page_size)?;
     Ok(LoadedCase {
         id: case_id(file),
         file: file.to_path_buf(),

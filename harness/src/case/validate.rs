@@ -6,10 +6,27 @@
 //! process (its fds and maps), copied at `fork` as the kernel would.
 
 use super::load::Issue;
+use super::locate::path_text;
 use super::locate::Seg;
 use super::model::{Addr, Case, Data, Expect, Op, Range, Size, Step};
+use super::values::{human_bytes, MAX_STEP_BYTES};
 use crate::names::{self, FlagKind, KernelRange};
 use std::collections::{BTreeMap, BTreeSet};
+
+/// The longest file name a filesystem takes (NAME_MAX): longer ones fail
+/// with ENAMETOOLONG at run time, so validation says so first.
+pub const NAME_MAX: usize = 255;
+
+/// The longest name of a process, fd, mapping, snapshot or recorded value.
+/// These are labels a person reads in reports and swimlanes; the corpus uses
+/// at most 12 bytes.
+pub const MAX_LABEL_BYTES: usize = 64;
+
+/// The most processes (fresh and forked) one case may have. Each is a real
+/// process at run time, and validation copies a process's names at each
+/// fork, so without a bound a file of forks and opens would cost the
+/// validator memory in the square of its length. The corpus uses at most 4.
+pub const MAX_PROCESSES: usize = 64;
 
 #[derive(Debug, Clone, Default)]
 struct ProcView {
@@ -82,8 +99,18 @@ pub fn validate(
                 .size
                 .as_ref()
                 .and_then(|s| s.resolve_len(page_size).ok());
-            if let Err(e) = init.data.resolve(page_size, size) {
-                w.issue(path.clone(), e);
+            match init.data.resolve(page_size, size) {
+                Err(e) => w.issue(path.clone(), e),
+                Ok(bytes) => {
+                    // A fill or pattern without `len` takes its length from `size`.
+                    let key = match (&init.data.len, &init.data.text, &init.data.hex) {
+                        (Some(_), _, _) => "len",
+                        (None, Some(_), _) => "text",
+                        (None, None, Some(_)) => "hex",
+                        (None, None, None) => "size",
+                    };
+                    w.cap(&path, key, bytes.len(), "a file's initial content may have");
+                }
             }
         }
         if init.zeros.is_some() && init.size.is_none() {
@@ -117,10 +144,64 @@ impl Walk {
         self.issues.push(Issue::at_key(path.to_vec(), key, msg));
     }
 
+    /// An issue about the value of `key` in the object at `path`, pointing at that value
+    /// and naming the field.
+    fn value_issue(&mut self, path: &[Seg], key: &str, msg: impl std::fmt::Display) {
+        let mut p = path.to_vec();
+        p.push(Seg::from(key));
+        let message = format!("{}: {msg}", path_text(&p));
+        self.issues.push(Issue::at(p, message));
+    }
+
+    /// One process more than [`MAX_PROCESSES`]. It gets no view, so names
+    /// used in it are no longer checked (they would only echo this problem).
+    fn too_many_processes(&mut self, path: &[Seg], key: &str, name: &str) {
+        self.key_issue(
+            path,
+            key,
+            format!("a case has at most {MAX_PROCESSES} processes; `{name}` would be one more"),
+        );
+        self.check_names = false;
+    }
+
+    /// Bytes the harness must produce or hold for one step, at most [`MAX_STEP_BYTES`].
+    fn cap(&mut self, path: &[Seg], key: &str, bytes: u64, what: &str) {
+        if bytes > MAX_STEP_BYTES {
+            self.value_issue(
+                path,
+                key,
+                format!(
+                    "{} is more than the {} {what}",
+                    human_bytes(bytes),
+                    human_bytes(MAX_STEP_BYTES)
+                ),
+            );
+        }
+    }
+
+    /// A name of a process, fd, mapping, snapshot or value: at most [`MAX_LABEL_BYTES`].
+    fn label(&mut self, path: &[Seg], key: &str, name: &str) {
+        if name.len() > MAX_LABEL_BYTES {
+            self.value_issue(
+                path,
+                key,
+                format!(
+                    "a name is at most {MAX_LABEL_BYTES} bytes; this one has {}",
+                    name.len()
+                ),
+            );
+        }
+    }
+
+    /// A file name, at `path` + `key` in a step, or the key of `files` at `path` (`key` None).
     fn check_path(&mut self, path: &[Seg], key: Option<&str>, name: &str) {
         if let Err(e) = check_file_name(name) {
             match key {
-                Some(k) => self.key_issue(path, k, e),
+                Some(k) => {
+                    let mut field = path.to_vec();
+                    field.push(Seg::from(k));
+                    self.key_issue(path, k, format!("{}: {e}", path_text(&field)));
+                }
                 None => self.issue(path.to_vec(), e),
             }
         }
@@ -153,6 +234,7 @@ impl Walk {
     }
 
     fn fd(&mut self, path: &[Seg], proc_name: &str, fd: &str) {
+        self.label(path, "fd", fd);
         let known = self
             .procs
             .get(proc_name)
@@ -167,6 +249,7 @@ impl Walk {
     }
 
     fn map(&mut self, path: &[Seg], key: &str, proc_name: &str, map: &str) {
+        self.label(path, key, map);
         let known = self
             .procs
             .get(proc_name)
@@ -196,8 +279,23 @@ impl Walk {
     }
 
     fn data(&mut self, path: &[Seg], data: &Data, default_len: Option<u64>) {
-        if let Err(e) = data.resolve(self.page_size, default_len) {
-            self.issue(path.to_vec(), e);
+        match data.resolve(self.page_size, default_len) {
+            Err(e) => self.issue(path.to_vec(), e),
+            Ok(bytes) => {
+                let key = match (&data.len, &data.text) {
+                    (Some(_), _) => "len",
+                    (None, Some(_)) => "text",
+                    (None, None) => "hex",
+                };
+                self.cap(path, key, bytes.len(), "a step may write");
+            }
+        }
+    }
+
+    /// The length a step reads into the harness's memory.
+    fn read_len(&mut self, path: &[Seg], len: Option<i128>) {
+        if let Some(l) = len.and_then(|l| u64::try_from(l).ok()) {
+            self.cap(path, "len", l, "a step may read");
         }
     }
 
@@ -226,9 +324,16 @@ impl Walk {
             (Some(p), false) => Some(p.clone()),
             (None, true) => None,
         };
+        if let Some(p) = &step.process {
+            self.label(&path, "in", p);
+        }
+        if let Some(n) = &step.name {
+            self.label(&path, "as", n);
+        }
         if let Some(p) = &proc_name {
-            let view = self.procs.entry(p.clone()).or_default();
-            if view.exited {
+            if !self.procs.contains_key(p) && self.procs.len() >= MAX_PROCESSES {
+                self.too_many_processes(&path, "in", p);
+            } else if self.procs.entry(p.clone()).or_default().exited {
                 self.key_issue(
                     &path,
                     "in",
@@ -301,6 +406,7 @@ impl Walk {
                 }
                 self.size(&path, "at", at);
                 load_len = self.len(&path, "len", len);
+                self.read_len(&path, load_len);
             }
             Op::Pwrite { fd, at, data } => {
                 if has_proc {
@@ -350,9 +456,32 @@ impl Walk {
                     self.addr(&path, "addr", &p, a);
                 }
             }
-            Op::Munmap { range } | Op::Munlock { range } | Op::Mincore { range } => {
+            Op::Munmap { range } | Op::Munlock { range } => {
                 if has_proc {
                     self.range(&path, &p, range);
+                }
+            }
+            Op::Mincore { range } => {
+                if has_proc {
+                    self.range(&path, &p, range);
+                }
+                // mincore reports one byte per page of the range.
+                let len = range
+                    .len
+                    .as_ref()
+                    .and_then(|l| l.resolve_len(self.page_size).ok());
+                if let Some(l) = len {
+                    let pages = l.div_ceil(self.page_size.max(1));
+                    if pages > MAX_STEP_BYTES {
+                        self.value_issue(
+                            &path,
+                            "len",
+                            format!(
+                                "{} pages are more than the {} pages a `mincore` may report",
+                                pages, MAX_STEP_BYTES
+                            ),
+                        );
+                    }
                 }
             }
             Op::Mprotect { range, prot } => {
@@ -415,6 +544,7 @@ impl Walk {
                 }
                 self.size(&path, "at", at);
                 load_len = self.len(&path, "len", len);
+                self.read_len(&path, load_len);
             }
             Op::Increment { map, at, width, .. } => {
                 if has_proc {
@@ -429,6 +559,8 @@ impl Walk {
                 if let Some(child) = &step.name {
                     if self.procs.contains_key(child) {
                         self.key_issue(&path, "as", format!("process `{child}` already exists"));
+                    } else if self.procs.len() >= MAX_PROCESSES {
+                        self.too_many_processes(&path, "as", child);
                     } else if has_proc {
                         let mut view = self.procs.get(&p).cloned().unwrap_or_default();
                         view.exited = false;
@@ -450,11 +582,13 @@ impl Walk {
                 }
             }
             Op::Wait { target } => {
+                self.label(&path, "proc", target);
                 if !self.procs.contains_key(target) {
                     self.key_issue(&path, "proc", format!("no process `{target}` to wait for"));
                 }
             }
             Op::Kill { target, signal } => {
+                self.label(&path, "proc", target);
                 if !self.procs.contains_key(target) {
                     self.key_issue(&path, "proc", format!("no process `{target}` to signal"));
                 }
@@ -499,24 +633,29 @@ impl Walk {
                 self.size(&path, "at", at);
                 if let Some(l) = len {
                     load_len = self.len(&path, "len", l);
+                    self.read_len(&path, load_len);
                 }
             }
         }
         self.expectations(step, &path, load_len);
         // Names created by this step exist from the next step on.
         if let (Some(name), true) = (&step.name, has_proc) {
-            let view = self.procs.entry(p.clone()).or_default();
-            match op {
-                Op::Open { .. } | Op::MemfdCreate { .. } => {
+            let view = self.procs.get_mut(&p);
+            match (op, view) {
+                (Op::Open { .. } | Op::MemfdCreate { .. }, Some(view)) => {
                     view.fds.insert(name.clone());
                 }
-                Op::Mmap { .. } | Op::Mremap { .. } => {
+                (Op::Mmap { .. } | Op::Mremap { .. }, Some(view)) => {
                     view.maps.insert(name.clone());
                 }
-                Op::Fstat { .. } => {
+                (
+                    Op::Open { .. } | Op::MemfdCreate { .. } | Op::Mmap { .. } | Op::Mremap { .. },
+                    None,
+                ) => {}
+                (Op::Fstat { .. }, _) => {
                     self.snapshots.insert(name.clone());
                 }
-                op if records_value(op) => {
+                (op, _) if records_value(op) => {
                     self.values.insert(name.clone());
                 }
                 _ => {}
@@ -722,6 +861,7 @@ impl Walk {
         }
         for (key, name) in [("same_as", &e.same_as), ("differs_from", &e.differs_from)] {
             let Some(name) = name else { continue };
+            self.label(path, key, name);
             if !self.values.contains(name) {
                 self.key_issue(
                     path,
@@ -770,6 +910,12 @@ fn records_value(op: &Op) -> bool {
 pub fn check_file_name(name: &str) -> Result<(), String> {
     if name.is_empty() {
         return Err("empty path".to_string());
+    }
+    if name.len() > NAME_MAX {
+        return Err(format!(
+            "a file name is at most {NAME_MAX} bytes (NAME_MAX); this one has {}",
+            name.len()
+        ));
     }
     if name.starts_with('/') {
         return Err(format!(

@@ -4,6 +4,34 @@
 use super::model::{Data, Size};
 use serde::{Deserialize, Serialize};
 
+/// The most bytes one step may make the harness itself produce or hold: a
+/// file's initial content, the data of a `store`, `pwrite` or `write`, the
+/// length a `load`, `pread` or `check_file` reads, the page vector of a
+/// `mincore`. Validation rejects more, so that no case can make the harness
+/// allocate without bound. The corpus uses at most 4 pages (256 KiB with
+/// 64 KiB pages); sparse file sizes (`size` without content, `ftruncate`)
+/// and mapping lengths are not bytes the harness holds and are not capped.
+pub const MAX_STEP_BYTES: u64 = 64 << 20;
+
+/// A byte count for people: "64 MiB" when exact in a binary unit, else "1000 bytes".
+pub fn human_bytes(n: u64) -> String {
+    for (unit, name) in [
+        (1u64 << 40, "TiB"),
+        (1 << 30, "GiB"),
+        (1 << 20, "MiB"),
+        (1 << 10, "KiB"),
+    ] {
+        if n >= unit && n.is_multiple_of(unit) {
+            return format!("{} {name}", n / unit);
+        }
+    }
+    if n == 1 {
+        "1 byte".to_string()
+    } else {
+        format!("{n} bytes")
+    }
+}
+
 impl Size {
     /// The size in bytes for a given page size. "2p+100" = 2 pages and 100 bytes.
     pub fn resolve(&self, page_size: u64) -> Result<i128, String> {
