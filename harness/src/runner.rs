@@ -13,6 +13,10 @@ use std::sync::{Mutex, RwLock};
 /// Held shared by every running case, and exclusively by a case whose
 /// steps act on the whole machine.
 static MACHINE_WIDE: RwLock<()> = RwLock::new(());
+/// Held by a case that uses the huge page pool: the pool is one for the
+/// machine and a case may take all of it (MAP_NORESERVE until SIGBUS), so
+/// such cases run one at a time, on every target, while others go on.
+static HUGETLB_POOL: Mutex<()> = Mutex::new(());
 use std::time::Instant;
 
 /// Runs one case in a fresh directory under `root`: skipped when its
@@ -47,6 +51,10 @@ pub fn run_one(
     // drop_caches empties the page cache of the whole machine, which a case
     // running beside it on another target could observe (mincore, say):
     // such cases run alone, every other case shares.
+    let _pool = case
+        .case
+        .uses_hugetlb_pool()
+        .then(|| HUGETLB_POOL.lock().unwrap_or_else(|e| e.into_inner()));
     let report = if case
         .case
         .steps
@@ -118,6 +126,11 @@ pub fn run_all(
             .lower_dir
             .clone()
     });
+    // Held to the end of the run, so every way out gives the pages back.
+    let _pool = cases
+        .iter()
+        .any(|c| c.case.uses_hugetlb_pool())
+        .then(crate::target::hugetlb::reserve);
     let root = ScratchRoot::create_layered(base, lower.as_deref())?;
     live::add_root(root.path.clone());
     let env = match &opts.owned_fs {

@@ -217,4 +217,6 @@ pub fn kill_everything() {
     for f in &filesystems {
         release_fs(f);
     }
+    // Last: the pool's pages come free once the processes and mounts holding them are gone.
+    crate::target::hugetlb::release_all();
 }

@@ -136,7 +136,7 @@ pub fn unavailable(config: &TargetConfig) -> Option<String> {
         ));
     }
     let needs = match config.fs.as_str() {
-        "tmpfs" | "overlay" => None,
+        "tmpfs" | "overlay" | "hugetlbfs" => None,
         fs => Some(format!("mkfs.{fs}")),
     };
     if let Some(tool) = needs {
@@ -221,6 +221,7 @@ impl OwnedFs {
         let made = match config.fs.as_str() {
             "tmpfs" => fs.mount_tmpfs(&fs.mount_point.clone()),
             "overlay" => fs.make_overlay(base, &tag),
+            "hugetlbfs" => super::hugetlb::mount(&fs.mount_point, &config.mount_options),
             _ => fs.make_block_fs(base, &tag),
         };
         if let Err(e) = made {
@@ -267,7 +268,7 @@ impl OwnedFs {
         crate::target::capability::Made {
             // Data outlive an unmount and a crash on a block device, not in memory.
             persistent: self.loop_dev.is_some() || self.given_device,
-            can_crash: self.config.fs != "overlay",
+            can_crash: !matches!(self.config.fs.as_str(), "overlay" | "hugetlbfs"),
         }
     }
 
@@ -377,6 +378,7 @@ impl OwnedFs {
         match self.config.fs.as_str() {
             "tmpfs" => self.mount_tmpfs(&self.mount_point),
             "overlay" => self.mount_overlay(),
+            "hugetlbfs" => super::hugetlb::mount(&self.mount_point, &self.config.mount_options),
             _ => self.mount_block(),
         }
     }

@@ -4,6 +4,7 @@
 pub mod capability;
 pub mod cleanup;
 pub mod fs;
+pub mod hugetlb;
 pub mod probe;
 
 use crate::case::model::Probe;
