@@ -95,7 +95,17 @@ pub fn reserve() -> Reservation {
 /// Gives the pool back at once (an interrupt or a panic: the process is
 /// about to exit, and Drop will not run).
 pub fn release_all() {
-    let mut p = pool();
+    // Not a blocking lock: a panic inside `reserve` would wait for itself.
+    // A pool held elsewhere at this instant is left to `mmapconf cleanup`
+    // (its state file says how much), which is better than a hang.
+    let mut p = match POOL.try_lock() {
+        Ok(p) => p,
+        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
+        Err(std::sync::TryLockError::WouldBlock) => {
+            eprintln!("mmapconf: the huge page pool is busy; `mmapconf cleanup` gives it back");
+            return;
+        }
+    };
     give_back(&mut p);
 }
 
