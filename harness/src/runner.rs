@@ -13,10 +13,6 @@ use std::sync::{Mutex, RwLock};
 /// Held shared by every running case, and exclusively by a case whose
 /// steps act on the whole machine.
 static MACHINE_WIDE: RwLock<()> = RwLock::new(());
-/// Held by a case that uses the huge page pool: the pool is one for the
-/// machine and a case may take all of it (MAP_NORESERVE until SIGBUS), so
-/// such cases run one at a time, on every target, while others go on.
-static HUGETLB_POOL: Mutex<()> = Mutex::new(());
 use std::time::Instant;
 
 /// Runs one case in a fresh directory under `root`: skipped when its
@@ -51,10 +47,13 @@ pub fn run_one(
     // drop_caches empties the page cache of the whole machine, which a case
     // running beside it on another target could observe (mincore, say):
     // such cases run alone, every other case shares.
+    // The pool is one for the machine and a case may take all of it
+    // (MAP_NORESERVE until SIGBUS): such cases run one at a time, while
+    // other cases go on.
     let _pool = case
         .case
         .uses_hugetlb_pool()
-        .then(|| HUGETLB_POOL.lock().unwrap_or_else(|e| e.into_inner()));
+        .then(crate::target::hugetlb::one_case_at_a_time);
     let report = if case
         .case
         .steps

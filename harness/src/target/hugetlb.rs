@@ -41,6 +41,7 @@ const NR_HUGEPAGES: &str = "/proc/sys/vm/nr_hugepages";
 const STATE_DIR: &str = "/dev/shm";
 const STATE_PREFIX: &str = "mmapconf-hugetlb-";
 const LOCK: &str = "/dev/shm/mmapconf-hugetlb.lock";
+const CASES_LOCK: &str = "/dev/shm/mmapconf-hugetlb-cases.lock";
 
 struct Pool {
     /// Runs (targets, tests) in this process that hold the reservation.
@@ -253,15 +254,48 @@ impl Lock {
             .write(true)
             .open(LOCK)
             .map_err(|e| format!("{LOCK}: {e}"))?;
-        loop {
-            // SAFETY: flock on a descriptor we own; released on close.
-            if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
-                return Ok(Lock { _held: f });
-            }
-            let e = nix::errno::Errno::last();
-            if e != nix::errno::Errno::EINTR {
-                return Err(format!("{LOCK}: flock: {e}"));
-            }
+        flock_exclusive(&f).map_err(|e| format!("{LOCK}: flock: {e}"))?;
+        Ok(Lock { _held: f })
+    }
+}
+
+/// Held while a case that uses the pool runs: one such case at a time on
+/// the machine, in this run (every target) and in any other mmapconf run,
+/// since a case may take every free huge page for a moment. An flock is
+/// per open file, so two threads of one run exclude each other too; where
+/// the lock file cannot be opened, a mutex still orders this run's cases.
+pub fn one_case_at_a_time() -> CaseTurn {
+    static IN_THIS_RUN: Mutex<()> = Mutex::new(());
+    let here = IN_THIS_RUN.lock().unwrap_or_else(|e| e.into_inner());
+    let file = std::fs::OpenOptions::new()
+        .create(true)
+        .truncate(false)
+        .write(true)
+        .open(CASES_LOCK)
+        .or_else(|_| std::fs::File::open(CASES_LOCK))
+        .ok()
+        .filter(|f| flock_exclusive(f).is_ok());
+    CaseTurn {
+        _machine: file,
+        _here: here,
+    }
+}
+
+/// One pool-using case's turn (see [`one_case_at_a_time`]).
+pub struct CaseTurn {
+    _machine: Option<std::fs::File>,
+    _here: std::sync::MutexGuard<'static, ()>,
+}
+
+fn flock_exclusive(f: &std::fs::File) -> Result<(), nix::errno::Errno> {
+    loop {
+        // SAFETY: flock on a descriptor we own; released on close.
+        if unsafe { libc::flock(f.as_raw_fd(), libc::LOCK_EX) } == 0 {
+            return Ok(());
+        }
+        let e = nix::errno::Errno::last();
+        if e != nix::errno::Errno::EINTR {
+            return Err(e);
         }
     }
 }
