@@ -47,6 +47,13 @@ pub fn run_one(
     // drop_caches empties the page cache of the whole machine, which a case
     // running beside it on another target could observe (mincore, say):
     // such cases run alone, every other case shares.
+    // The pool is one for the machine and a case may take all of it
+    // (MAP_NORESERVE until SIGBUS): such cases run one at a time, while
+    // other cases go on.
+    let _pool = case
+        .case
+        .uses_hugetlb_pool()
+        .then(crate::target::hugetlb::one_case_at_a_time);
     let report = if case
         .case
         .steps
@@ -118,6 +125,11 @@ pub fn run_all(
             .lower_dir
             .clone()
     });
+    // Held to the end of the run, so every way out gives the pages back.
+    let _pool = cases
+        .iter()
+        .any(|c| c.case.uses_hugetlb_pool())
+        .then(crate::target::hugetlb::reserve);
     let root = ScratchRoot::create_layered(base, lower.as_deref())?;
     let env = match &opts.owned_fs {
         Some(fs) => Environment::of_run(

@@ -450,7 +450,9 @@ fn a_file_says_whether_its_zeros_are_a_hole_or_allocated() {
     .unwrap();
     let o = exe().arg("validate").arg(&case).output().unwrap();
     assert!(
-        text(&o).contains("zeros.json:1:50: files.f.zeros: `zeros` says what the zeros up to `size` are"),
+        text(&o).contains(
+            "zeros.json:1:50: files.f.zeros: `zeros` says what the zeros up to `size` are"
+        ),
         "{}",
         text(&o)
     );

@@ -46,5 +46,10 @@ fn main() {
             }
         })
         .collect();
-    libtest_mimic::run(&args, trials).exit();
+    // The hugetlb cases need the run's huge page pool (as `mmapconf run`
+    // reserves it); given back before the exit, which skips destructors.
+    let pool = mmapconf::target::hugetlb::reserve();
+    let conclusion = libtest_mimic::run(&args, trials);
+    drop(pool);
+    conclusion.exit();
 }

@@ -111,6 +111,11 @@ pub enum Probe {
     PagemapPfn,
     /// mremap(2) knows MREMAP_DONTUNMAP (Linux 5.7).
     MremapDontunmap,
+    /// At least 16 free huge pages of 2 MiB for the run: the harness
+    /// raised /proc/sys/vm/nr_hugepages by that much (it needs root and
+    /// the memory), or found them free. Cases that need it run one at a
+    /// time, since the pool is one for the whole machine.
+    HugetlbPool,
     /// Target: ordinary files: a new file takes a write(2) of one byte and
     /// an ftruncate(2) to one page (not hugetlbfs: no write(2), sizes in
     /// huge pages). Every case with `files` or an `open` step needs it,
@@ -161,6 +166,7 @@ impl Probe {
                 | Probe::Mlock
                 | Probe::PagemapPfn
                 | Probe::MremapDontunmap
+                | Probe::HugetlbPool
         )
     }
 }
@@ -743,6 +749,12 @@ impl Case {
                 }
             )
         })
+    }
+
+    /// Whether the case uses the machine's huge page pool (it requires
+    /// the `hugetlb_pool` probe).
+    pub fn uses_hugetlb_pool(&self) -> bool {
+        self.requires.probes.contains(&Probe::HugetlbPool)
     }
 
     /// Whether the case makes or opens files on the target (not memfds).

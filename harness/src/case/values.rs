@@ -71,7 +71,7 @@ fn parse_size_expr(text: &str, page_size: u64) -> Result<i128, String> {
         let term = &rest[..end];
         total += sign
             * parse_term(term, page_size).ok_or_else(|| {
-                format!("bad size `{text}`: terms are N, 0xN, Np (N pages) or p, joined by + or -")
+                format!("bad size `{text}`: terms are N, 0xN, Np (N pages), p, Nh (N huge pages) or h, joined by + or -")
             })?;
         if end == rest.len() {
             break;
@@ -83,14 +83,26 @@ fn parse_size_expr(text: &str, page_size: u64) -> Result<i128, String> {
 }
 
 fn parse_term(term: &str, page_size: u64) -> Option<i128> {
-    if term == "p" {
-        return Some(page_size as i128);
-    }
-    if let Some(n) = term.strip_suffix('p') {
-        let n = parse_unsigned(n)?;
-        return n.checked_mul(page_size as i128);
+    for (unit, size) in [('p', page_size), ('h', huge_page_size())] {
+        if term.len() == 1 && term.starts_with(unit) {
+            return Some(size as i128);
+        }
+        if let Some(n) = term.strip_suffix(unit) {
+            return parse_unsigned(n)?.checked_mul(size as i128);
+        }
     }
     parse_unsigned(term)
+}
+
+/// The size of `h`: the kernel's default huge page size, what MAP_HUGETLB
+/// and MFD_HUGETLB use. Where the kernel has none, 2 MiB: the cases that
+/// say `h` require the `hugetlb_pool` probe and skip there anyway.
+pub fn huge_page_size() -> u64 {
+    static SIZE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
+    *SIZE.get_or_init(|| {
+        crate::target::hugetlb::default_huge_page_size()
+            .unwrap_or(crate::target::hugetlb::HUGE_PAGE)
+    })
 }
 
 fn parse_unsigned(s: &str) -> Option<i128> {
@@ -285,6 +297,8 @@ mod tests {
     #[case(Size::Expr("0x1000".into()), 4096)]
     #[case(Size::Expr("-1p".into()), -4096)]
     #[case(Size::Expr(" 3p - 2p ".into()), 4096)]
+    #[case(Size::Expr("2h".into()), 2 * huge_page_size() as i128)]
+    #[case(Size::Expr("h-1p".into()), huge_page_size() as i128 - 4096)]
     fn sizes(#[case] size: Size, #[case] want: i128) {
         assert_eq!(size.resolve(4096), Ok(want));
     }
@@ -294,6 +308,8 @@ mod tests {
     #[case("")]
     #[case("p+")]
     #[case("1.5p")]
+    #[case("hp")]
+    #[case("0.5h")]
     fn bad_sizes(#[case] text: &str) {
         assert!(Size::Expr(text.into()).resolve(4096).is_err());
     }

@@ -337,6 +337,8 @@ pub fn kill_everything() {
     for f in &filesystems {
         release_fs(f);
     }
+    // Last: the pool's pages come free once the processes and mounts holding them are gone.
+    crate::target::hugetlb::release_all();
 }
 
 /// Set once this process made itself the reaper of its descendants: then

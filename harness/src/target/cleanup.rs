@@ -141,6 +141,7 @@ pub fn cleanup(bases: &[PathBuf]) -> Vec<String> {
             }
         }
     }
+    done.extend(super::hugetlb::cleanup());
     done
 }
 

@@ -140,7 +140,7 @@ pub fn unavailable(config: &TargetConfig) -> Option<String> {
         ));
     }
     let needs = match config.fs.as_str() {
-        "tmpfs" | "overlay" => None,
+        "tmpfs" | "overlay" | "hugetlbfs" => None,
         fs => Some(format!("mkfs.{fs}")),
     };
     if let Some(tool) = needs {
@@ -226,6 +226,7 @@ impl OwnedFs {
             .and_then(|()| match config.fs.as_str() {
                 "tmpfs" => fs.mount_tmpfs(&fs.mount_point.clone()),
                 "overlay" => fs.make_overlay(base, &tag),
+                "hugetlbfs" => super::hugetlb::mount(&fs.mount_point, &config.mount_options),
                 _ => fs.make_block_fs(base, &tag),
             });
         if let Err(e) = made {
@@ -270,7 +271,7 @@ impl OwnedFs {
         crate::target::capability::Made {
             // Data outlive an unmount and a crash on a block device, not in memory.
             persistent: self.loop_dev.is_some(),
-            can_crash: self.config.fs != "overlay",
+            can_crash: !matches!(self.config.fs.as_str(), "overlay" | "hugetlbfs"),
             has_backing_files: self.backing_dir().is_some(),
         }
     }
@@ -395,6 +396,7 @@ impl OwnedFs {
         match self.config.fs.as_str() {
             "tmpfs" => self.mount_tmpfs(&self.mount_point),
             "overlay" => self.mount_overlay(),
+            "hugetlbfs" => super::hugetlb::mount(&self.mount_point, &self.config.mount_options),
             _ => self.mount_block(),
         }
     }

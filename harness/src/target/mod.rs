@@ -5,6 +5,7 @@ pub mod capability;
 pub mod cleanup;
 pub mod fs;
 pub mod fuse;
+pub mod hugetlb;
 pub mod probe;
 
 use crate::case::model::Probe;

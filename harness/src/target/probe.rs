@@ -101,6 +101,11 @@ fn capability(p: Probe, env: &Environment) -> Result<(), String> {
 
 /// Tries a feature once and remembers the answer for the rest of the run.
 pub fn probe(p: Probe) -> Result<(), String> {
+    // Not remembered: the pool is reserved when a run starts, after which
+    // the answer changes.
+    if p == Probe::HugetlbPool {
+        return super::hugetlb::probe();
+    }
     static CACHE: Mutex<Option<HashMap<Probe, Result<(), String>>>> = Mutex::new(None);
     let mut guard = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let cache = guard.get_or_insert_with(HashMap::new);
@@ -260,6 +265,7 @@ fn try_feature(p: Probe) -> Result<(), String> {
                 Err("/proc/self/pagemap hides page frame numbers (needs CAP_SYS_ADMIN)".into())
             }
         }
+        Probe::HugetlbPool => super::hugetlb::probe(),
         Probe::MremapDontunmap => {
             let a = Anon::new(ps, libc::MAP_PRIVATE).ok_or("probe mmap failed")?;
             // SAFETY: moves our own mapping; the result is unmapped below.
