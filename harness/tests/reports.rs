@@ -665,6 +665,48 @@ fn a_baseline_turns_known_failures_into_success_and_names_new_ones() {
 }
 
 #[test]
+fn a_baseline_directory_gives_each_target_its_own_file() {
+    let dir = workdir("reports-baseline-dir");
+    let cases = demo::corpus(&dir, false);
+    let baselines = dir.join("baselines");
+    std::fs::create_dir_all(&baselines).unwrap();
+    // The file this kernel and filesystem would use, named as the harness names it.
+    let probe = demo::run(&dir, &cases, &["--report", "r.json"]);
+    let report: mmapconf::report::Report =
+        serde_json::from_str(&std::fs::read_to_string(dir.join("r.json")).unwrap())
+            .unwrap_or_else(|e| panic!("{e}: {}", text(&probe)));
+    let name = mmapconf::cli::baseline_file_name(&report);
+    let run = || {
+        demo::run(
+            &dir,
+            &cases,
+            &[
+                "--report",
+                "r.json",
+                "--baseline",
+                baselines.to_str().unwrap(),
+            ],
+        )
+    };
+    // No file for this kernel and target: every failure is new.
+    let o = run();
+    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    std::fs::write(
+        baselines.join(&name),
+        "demo/fail # one wrong byte on purpose\n",
+    )
+    .unwrap();
+    let o = run();
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(0), "{t}");
+    assert!(
+        t.contains(&format!("baseline {}", baselines.join(&name).display())),
+        "{t}"
+    );
+    assert!(t.contains("1 known failure(s), 0 new"), "{t}");
+}
+
+#[test]
 fn checked_in_baselines_parse_and_name_real_cases() {
     let dir = repo("reports/baselines");
     let mut seen = 0;

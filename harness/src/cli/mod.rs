@@ -5,6 +5,8 @@ mod mutate;
 mod power_cut;
 mod progress;
 mod reports;
+
+pub use reports::baseline_file_name;
 mod soak;
 mod swimlanes;
 

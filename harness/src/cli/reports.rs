@@ -24,9 +24,48 @@ pub struct OutputArgs {
     #[arg(long, value_name = "FILE")]
     pub kcidb: Option<PathBuf>,
     /// Known failures of this kernel and filesystem (reports/baselines/):
-    /// exit non-zero only for failures it does not list.
-    #[arg(long, value_name = "FILE")]
+    /// exit non-zero only for failures it does not list. A directory: each
+    /// target's own file in it, `<major>.<minor>-<target>.txt` (the target
+    /// name, or the filesystem type for `--dir`), when there is one.
+    #[arg(long, value_name = "FILE|DIR")]
     pub baseline: Option<PathBuf>,
+}
+
+/// Where known failures come from: one file for the run, or a directory
+/// holding one file per kernel and target.
+enum Baselines {
+    One(Baseline, String),
+    Dir(PathBuf),
+}
+
+impl Baselines {
+    /// The baseline that applies to `report`, with its name; None when a
+    /// directory has no file for this kernel and target (every failure is new).
+    fn for_report(&self, report: &Report) -> Result<Option<(Baseline, String)>, String> {
+        match self {
+            Baselines::One(b, name) => Ok(Some((b.clone(), name.clone()))),
+            Baselines::Dir(dir) => {
+                let path = dir.join(baseline_file_name(report));
+                if !path.is_file() {
+                    return Ok(None);
+                }
+                let b = Baseline::load(&path).map_err(|e| e.join("\n"))?;
+                Ok(Some((b, path.display().to_string())))
+            }
+        }
+    }
+}
+
+/// `6.18-ext4.txt`: the kernel's major.minor and the target's name (the
+/// filesystem type when the run was on an existing mount).
+pub fn baseline_file_name(report: &Report) -> String {
+    let k = report.environment.kernel();
+    let target = report
+        .environment
+        .target
+        .clone()
+        .unwrap_or_else(|| report.environment.fs_type.clone());
+    format!("{}.{}-{target}.txt", k.0, k.1)
 }
 
 /// What `run` checked before running anything (a bad baseline or KCIDB
@@ -34,7 +73,7 @@ pub struct OutputArgs {
 /// reports of the targets run so far.
 pub struct Prepared {
     args: OutputArgs,
-    baseline: Option<Baseline>,
+    baseline: Option<Baselines>,
     kcidb: kcidb::Options,
     reports: Mutex<Vec<Report>>,
     /// The progress bars of the run, one per target, drawn together.
@@ -44,7 +83,11 @@ pub struct Prepared {
 impl Prepared {
     pub fn new(args: &OutputArgs) -> Result<Prepared, String> {
         let baseline = match &args.baseline {
-            Some(p) => Some(Baseline::load(p).map_err(|e| e.join("\n"))?),
+            Some(p) if p.is_dir() => Some(Baselines::Dir(p.clone())),
+            Some(p) => Some(Baselines::One(
+                Baseline::load(p).map_err(|e| e.join("\n"))?,
+                p.display().to_string(),
+            )),
             None => None,
         };
         let kcidb = if args.kcidb.is_some() {
@@ -130,13 +173,17 @@ impl Prepared {
                 }
             }
         }
-        let verdict = self.baseline.as_ref().map(|b| b.judge(report));
-        let name = self
-            .args
-            .baseline
-            .as_deref()
-            .map(|p| p.display().to_string())
-            .unwrap_or_default();
+        let chosen = match self.baseline.as_ref().map(|b| b.for_report(report)) {
+            Some(Err(e)) => {
+                eprintln!("mmapconf: {e}");
+                broken = true;
+                None
+            }
+            Some(Ok(chosen)) => chosen,
+            None => None,
+        };
+        let verdict = chosen.as_ref().map(|(b, _)| b.judge(report));
+        let name = chosen.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
         let text = progress::summary(
             report,
             verdict.as_ref().map(|v| (name.as_str(), v)),
