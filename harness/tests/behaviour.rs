@@ -2,81 +2,12 @@
 //! for bad input, a time limit that kills, a diff when bytes differ,
 //! cleanup after interruption, and a schema that matches the code.
 
-use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::*;
+use std::path::Path;
+use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn exe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mmapconf"))
-}
-
-fn fixture(name: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .join("tests/fixtures")
-        .join(name)
-}
-
-fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
-
-/// The living (not zombie) processes running the harness binary that
-/// descend from `root`: its fork server and the workers of its cases.
-fn harness_descendants(root: u32) -> Vec<i32> {
-    let mut parent_of = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Some((ppid, state)) = ppid_and_state(pid) {
-            if state != 'Z' {
-                parent_of.push((pid, ppid));
-            }
-        }
-    }
-    let mut found = vec![root as i32];
-    let mut grew = true;
-    while grew {
-        grew = false;
-        for &(pid, ppid) in &parent_of {
-            if found.contains(&ppid) && !found.contains(&pid) {
-                found.push(pid);
-                grew = true;
-            }
-        }
-    }
-    found.retain(|&p| p != root as i32 && runs_the_harness(p));
-    found
-}
-
-fn ppid_and_state(pid: i32) -> Option<(i32, char)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    Some((rest.next()?.parse().ok()?, state))
-}
-
-fn runs_the_harness(pid: i32) -> bool {
-    let ours = std::fs::canonicalize(env!("CARGO_BIN_EXE_mmapconf")).unwrap();
-    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == ours)
-}
-
-/// Which of `pids` still run the harness (not zombies).
-fn still_running(pids: &[i32]) -> Vec<i32> {
-    pids.iter()
-        .copied()
-        .filter(|&p| ppid_and_state(p).is_some_and(|(_, s)| s != 'Z') && runs_the_harness(p))
-        .collect()
-}
 
 /// Waits (bounded) until the run `child` has at least `n` processes of
 /// its own: the fork server and the workers of its case.

@@ -2,15 +2,14 @@
 //! case means, a step to a killed process says who killed it, and nothing
 //! of a run outlives its harness, even a SIGKILLed one.
 
+mod common;
+
+use common::*;
 use std::io::Read;
 use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
-
-fn exe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mmapconf"))
-}
 
 /// Writes `json` as the case file `name.json` in `dir`.
 fn case_file(dir: &Path, name: &str, json: &str) -> PathBuf {
@@ -41,56 +40,6 @@ fn run_one(dir: &Path, file: &Path) -> serde_json::Value {
     let json: serde_json::Value =
         serde_json::from_slice(&bytes).unwrap_or_else(|e| panic!("{e}: {}", said()));
     json["cases"][0].clone()
-}
-
-fn ppid_and_state(pid: i32) -> Option<(i32, char)> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    Some((rest.next()?.parse().ok()?, state))
-}
-
-fn runs_the_harness(pid: i32) -> bool {
-    let ours = std::fs::canonicalize(env!("CARGO_BIN_EXE_mmapconf")).unwrap();
-    std::fs::read_link(format!("/proc/{pid}/exe")).is_ok_and(|exe| exe == ours)
-}
-
-/// The living (not zombie) processes running the harness binary that
-/// descend from `root`: its fork server and the workers of its cases.
-fn harness_descendants(root: u32) -> Vec<i32> {
-    let mut parent_of = Vec::new();
-    for entry in std::fs::read_dir("/proc").unwrap().flatten() {
-        let Ok(pid) = entry.file_name().to_string_lossy().parse::<i32>() else {
-            continue;
-        };
-        if let Some((ppid, state)) = ppid_and_state(pid) {
-            if state != 'Z' {
-                parent_of.push((pid, ppid));
-            }
-        }
-    }
-    let mut found = vec![root as i32];
-    let mut grew = true;
-    while grew {
-        grew = false;
-        for &(pid, ppid) in &parent_of {
-            if found.contains(&ppid) && !found.contains(&pid) {
-                found.push(pid);
-                grew = true;
-            }
-        }
-    }
-    found.retain(|&p| p != root as i32 && runs_the_harness(p));
-    found
-}
-
-/// Which of `pids` still run the harness (not zombies).
-fn still_running(pids: &[i32]) -> Vec<i32> {
-    pids.iter()
-        .copied()
-        .filter(|&p| ppid_and_state(p).is_some_and(|(_, s)| s != 'Z') && runs_the_harness(p))
-        .collect()
 }
 
 /// Polls `f` every few milliseconds until it gives Some, or panics with

@@ -122,21 +122,7 @@ pub fn spawn_worker(exe: &Path, dir: &Path, channel: &UnixStream) -> Result<i32,
 /// `Command::output`, but started by the server.
 pub fn output(cmd: &Command) -> std::io::Result<Output> {
     debug_assert!(cmd.get_envs().next().is_none() && cmd.get_current_dir().is_none());
-    let argv: Vec<String> = std::iter::once(cmd.get_program())
-        .chain(cmd.get_args())
-        .map(|a| a.to_string_lossy().into_owned())
-        .collect();
-    let pipe = || nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC).map_err(std::io::Error::from);
-    let (out_read, out_write) = pipe()?;
-    let (err_read, err_write) = pipe()?;
-    let started = request(
-        None,
-        &SpawnRequest::Program { argv },
-        &[out_write.as_raw_fd(), err_write.as_raw_fd()],
-    );
-    // Only the program holds the write ends now: EOF comes when it ends.
-    drop((out_write, err_write));
-    let pid = started.map_err(std::io::Error::other)?;
+    let (pid, out_read, err_read) = start_program(None, cmd)?;
     // Our child, not reaped yet: the pid is still its own.
     let pidfd = super::pidfd::open(pid)?;
     let (mut stdout, mut stderr) = (Vec::new(), Vec::new());
@@ -161,6 +147,12 @@ pub fn output(cmd: &Command) -> std::io::Result<Output> {
 /// our child and the caller's to reap, and the read ends of its stdout and
 /// stderr. `exe` starts the server on first use, as for `spawn_worker`.
 pub fn spawn_program(exe: &Path, cmd: &Command) -> std::io::Result<(i32, OwnedFd, OwnedFd)> {
+    start_program(Some(exe), cmd)
+}
+
+/// Asks the server to start `cmd` with its stdout and stderr on pipes:
+/// the pid and the read ends.
+fn start_program(exe: Option<&Path>, cmd: &Command) -> std::io::Result<(i32, OwnedFd, OwnedFd)> {
     let argv: Vec<String> = std::iter::once(cmd.get_program())
         .chain(cmd.get_args())
         .map(|a| a.to_string_lossy().into_owned())
@@ -169,7 +161,7 @@ pub fn spawn_program(exe: &Path, cmd: &Command) -> std::io::Result<(i32, OwnedFd
     let (out_read, out_write) = pipe()?;
     let (err_read, err_write) = pipe()?;
     let started = request(
-        Some(exe),
+        exe,
         &SpawnRequest::Program { argv },
         &[out_write.as_raw_fd(), err_write.as_raw_fd()],
     );
