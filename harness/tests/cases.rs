@@ -18,7 +18,12 @@ fn run_trial(loaded: &LoadedCase) -> Result<Completion, Failed> {
     let opts = RunOptions::new(PathBuf::from(env!("CARGO_BIN_EXE_mmapconf")));
     let root = ScratchRoot::create(&std::env::temp_dir())
         .map_err(|e| Failed::from(format!("scratch dir: {e}")))?;
-    let env = Environment::of_run(&root.path, None);
+    // The target's capabilities are the same for every trial: measured
+    // once, in the first trial's root, as a run measures them once.
+    static CAPABILITIES: std::sync::OnceLock<Environment> = std::sync::OnceLock::new();
+    let measured = CAPABILITIES.get_or_init(|| Environment::of_run(&root.path, None));
+    let mut env = Environment::probe(&root.path);
+    env.capabilities = measured.capabilities.clone();
     let report = runner::run_one(0, loaded, &env, &root, &opts);
     let reason = report.reason.clone().unwrap_or_default();
     match report.status {
