@@ -55,6 +55,8 @@ pub struct FsResources {
     /// before a signal (whose name the harness has not read yet) goes too,
     /// and a device the harness detached and someone else took is left alone.
     pub images: Vec<PathBuf>,
+    /// Directory trees removed whole (the staging tree of a read-only image).
+    pub trees: Vec<PathBuf>,
 }
 
 static LIVE: Mutex<Live> = Mutex::new(Live {
@@ -184,6 +186,9 @@ pub fn release_fs(r: &FsResources) {
     crate::target::fs::detach_loops_backed_by(&r.images);
     for img in &r.images {
         let _ = std::fs::remove_file(img);
+    }
+    for t in &r.trees {
+        let _ = std::fs::remove_dir_all(t);
     }
 }
 

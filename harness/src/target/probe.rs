@@ -65,12 +65,33 @@ pub fn unmet(case: &Case, env: &Environment) -> Option<String> {
     // filesystem (hugetlbfs cases state their sizes in huge pages); a file
     // that must start with a hole needs sparse files.
     let files = case.uses_files() && !req.fs.iter().any(|f| env.is_fs(f));
+    // A case that writes to the target's files needs a writable target,
+    // unless it is written for read-only ones (and expects the writes to fail).
+    let writes = if req.probes.contains(&Probe::ReadOnly) {
+        None
+    } else {
+        case.writes_target()
+    };
+    if files {
+        if let Err(why) = capability(Probe::RegularFiles, env) {
+            return Some(why);
+        }
+    }
+    if let Some(step) = &writes {
+        if let Err(why) = capability(Probe::Writable, env) {
+            return Some(format!(
+                "the case writes to the target's files ({step}); {why}"
+            ));
+        }
+    }
     let holes = case.files.values().any(|f| f.zeros == Some(Zeros::Hole));
     let storage = case.reads_storage();
-    let needed = files
-        .then_some(Probe::RegularFiles)
-        .into_iter()
-        .chain(req.probes.iter().copied())
+    let fills = case.fills_fs();
+    let needed = req
+        .probes
+        .iter()
+        .copied()
+        .chain(fills.then_some(Probe::FillsUp))
         .chain(holes.then_some(Probe::SparseFiles))
         .chain(storage.then_some(Probe::StorageView));
     for p in needed {
@@ -155,7 +176,10 @@ fn try_feature(p: Probe) -> Result<(), String> {
         | Probe::CacheSurvivesOpen
         | Probe::MtimeOnWriteFault
         | Probe::Persistent
-        | Probe::Crash => Err(format!("{p:?} is a capability of the target")),
+        | Probe::Crash
+        | Probe::Writable
+        | Probe::ReadOnly
+        | Probe::FillsUp => Err(format!("{p:?} is a capability of the target")),
         Probe::MapFixedNoreplace => {
             let a = Anon::new(ps, libc::MAP_PRIVATE).ok_or("probe mmap failed")?;
             // SAFETY: NOREPLACE over our own mapping must fail; a kernel that
