@@ -402,6 +402,81 @@ mod tests {
         assert_eq!(unmet(&anonymous, &e), None);
     }
 
+    fn with_steps(requires: serde_json::Value, steps: serde_json::Value) -> Case {
+        serde_json::from_value(serde_json::json!({
+            "title": "t", "refs": ["r"], "requires": requires,
+            "files": { "f": { "size": 8 } }, "steps": steps
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn on_a_read_only_target_only_cases_that_write_are_skipped() {
+        let mut e = env("erofs");
+        e.capabilities.insert(Probe::Writable, measured(false));
+        e.capabilities.insert(Probe::ReadOnly, measured(true));
+        let none = serde_json::json!({});
+        let open = |flags: &str| serde_json::json!({ "in": "p", "do": "open", "path": "f", "flags": flags, "as": "fd" });
+        let reads = with_steps(none.clone(), serde_json::json!([open("O_RDONLY")]));
+        assert_eq!(unmet(&reads, &e), None);
+        for flags in ["O_RDWR", "O_WRONLY", "O_RDONLY|O_CREAT", "O_RDONLY|O_TRUNC"] {
+            let c = with_steps(none.clone(), serde_json::json!([open(flags)]));
+            let why = unmet(&c, &e).unwrap();
+            assert!(
+                why.contains("writes to the target's files (step 1: open O_"),
+                "{why}"
+            );
+            assert!(why.contains("lacks writable"), "{why}");
+        }
+        // fsync of a read-only descriptor counts (no fsync on erofs); a
+        // memfd's ftruncate, inside `together` or not, does not.
+        let fsync = with_steps(
+            none.clone(),
+            serde_json::json!([open("O_RDONLY"), { "in": "p", "do": "fsync", "fd": "fd" }]),
+        );
+        assert!(unmet(&fsync, &e).unwrap().contains("step 2: fsync"));
+        let memfd = with_steps(
+            none.clone(),
+            serde_json::json!([
+                { "in": "p", "do": "memfd_create", "as": "m" },
+                { "do": "together", "steps": [ { "in": "p", "do": "ftruncate", "fd": "m", "len": 8 } ] }
+            ]),
+        );
+        assert_eq!(unmet(&memfd, &e), None);
+        let inner = with_steps(
+            none,
+            serde_json::json!([
+                { "do": "together", "steps": [ { "in": "p", "do": "unlink", "path": "f" } ] }
+            ]),
+        );
+        assert!(unmet(&inner, &e).unwrap().contains("step 1.1: unlink"));
+        // Written for read-only targets: its writes are expected to fail.
+        let ro = with_steps(
+            serde_json::json!({ "probes": ["read_only"] }),
+            serde_json::json!([open("O_RDWR")]),
+        );
+        assert_eq!(unmet(&ro, &e), None);
+        e.capabilities.insert(Probe::ReadOnly, measured(false));
+        assert!(unmet(&ro, &e).unwrap().contains("lacks read_only"));
+    }
+
+    #[test]
+    fn fill_fs_needs_a_target_that_fills_up() {
+        let mut e = env("ramfs");
+        e.capabilities.insert(Probe::Writable, measured(true));
+        e.capabilities.insert(Probe::FillsUp, measured(false));
+        let c = with_steps(
+            serde_json::json!({}),
+            serde_json::json!([{ "do": "fill_fs", "path": "filler" }]),
+        );
+        assert_eq!(
+            unmet(&c, &e).as_deref(),
+            Some("target lacks fills_up: seen")
+        );
+        e.capabilities.insert(Probe::FillsUp, measured(true));
+        assert_eq!(unmet(&c, &e), None);
+    }
+
     #[test]
     fn a_file_that_starts_with_a_hole_needs_sparse_files() {
         let hole = case(
