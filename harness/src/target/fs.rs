@@ -307,6 +307,11 @@ impl OwnedFs {
         None
     }
 
+    /// Whether this is a read-only image target (erofs, squashfs).
+    fn is_image(&self) -> bool {
+        super::image::is_image_fs(&self.config.fs)
+    }
+
     /// For a read-only image target, where each case's files are: the
     /// scratch root (an absolute path under the mount point) and the
     /// layout. None for a target cases make their files on.
@@ -450,7 +455,7 @@ impl OwnedFs {
         let dev = {
             let _one_at_a_time = ATTACHING.lock().unwrap_or_else(|e| e.into_inner());
             // An image target's device is read-only too: nothing reaches the image.
-            let ro = self.tree.is_some().then_some("--read-only");
+            let ro = self.is_image().then_some("--read-only");
             run(Command::new("losetup")
                 .args(["--find", "--show"])
                 .args(ro)
@@ -464,7 +469,7 @@ impl OwnedFs {
         let dev = self.loop_dev.as_ref().ok_or("no loop device")?;
         let mut cmd = Command::new("mount");
         cmd.args(["-t", &self.config.fs]);
-        let opts = match (self.tree.is_some(), self.config.mount_options.as_str()) {
+        let opts = match (self.is_image(), self.config.mount_options.as_str()) {
             (true, "") => "ro".to_string(),
             (true, o) => format!("ro,{o}"),
             (false, o) => o.to_string(),
@@ -530,7 +535,7 @@ impl OwnedFs {
 
     /// Makes the filesystem writable again if a case left it read-only.
     pub fn ensure_writable(&self) {
-        if self.tree.is_some() {
+        if self.is_image() {
             // A read-only image: it never was writable.
             return;
         }
