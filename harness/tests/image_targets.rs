@@ -165,8 +165,10 @@ fn a_run_on_each_target_passes_reports_its_filesystem_and_leaves_nothing() {
             .arg("--report")
             .arg(&report)
             .arg(repo("cases"));
-        if let Some(b) = baseline(fs) {
-            cmd.arg("--baseline").arg(b);
+        // Known defects of this kernel and filesystem (ramfs: see its
+        // baseline), picked by file name from the directory.
+        if baseline(fs).is_some() {
+            cmd.arg("--baseline").arg(repo("reports/baselines"));
         }
         let mut child = cmd
             .stdout(Stdio::piped())

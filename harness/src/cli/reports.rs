@@ -24,9 +24,48 @@ pub struct OutputArgs {
     #[arg(long, value_name = "FILE")]
     pub kcidb: Option<PathBuf>,
     /// Known failures of this kernel and filesystem (reports/baselines/):
-    /// exit non-zero only for failures it does not list.
-    #[arg(long, value_name = "FILE")]
+    /// exit non-zero only for failures it does not list. A directory
+    /// gives each target the file `<major.minor>-<fs type>.txt` in it.
+    #[arg(long, value_name = "FILE|DIR")]
     pub baseline: Option<PathBuf>,
+}
+
+/// `--baseline`: one file for every target, or a directory of them.
+enum Baselines {
+    File(Baseline),
+    /// File name (`6.18-ramfs.txt`) → its baseline; a target without one
+    /// is judged without a baseline.
+    Dir(std::collections::BTreeMap<String, Baseline>),
+}
+
+/// Every `*.txt` of `dir`, each checked as a baseline (every problem said).
+fn load_dir(dir: &Path) -> Result<std::collections::BTreeMap<String, Baseline>, String> {
+    let mut all = std::collections::BTreeMap::new();
+    let mut problems = Vec::new();
+    let entries = std::fs::read_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
+    for e in entries.flatten() {
+        let path = e.path();
+        if path.extension().is_some_and(|x| x == "txt") {
+            match Baseline::load(&path) {
+                Ok(b) => {
+                    all.insert(e.file_name().to_string_lossy().into_owned(), b);
+                }
+                Err(p) => problems.extend(p),
+            }
+        }
+    }
+    if problems.is_empty() {
+        Ok(all)
+    } else {
+        Err(problems.join("\n"))
+    }
+}
+
+/// The name a checked-in baseline of this report's kernel and filesystem
+/// has (reports/README.md): `<major.minor>-<fs type>.txt`.
+fn baseline_name(report: &Report) -> String {
+    let k = report.environment.kernel();
+    format!("{}.{}-{}.txt", k.0, k.1, report.environment.fs_type)
 }
 
 /// What `run` checked before running anything (a bad baseline or KCIDB
@@ -34,7 +73,8 @@ pub struct OutputArgs {
 /// reports of the targets run so far.
 pub struct Prepared {
     args: OutputArgs,
-    baseline: Option<Baseline>,
+    /// The baseline file, or every baseline of a directory by file name.
+    baseline: Option<Baselines>,
     kcidb: kcidb::Options,
     reports: Mutex<Vec<Report>>,
     /// The progress bars of the run, one per target, drawn together.
@@ -44,7 +84,10 @@ pub struct Prepared {
 impl Prepared {
     pub fn new(args: &OutputArgs) -> Result<Prepared, String> {
         let baseline = match &args.baseline {
-            Some(p) => Some(Baseline::load(p).map_err(|e| e.join("\n"))?),
+            Some(p) if p.is_dir() => Some(Baselines::Dir(load_dir(p)?)),
+            Some(p) => Some(Baselines::File(
+                Baseline::load(p).map_err(|e| e.join("\n"))?,
+            )),
             None => None,
         };
         let kcidb = if args.kcidb.is_some() {
@@ -130,12 +173,18 @@ impl Prepared {
                 }
             }
         }
-        let verdict = self.baseline.as_ref().map(|b| b.judge(report));
-        let name = self
-            .args
-            .baseline
-            .as_deref()
-            .map(|p| p.display().to_string())
+        let chosen = match (&self.baseline, self.args.baseline.as_deref()) {
+            (Some(Baselines::File(b)), Some(p)) => Some((b, p.to_path_buf())),
+            (Some(Baselines::Dir(all)), Some(dir)) => {
+                let file = baseline_name(report);
+                all.get(&file).map(|b| (b, dir.join(&file)))
+            }
+            _ => None,
+        };
+        let verdict = chosen.as_ref().map(|(b, _)| b.judge(report));
+        let name = chosen
+            .as_ref()
+            .map(|(_, p)| p.display().to_string())
             .unwrap_or_default();
         let text = progress::summary(
             report,
