@@ -77,7 +77,7 @@ pub fn run_one(
             .ensure_writable();
     }
     let mut report = report;
-    let removed = std::fs::remove_dir_all(&dir).or_else(|e| match e.kind() {
+    let removed = root.remove_case_dir(&dir).or_else(|e| match e.kind() {
         // A crash on tmpfs or a remount took it already.
         std::io::ErrorKind::NotFound => Ok(()),
         _ => Err(e),
@@ -130,7 +130,16 @@ pub fn run_all(
         .iter()
         .any(|c| c.case.uses_hugetlb_pool())
         .then(crate::target::hugetlb::reserve);
-    let root = ScratchRoot::create_layered(base, lower.as_deref())?;
+    let premade = opts.owned_fs.as_ref().and_then(|fs| {
+        let fs = fs.lock().unwrap_or_else(|e| e.into_inner());
+        fs.premade()
+            .map(|(path, layout)| (path, layout.dirs.clone()))
+    });
+    let root = match premade {
+        // A read-only image: its scratch root and case directories exist.
+        Some((path, dirs)) => ScratchRoot::premade(path, &dirs),
+        None => ScratchRoot::create_layered(base, lower.as_deref())?,
+    };
     let env = match &opts.owned_fs {
         Some(fs) => Environment::of_run(
             &root.path,

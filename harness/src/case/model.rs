@@ -151,6 +151,18 @@ pub enum Probe {
     /// it made, whose every page is then lost (tmpfs) or recovered from
     /// the device; not an overlay, whose layers it cannot cut at one instant.
     Crash,
+    /// Target: a file can be made in the scratch root (open(2) with
+    /// O_CREAT). Not a read-only image (erofs, squashfs). Every case that
+    /// writes to the target's files ([`Case::writes_target`]) needs it,
+    /// unless it requires `read_only` (it checks what such writes do there).
+    Writable,
+    /// Target: the filesystem is read-only: making a file in the scratch
+    /// root fails with EROFS (erofs, squashfs, a mount with `ro`).
+    ReadOnly,
+    /// Target: the filesystem has a size (statvfs f_blocks > 0), so
+    /// writing ends in ENOSPC; not ramfs, which grows until memory runs
+    /// out. Cases with a `fill_fs` step need it.
+    FillsUp,
 }
 
 impl Probe {
@@ -737,6 +749,26 @@ impl Op {
     }
 }
 
+/// Every step, those inside `together` included, in order.
+fn all_steps(steps: &[Step]) -> impl Iterator<Item = &Step> {
+    numbered_steps(steps).into_iter().map(|(_, s)| s)
+}
+
+/// Every step with its number as reports write it ("3", "4.1").
+fn numbered_steps(steps: &[Step]) -> Vec<(String, &Step)> {
+    let mut out = Vec::new();
+    for (i, s) in steps.iter().enumerate() {
+        if let Op::Together { steps: inner } = &s.op {
+            for (j, t) in inner.iter().enumerate() {
+                out.push((format!("{}.{}", i + 1, j + 1), t));
+            }
+        } else {
+            out.push(((i + 1).to_string(), s));
+        }
+    }
+    out
+}
+
 impl Case {
     /// Whether a `check_file` reads what reached the storage.
     pub fn reads_storage(&self) -> bool {
@@ -765,6 +797,62 @@ impl Case {
     /// Whether any step acts on the whole filesystem (remount, crash, drop_caches).
     pub fn needs_exclusive_fs(&self) -> bool {
         self.steps.iter().any(|s| s.op.needs_exclusive_fs())
+    }
+
+    /// Whether a step fills the filesystem (`fill_fs`).
+    pub fn fills_fs(&self) -> bool {
+        self.steps.iter().any(|s| matches!(s.op, Op::FillFs { .. }))
+    }
+
+    /// The first step that writes to the target's files, described, or
+    /// None for a case that only reads them. Static, from the case text:
+    /// an `open` for writing, creating or truncating; ftruncate, write,
+    /// pwrite, fsync, fdatasync or futimens of a descriptor that is not a
+    /// memfd's (fsync and fdatasync: a read-only filesystem has no fsync
+    /// method, so they fail with EINVAL there even on an O_RDONLY fd);
+    /// `unlink`; and `fill_fs`, `remount` and `crash`, which exist to test
+    /// what writing leaves behind. (A shared writable mapping or a store
+    /// needs an fd opened for writing, which is already counted; msync and
+    /// madvise of a read-only mapping write nothing, and msync(MS_SYNC)
+    /// of one succeeds on erofs and squashfs.)
+    pub fn writes_target(&self) -> Option<String> {
+        let memfds: std::collections::BTreeSet<&str> = all_steps(&self.steps)
+            .filter(|s| matches!(s.op, Op::MemfdCreate { .. }))
+            .filter_map(|s| s.name.as_deref())
+            .collect();
+        let opened: std::collections::BTreeSet<&str> = all_steps(&self.steps)
+            .filter(|s| matches!(s.op, Op::Open { .. }))
+            .filter_map(|s| s.name.as_deref())
+            .collect();
+        // An fd name a memfd_create gives and no open does is not the target's.
+        let on_target = |fd: &str| opened.contains(fd) || !memfds.contains(fd);
+        for (i, s) in numbered_steps(&self.steps) {
+            let what = match &s.op {
+                Op::Open { flags, .. } => flags
+                    .split('|')
+                    .map(str::trim)
+                    .find(|f| ["O_WRONLY", "O_RDWR", "O_CREAT", "O_TRUNC", "O_APPEND"].contains(f))
+                    .map(|f| format!("open {f}")),
+                Op::Ftruncate { fd, .. }
+                | Op::Pwrite { fd, .. }
+                | Op::Write { fd, .. }
+                | Op::Fsync { fd }
+                | Op::Fdatasync { fd }
+                | Op::Futimens { fd, .. }
+                    if on_target(fd) =>
+                {
+                    Some(s.op.name().to_string())
+                }
+                Op::Unlink { .. } | Op::FillFs { .. } | Op::Remount { .. } | Op::Crash => {
+                    Some(s.op.name().to_string())
+                }
+                _ => None,
+            };
+            if let Some(w) = what {
+                return Some(format!("step {i}: {w}"));
+            }
+        }
+        None
     }
 
     /// Whether the case needs a filesystem the harness made (remount, crash, fill_fs).

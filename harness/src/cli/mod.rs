@@ -57,8 +57,9 @@ pub enum Command {
         #[arg(long, short)]
         verbose: bool,
         /// Make a scratch filesystem of each type (comma-separated: tmpfs,
-        /// ext2, ext4, xfs, btrfs, f2fs, overlay) and run the cases on each,
-        /// one report per filesystem. Needs root.
+        /// ramfs, ext2, ext4, xfs, btrfs, f2fs, overlay, and the read-only
+        /// images erofs and squashfs) and run the cases on each, one report
+        /// per filesystem. Needs root.
         #[arg(long, value_delimiter = ',')]
         fs: Vec<String>,
         /// Named target configurations from the targets file (comma-separated).
@@ -499,7 +500,7 @@ fn run(args: RunArgs) -> ExitCode {
                 let (args, cases, problems, opts, outputs, base) =
                     (&args, &cases, &problems, &opts, &outputs, &base);
                 let path = report_path(&report_base, Some(&t.name), several);
-                s.spawn(move || match OwnedFs::create(t, base) {
+                s.spawn(move || match OwnedFs::create_for(t, base, cases) {
                     Ok(fs) => {
                         let mount = fs.mount_point.clone();
                         let mut opts = opts.clone();

@@ -40,7 +40,7 @@ pub fn mutate(args: MutateArgs) -> ExitCode {
     // Kept alive (and torn down on drop) for the whole check.
     let _owned = match &args.fs {
         None => None,
-        Some(fs) => match OwnedFs::create(&TargetConfig::plain(fs), &base) {
+        Some(fs) => match OwnedFs::create_for(&TargetConfig::plain(fs), &base, &cases) {
             Ok(made) => {
                 base = made.mount_point.clone();
                 let made = std::sync::Arc::new(std::sync::Mutex::new(made));

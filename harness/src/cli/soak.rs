@@ -128,7 +128,7 @@ pub fn soak(args: SoakArgs) -> ExitCode {
                     let (cases, opts, base) = (&cases, &opts, &base);
                     s.spawn(move || {
                         let config = TargetConfig::plain(fs);
-                        let r = OwnedFs::create(&config, base).and_then(|made| {
+                        let r = OwnedFs::create_for(&config, base, cases).and_then(|made| {
                             let mount = made.mount_point.clone();
                             let mut opts = opts.clone();
                             opts.owned_fs = Some(std::sync::Arc::new(std::sync::Mutex::new(made)));

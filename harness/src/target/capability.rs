@@ -45,7 +45,23 @@ pub fn measure(dir: &Path, made: Option<Made>) -> BTreeMap<Probe, Measured> {
         };
         out.insert(p, Measured { present, detail });
     };
-    put(Probe::RegularFiles, regular_files(dir, ps));
+    let writable = writable(dir);
+    let read_only = match &writable {
+        Err(d) if d.ends_with("EROFS") => Ok(format!("a read-only filesystem: {d}")),
+        Ok(_) => Err("a file was made in the scratch root".to_string()),
+        Err(d) => Err(format!("not read-only, yet no file could be made: {d}")),
+    };
+    put(
+        Probe::RegularFiles,
+        match read_only {
+            // Nothing can be made here: look at what the image holds.
+            Ok(_) => premade_regular_file(dir, ps),
+            Err(_) => regular_files(dir, ps),
+        },
+    );
+    put(Probe::Writable, writable);
+    put(Probe::ReadOnly, read_only);
+    put(Probe::FillsUp, fills_up(dir));
     let direct = o_direct(dir, ps);
     let has_direct = direct.is_ok();
     put(Probe::ODirect, direct);
@@ -178,6 +194,47 @@ fn check(r: i32, what: &str) -> Result<(), String> {
         Ok(())
     } else {
         Err(format!("{what}: {}", last_errno()))
+    }
+}
+
+/// The name of the file an image target holds in its scratch root for
+/// `regular_files` (nothing can be made there to try it on).
+pub const PREMADE_PROBE: &str = ".mmapconf-probe-regular";
+
+fn writable(dir: &Path) -> Result<String, String> {
+    Scratch::new(dir, "writable", 0)?;
+    Ok("open(O_CREAT) of a file in the scratch root".into())
+}
+
+/// On a read-only target: the file the harness put in its image, one
+/// byte "x" then zeros to one page, reads back as such with read(2).
+fn premade_regular_file(dir: &Path, ps: usize) -> Result<String, String> {
+    let path = dir.join(PREMADE_PROBE);
+    let f = File::open(&path)
+        .map_err(|e| format!("read-only, and {PREMADE_PROBE}: {}", errno_of(&e)))?;
+    let mut buf = vec![0u8; ps + 1];
+    let n = f
+        .read_at(&mut buf, 0)
+        .map_err(|e| format!("pread: {}", errno_of(&e)))?;
+    if n == ps && buf[0] == b'x' && buf[1..ps].iter().all(|b| *b == 0) {
+        Ok("read-only: a one-page file of the image reads back with pread(2)".to_string())
+    } else {
+        Err(format!(
+            "read-only, and {PREMADE_PROBE} reads back {n} bytes, not the page it was made with"
+        ))
+    }
+}
+
+fn fills_up(dir: &Path) -> Result<String, String> {
+    let s = nix::sys::statvfs::statvfs(dir).map_err(|e| format!("statvfs: {e}"))?;
+    if s.blocks() > 0 {
+        Ok(format!(
+            "statvfs: {} blocks of {} bytes",
+            s.blocks(),
+            s.fragment_size()
+        ))
+    } else {
+        Err("statvfs reports no size (f_blocks 0): writing grows it until memory runs out".into())
     }
 }
 
@@ -350,6 +407,9 @@ mod tests {
             Probe::MtimeOnWriteFault,
             Probe::Persistent,
             Probe::Crash,
+            Probe::Writable,
+            Probe::ReadOnly,
+            Probe::FillsUp,
         ];
         for p in all {
             assert_eq!(got.contains_key(&p), p.is_target_capability(), "{p:?}");

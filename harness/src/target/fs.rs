@@ -1,6 +1,7 @@
 //! Filesystems the harness makes for a run (like fstests' SCRATCH_DEV):
-//! a sparse image on a loop device, mkfs, mount; or tmpfs; or overlayfs
-//! over a scratch tmpfs. The harness owns them, so it can also unmount and
+//! a sparse image on a loop device, mkfs, mount; or tmpfs or ramfs; or
+//! overlayfs over a scratch tmpfs; or a read-only image of the cases'
+//! files (erofs, squashfs: `target::image`). The harness owns them, so it can also unmount and
 //! mount them again (`remount`) and simulate a power cut (`crash`).
 //!
 //! Every resource is named `mmapconf-{img,mnt,ovl}-<pid>-<target>` so that
@@ -17,7 +18,8 @@ use std::process::Command;
 pub struct TargetConfig {
     /// The name used with `--target` and in report file names.
     pub name: String,
-    /// Filesystem type: tmpfs, ext2, ext3, ext4, xfs, btrfs, f2fs, overlay.
+    /// Filesystem type: tmpfs, ramfs, ext2, ext3, ext4, xfs, btrfs, f2fs,
+    /// overlay, erofs, squashfs (read-only images, see `target::image`).
     pub fs: String,
     /// Extra mkfs arguments.
     #[serde(default)]
@@ -59,7 +61,7 @@ pub enum CrashMethod {
     /// A copy of the loop image taken at that instant, mounted in place of
     /// the original (journal replay on mount).
     ImageCopy,
-    /// tmpfs: memory only, so nothing survives.
+    /// tmpfs, ramfs: memory only, so nothing survives.
     Lost,
 }
 
@@ -72,7 +74,7 @@ impl CrashMethod {
             CrashMethod::ImageCopy => {
                 "image: copy of the block device at the crash, mounted with log recovery (e2fsck first on ext2)"
             }
-            CrashMethod::Lost => "tmpfs: memory only, nothing survives",
+            CrashMethod::Lost => "tmpfs, ramfs: memory only, nothing survives",
         }
     }
 }
@@ -91,6 +93,10 @@ pub struct OwnedFs {
     /// For overlay: the tmpfs holding lower/upper/work, and the lower dir.
     overlay_base: Option<PathBuf>,
     pub lower_dir: Option<PathBuf>,
+    /// A read-only image target: the staging tree it was built from (gone
+    /// once the image is made) and where each case's files are in it.
+    tree: Option<PathBuf>,
+    layout: Option<super::image::Layout>,
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
@@ -140,7 +146,8 @@ pub fn unavailable(config: &TargetConfig) -> Option<String> {
         ));
     }
     let needs = match config.fs.as_str() {
-        "tmpfs" | "overlay" | "hugetlbfs" => None,
+        "tmpfs" | "overlay" | "ramfs" | "hugetlbfs" => None,
+        fs if super::image::is_image_fs(fs) => Some(super::image::builder(fs).to_string()),
         fs => Some(format!("mkfs.{fs}")),
     };
     if let Some(tool) = needs {
@@ -205,6 +212,16 @@ fn mkfs_args(config: &TargetConfig) -> Vec<String> {
 impl OwnedFs {
     /// Makes and mounts a filesystem for `config` under `base`.
     pub fn create(config: &TargetConfig, base: &Path) -> Result<OwnedFs, String> {
+        OwnedFs::create_for(config, base, &[])
+    }
+
+    /// [`OwnedFs::create`] for a run of `cases`: a read-only image target
+    /// is built holding their starting files (see `target::image`).
+    pub fn create_for(
+        config: &TargetConfig,
+        base: &Path,
+        cases: &[crate::case::LoadedCase],
+    ) -> Result<OwnedFs, String> {
         if let Some(why) = unavailable(config) {
             return Err(why);
         }
@@ -218,6 +235,8 @@ impl OwnedFs {
             loop_dev: None,
             overlay_base: None,
             lower_dir: None,
+            tree: None,
+            layout: None,
         };
         // Each name is registered before it is made (see exec::live).
         live::set_fs(fs.resources());
@@ -225,8 +244,10 @@ impl OwnedFs {
             .map_err(|e| format!("{}: {e}", fs.mount_point.display()))
             .and_then(|()| match config.fs.as_str() {
                 "tmpfs" => fs.mount_tmpfs(&fs.mount_point.clone()),
+                "ramfs" => fs.mount_ramfs(),
                 "overlay" => fs.make_overlay(base, &tag),
                 "hugetlbfs" => super::hugetlb::mount(&fs.mount_point, &config.mount_options),
+                f if super::image::is_image_fs(f) => fs.make_image(base, &tag, cases),
                 _ => fs.make_block_fs(base, &tag),
             });
         if let Err(e) = made {
@@ -253,6 +274,8 @@ impl OwnedFs {
             loop_dev: Some(device.to_string()),
             overlay_base: None,
             lower_dir: None,
+            tree: None,
+            layout: None,
         };
         live::set_fs(fs.resources());
         let mounted = std::fs::create_dir_all(mount_point)
@@ -269,9 +292,12 @@ impl OwnedFs {
     /// What the run's capabilities say of this target (see `crash`).
     pub fn made(&self) -> crate::target::capability::Made {
         crate::target::capability::Made {
-            // Data outlive an unmount and a crash on a block device, not in memory.
+            // Data outlive an unmount and a crash on a block device, not in
+            // memory (tmpfs, ramfs: a remount or crash loses everything).
             persistent: self.loop_dev.is_some(),
-            can_crash: !matches!(self.config.fs.as_str(), "overlay" | "hugetlbfs"),
+            // A read-only image holds nothing a power cut could lose.
+            can_crash: !matches!(self.config.fs.as_str(), "overlay" | "hugetlbfs")
+                && self.layout.is_none(),
             has_backing_files: self.backing_dir().is_some(),
         }
     }
@@ -281,6 +307,20 @@ impl OwnedFs {
     /// for a filesystem on a device or in memory.
     pub fn backing_dir(&self) -> Option<&Path> {
         None
+    }
+
+    /// Whether this is a read-only image target (erofs, squashfs).
+    fn is_image(&self) -> bool {
+        super::image::is_image_fs(&self.config.fs)
+    }
+
+    /// For a read-only image target, where each case's files are: the
+    /// scratch root (an absolute path under the mount point) and the
+    /// layout. None for a target cases make their files on.
+    pub fn premade(&self) -> Option<(PathBuf, &super::image::Layout)> {
+        self.layout
+            .as_ref()
+            .map(|l| (self.mount_point.join(&l.root), l))
     }
 
     /// What teardown removes: the mounts, and the image with the name its
@@ -296,7 +336,7 @@ impl OwnedFs {
                 .iter()
                 .flat_map(|i| [i.clone(), crash_copy_of(i)])
                 .collect(),
-            dirs: Vec::new(),
+            dirs: self.tree.iter().cloned().collect(),
         }
     }
 
@@ -310,6 +350,48 @@ impl OwnedFs {
             .args(["-t", "tmpfs", "-o", &opts, "mmapconf"])
             .arg(at))
         .map(|_| ())
+    }
+
+    /// ramfs has no size limit (no `size=` option: it grows until memory
+    /// runs out), so cases that fill it are kept off by the `fills_up`
+    /// capability, which its statfs (f_blocks 0) fails.
+    fn mount_ramfs(&self) -> Result<(), String> {
+        let mut cmd = Command::new("mount");
+        cmd.args(["-t", "ramfs"]);
+        if !self.config.mount_options.is_empty() {
+            cmd.args(["-o", &self.config.mount_options]);
+        }
+        run(cmd.arg("mmapconf").arg(&self.mount_point)).map(|_| ())
+    }
+
+    /// A read-only image of every case's files (see `target::image`):
+    /// staged in a tree, built, attached read-only and mounted.
+    fn make_image(
+        &mut self,
+        base: &Path,
+        tag: &str,
+        cases: &[crate::case::LoadedCase],
+    ) -> Result<(), String> {
+        let dir = image_dir(base);
+        let image = dir.join(format!("mmapconf-img-{tag}.img"));
+        let tree = dir.join(format!("mmapconf-img-{tag}.tree"));
+        self.image = Some(image.clone());
+        self.tree = Some(tree.clone());
+        live::set_fs(self.resources());
+        std::fs::create_dir(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
+        let layout = super::image::stage(&tree, tag, cases, super::page_size())?;
+        run(&mut super::image::build_command(
+            &self.config.fs,
+            &tree,
+            &image,
+            &self.config.mkfs_options,
+        ))?;
+        // The image holds it all now.
+        std::fs::remove_dir_all(&tree).map_err(|e| format!("{}: {e}", tree.display()))?;
+        self.attach(&image)?;
+        self.mount_block()?;
+        self.layout = Some(layout);
+        Ok(())
     }
 
     fn make_overlay(&mut self, base: &Path, tag: &str) -> Result<(), String> {
@@ -374,8 +456,11 @@ impl OwnedFs {
         static ATTACHING: std::sync::Mutex<()> = std::sync::Mutex::new(());
         let dev = {
             let _one_at_a_time = ATTACHING.lock().unwrap_or_else(|e| e.into_inner());
+            // An image target's device is read-only too: nothing reaches the image.
+            let ro = self.is_image().then_some("--read-only");
             run(Command::new("losetup")
                 .args(["--find", "--show"])
+                .args(ro)
                 .arg(image))?
         };
         self.loop_dev = Some(dev.clone());
@@ -386,8 +471,13 @@ impl OwnedFs {
         let dev = self.loop_dev.as_ref().ok_or("no loop device")?;
         let mut cmd = Command::new("mount");
         cmd.args(["-t", &self.config.fs]);
-        if !self.config.mount_options.is_empty() {
-            cmd.args(["-o", &self.config.mount_options]);
+        let opts = match (self.is_image(), self.config.mount_options.as_str()) {
+            (true, "") => "ro".to_string(),
+            (true, o) => format!("ro,{o}"),
+            (false, o) => o.to_string(),
+        };
+        if !opts.is_empty() {
+            cmd.args(["-o", &opts]);
         }
         run(cmd.arg(dev).arg(&self.mount_point)).map(|_| ())
     }
@@ -395,6 +485,7 @@ impl OwnedFs {
     fn mount_again(&self) -> Result<(), String> {
         match self.config.fs.as_str() {
             "tmpfs" => self.mount_tmpfs(&self.mount_point),
+            "ramfs" => self.mount_ramfs(),
             "overlay" => self.mount_overlay(),
             "hugetlbfs" => super::hugetlb::mount(&self.mount_point, &self.config.mount_options),
             _ => self.mount_block(),
@@ -447,6 +538,10 @@ impl OwnedFs {
 
     /// Makes the filesystem writable again if a case left it read-only.
     pub fn ensure_writable(&self) {
+        if self.is_image() {
+            // A read-only image: it never was writable.
+            return;
+        }
         let ro = super::mount_of(&self.mount_point).is_some_and(|m| {
             m.mount_point == self.mount_point.to_string_lossy()
                 && m.options.split([',', ' ']).next() == Some("ro")
@@ -463,7 +558,7 @@ impl OwnedFs {
         // It makes a crash copy, a loop device and a mount.
         let _making = live::creating()?;
         match self.config.fs.as_str() {
-            "tmpfs" => {
+            "tmpfs" | "ramfs" => {
                 unmount(&self.mount_point).map_err(|e| format!("unmount: {e}"))?;
                 self.mount_again()?;
                 Ok(CrashMethod::Lost)
@@ -530,6 +625,8 @@ impl OwnedFs {
         self.overlay_base = None;
         self.loop_dev = None;
         self.image = None;
+        self.tree = None;
+        self.layout = None;
     }
 }
 

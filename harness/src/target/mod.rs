@@ -6,6 +6,7 @@ pub mod cleanup;
 pub mod fs;
 pub mod fuse;
 pub mod hugetlb;
+pub mod image;
 pub mod probe;
 
 use crate::case::model::Probe;
@@ -236,6 +237,9 @@ pub struct ScratchRoot {
     /// lower layer before the overlay ever looks them up, so the files a
     /// case starts with are lower files that a write must copy up.
     lower: Option<(PathBuf, PathBuf)>,
+    /// On a read-only image: every case's directory, made with the image
+    /// (case id → path). Nothing is made or removed there.
+    premade: Option<std::collections::HashMap<String, PathBuf>>,
 }
 
 pub const SCRATCH_PREFIX: &str = "mmapconf-run-";
@@ -255,6 +259,7 @@ impl ScratchRoot {
         let root = ScratchRoot {
             path,
             lower: lower.map(|l| (base.to_path_buf(), l.to_path_buf())),
+            premade: None,
         };
         // Registered before it is made, so an interrupt removes it (exec::live).
         let _making = crate::exec::live::creating().map_err(std::io::Error::other)?;
@@ -274,8 +279,39 @@ impl ScratchRoot {
         }
     }
 
-    /// A fresh directory for one case.
+    /// The scratch root of a read-only image target, at `path`, with the
+    /// directory (a name under it) of each case id the image holds.
+    pub fn premade(path: PathBuf, dirs: &std::collections::HashMap<String, String>) -> ScratchRoot {
+        let premade = dirs
+            .iter()
+            .map(|(id, name)| (id.clone(), path.join(name)))
+            .collect();
+        ScratchRoot {
+            path,
+            lower: None,
+            premade: Some(premade),
+        }
+    }
+
+    /// Removes a case's directory after the case; not a premade one.
+    pub fn remove_case_dir(&self, dir: &Path) -> std::io::Result<()> {
+        if self.premade.is_some() {
+            return Ok(());
+        }
+        std::fs::remove_dir_all(dir)
+    }
+
+    /// A fresh directory for one case (on a read-only image: the one it
+    /// holds for the case).
     pub fn case_dir(&self, index: usize, id: &str) -> std::io::Result<PathBuf> {
+        if let Some(dirs) = &self.premade {
+            return dirs.get(id).cloned().ok_or_else(|| {
+                std::io::Error::new(
+                    std::io::ErrorKind::NotFound,
+                    format!("the read-only image holds no directory for {id}"),
+                )
+            });
+        }
         let dir = self.path.join(format!("{index:04}-{}", case_dir_name(id)));
         // Not once teardown has begun: made under an unmounted scratch
         // filesystem's mount point, it would outlive the run.
@@ -303,6 +339,10 @@ pub fn case_dir_name(id: &str) -> String {
 
 impl Drop for ScratchRoot {
     fn drop(&mut self) {
+        if self.premade.is_some() {
+            // Part of the image: it goes with the target.
+            return;
+        }
         let _ = std::fs::remove_dir_all(&self.path);
         crate::exec::live::remove_root(&self.path);
     }

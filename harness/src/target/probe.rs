@@ -65,12 +65,33 @@ pub fn unmet(case: &Case, env: &Environment) -> Option<String> {
     // filesystem (hugetlbfs cases state their sizes in huge pages); a file
     // that must start with a hole needs sparse files.
     let files = case.uses_files() && !req.fs.iter().any(|f| env.is_fs(f));
+    // A case that writes to the target's files needs a writable target,
+    // unless it is written for read-only ones (and expects the writes to fail).
+    let writes = if req.probes.contains(&Probe::ReadOnly) {
+        None
+    } else {
+        case.writes_target()
+    };
+    if files {
+        if let Err(why) = capability(Probe::RegularFiles, env) {
+            return Some(why);
+        }
+    }
+    if let Some(step) = &writes {
+        if let Err(why) = capability(Probe::Writable, env) {
+            return Some(format!(
+                "the case writes to the target's files ({step}); {why}"
+            ));
+        }
+    }
     let holes = case.files.values().any(|f| f.zeros == Some(Zeros::Hole));
     let storage = case.reads_storage();
-    let needed = files
-        .then_some(Probe::RegularFiles)
-        .into_iter()
-        .chain(req.probes.iter().copied())
+    let fills = case.fills_fs();
+    let needed = req
+        .probes
+        .iter()
+        .copied()
+        .chain(fills.then_some(Probe::FillsUp))
         .chain(holes.then_some(Probe::SparseFiles))
         .chain(storage.then_some(Probe::StorageView));
     for p in needed {
@@ -160,7 +181,10 @@ fn try_feature(p: Probe) -> Result<(), String> {
         | Probe::CacheSurvivesOpen
         | Probe::MtimeOnWriteFault
         | Probe::Persistent
-        | Probe::Crash => Err(format!("{p:?} is a capability of the target")),
+        | Probe::Crash
+        | Probe::Writable
+        | Probe::ReadOnly
+        | Probe::FillsUp => Err(format!("{p:?} is a capability of the target")),
         Probe::MapFixedNoreplace => {
             let a = Anon::new(ps, libc::MAP_PRIVATE).ok_or("probe mmap failed")?;
             // SAFETY: NOREPLACE over our own mapping must fail; a kernel that
@@ -382,6 +406,81 @@ mod tests {
         assert_eq!(unmet(&named, &e), None);
         let anonymous = case(serde_json::json!({}), serde_json::json!({}));
         assert_eq!(unmet(&anonymous, &e), None);
+    }
+
+    fn with_steps(requires: serde_json::Value, steps: serde_json::Value) -> Case {
+        serde_json::from_value(serde_json::json!({
+            "title": "t", "refs": ["r"], "requires": requires,
+            "files": { "f": { "size": 8 } }, "steps": steps
+        }))
+        .unwrap()
+    }
+
+    #[test]
+    fn on_a_read_only_target_only_cases_that_write_are_skipped() {
+        let mut e = env("erofs");
+        e.capabilities.insert(Probe::Writable, measured(false));
+        e.capabilities.insert(Probe::ReadOnly, measured(true));
+        let none = serde_json::json!({});
+        let open = |flags: &str| serde_json::json!({ "in": "p", "do": "open", "path": "f", "flags": flags, "as": "fd" });
+        let reads = with_steps(none.clone(), serde_json::json!([open("O_RDONLY")]));
+        assert_eq!(unmet(&reads, &e), None);
+        for flags in ["O_RDWR", "O_WRONLY", "O_RDONLY|O_CREAT", "O_RDONLY|O_TRUNC"] {
+            let c = with_steps(none.clone(), serde_json::json!([open(flags)]));
+            let why = unmet(&c, &e).unwrap();
+            assert!(
+                why.contains("writes to the target's files (step 1: open O_"),
+                "{why}"
+            );
+            assert!(why.contains("lacks writable"), "{why}");
+        }
+        // fsync of a read-only descriptor counts (no fsync on erofs); a
+        // memfd's ftruncate, inside `together` or not, does not.
+        let fsync = with_steps(
+            none.clone(),
+            serde_json::json!([open("O_RDONLY"), { "in": "p", "do": "fsync", "fd": "fd" }]),
+        );
+        assert!(unmet(&fsync, &e).unwrap().contains("step 2: fsync"));
+        let memfd = with_steps(
+            none.clone(),
+            serde_json::json!([
+                { "in": "p", "do": "memfd_create", "as": "m" },
+                { "do": "together", "steps": [ { "in": "p", "do": "ftruncate", "fd": "m", "len": 8 } ] }
+            ]),
+        );
+        assert_eq!(unmet(&memfd, &e), None);
+        let inner = with_steps(
+            none,
+            serde_json::json!([
+                { "do": "together", "steps": [ { "in": "p", "do": "unlink", "path": "f" } ] }
+            ]),
+        );
+        assert!(unmet(&inner, &e).unwrap().contains("step 1.1: unlink"));
+        // Written for read-only targets: its writes are expected to fail.
+        let ro = with_steps(
+            serde_json::json!({ "probes": ["read_only"] }),
+            serde_json::json!([open("O_RDWR")]),
+        );
+        assert_eq!(unmet(&ro, &e), None);
+        e.capabilities.insert(Probe::ReadOnly, measured(false));
+        assert!(unmet(&ro, &e).unwrap().contains("lacks read_only"));
+    }
+
+    #[test]
+    fn fill_fs_needs_a_target_that_fills_up() {
+        let mut e = env("ramfs");
+        e.capabilities.insert(Probe::Writable, measured(true));
+        e.capabilities.insert(Probe::FillsUp, measured(false));
+        let c = with_steps(
+            serde_json::json!({}),
+            serde_json::json!([{ "do": "fill_fs", "path": "filler" }]),
+        );
+        assert_eq!(
+            unmet(&c, &e).as_deref(),
+            Some("target lacks fills_up: seen")
+        );
+        e.capabilities.insert(Probe::FillsUp, measured(true));
+        assert_eq!(unmet(&c, &e), None);
     }
 
     #[test]

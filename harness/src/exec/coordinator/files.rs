@@ -7,44 +7,25 @@ use crate::case::values::Bytes;
 use crate::case::LoadedCase;
 use crate::exec::ops::{open_beneath, with_bytes, AlignedBuf};
 use crate::exec::protocol::Observation;
+use std::collections::BTreeMap;
 use std::os::fd::{AsRawFd, OwnedFd};
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 impl Run<'_> {
     pub(super) fn create_files(&self, case: &LoadedCase) -> Result<(), String> {
-        use std::os::unix::fs::PermissionsExt;
+        // On a read-only image target the files are in the image already,
+        // made by `write_files` when the image was built.
+        if self
+            .opts
+            .owned_fs
+            .as_ref()
+            .is_some_and(|fs| lock(fs).premade().is_some())
+        {
+            return Ok(());
+        }
         // On overlayfs the case's files start in the lower layer, so that a
         // write through the merged view meets copy-up.
         let dir = self.files_dir()?;
-        for (name, init) in &case.case.files {
-            let path = dir.join(name);
-            let fail = |e: std::io::Error| format!("creating {name}: {e}");
-            let mut f = std::fs::File::create(&path).map_err(fail)?;
-            let size = init
-                .size
-                .as_ref()
-                .map(|s| s.resolve_len(self.ps()))
-                .transpose()?;
-            let mut written = 0;
-            if !init.data.is_empty() {
-                // Streamed: the content is never held whole in memory.
-                let bytes = init.data.resolve(self.ps(), size)?;
-                bytes.write_to(&mut f).map_err(fail)?;
-                written = bytes.len();
-            }
-            if let Some(size) = size {
-                if init.zeros == Some(Zeros::Allocated) && size > written {
-                    // Written, not ftruncated: the storage holds these zeros.
-                    let zeros = Bytes::Fill {
-                        byte: 0,
-                        len: size - written,
-                    };
-                    zeros.write_to(&mut f).map_err(fail)?;
-                }
-                f.set_len(size).map_err(fail)?;
-            }
-            let mode = init.mode.unwrap_or(0o644);
-            std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
-        }
+        write_files(&dir, &case.case.files, self.ps())?;
         if case.case.needs_owned_fs() {
             // The starting state (the case's directory and files) is on the
             // device before the first step, so a crash tests the steps only.
@@ -150,4 +131,42 @@ impl Run<'_> {
         }
         with_bytes(buf)
     }
+}
+
+/// Makes a case's starting `files` in `dir`, in name order: the content,
+/// then the size, then the mode. (Also how a read-only image target's
+/// files are made, before the image is built from them.)
+pub fn write_files(
+    dir: &Path,
+    files: &BTreeMap<String, crate::case::model::FileInit>,
+    ps: u64,
+) -> Result<(), String> {
+    use std::os::unix::fs::PermissionsExt;
+    for (name, init) in files {
+        let path = dir.join(name);
+        let fail = |e: std::io::Error| format!("creating {name}: {e}");
+        let mut f = std::fs::File::create(&path).map_err(fail)?;
+        let size = init.size.as_ref().map(|s| s.resolve_len(ps)).transpose()?;
+        let mut written = 0;
+        if !init.data.is_empty() {
+            // Streamed: the content is never held whole in memory.
+            let bytes = init.data.resolve(ps, size)?;
+            bytes.write_to(&mut f).map_err(fail)?;
+            written = bytes.len();
+        }
+        if let Some(size) = size {
+            if init.zeros == Some(Zeros::Allocated) && size > written {
+                // Written, not ftruncated: the storage holds these zeros.
+                let zeros = Bytes::Fill {
+                    byte: 0,
+                    len: size - written,
+                };
+                zeros.write_to(&mut f).map_err(fail)?;
+            }
+            f.set_len(size).map_err(fail)?;
+        }
+        let mode = init.mode.unwrap_or(0o644);
+        std::fs::set_permissions(&path, std::fs::Permissions::from_mode(mode)).map_err(fail)?;
+    }
+    Ok(())
 }

@@ -8,6 +8,7 @@
 //! performed by the workers themselves.
 
 mod files;
+pub use files::write_files;
 mod filesystem;
 mod processes;
 
