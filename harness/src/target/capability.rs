@@ -60,6 +60,7 @@ pub fn measure(dir: &Path, made: Option<Made>) -> BTreeMap<Probe, Measured> {
     put(Probe::SparseFiles, sparse_files(dir, ps));
     put(Probe::PunchHole, punch_hole(dir, ps));
     put(Probe::SharedWritableMmap, shared_writable_mmap(dir, ps));
+    put(Probe::SharedMmap, shared_mmap(dir, ps));
     put(Probe::MadvRemove, madv_remove(dir, ps));
     put(Probe::Writeback, writeback(dir, ps));
     put(Probe::CacheSurvivesOpen, cache_survives_open(dir, ps));
@@ -239,6 +240,14 @@ fn shared_writable_mmap(dir: &Path, ps: usize) -> Result<String, String> {
     check(unsafe { libc::ftruncate(f.fd(), ps as i64) }, "ftruncate")?;
     Mapping::shared(f.fd(), ps, libc::PROT_READ | libc::PROT_WRITE)?;
     Ok("mmap(PROT_READ|PROT_WRITE, MAP_SHARED) of an O_RDWR file".into())
+}
+
+fn shared_mmap(dir: &Path, ps: usize) -> Result<String, String> {
+    let f = Scratch::new(dir, "shared-ro", 0)?;
+    f.write(&vec![1u8; ps], 0)?;
+    let ro = File::open(&f.path).map_err(|e| format!("open O_RDONLY: {e}"))?;
+    Mapping::shared(ro.as_raw_fd(), ps, libc::PROT_READ)?;
+    Ok("mmap(PROT_READ, MAP_SHARED) of an O_RDONLY file".into())
 }
 
 fn madv_remove(dir: &Path, ps: usize) -> Result<String, String> {

@@ -155,6 +155,7 @@ fn try_feature(p: Probe) -> Result<(), String> {
         | Probe::SparseFiles
         | Probe::PunchHole
         | Probe::SharedWritableMmap
+        | Probe::SharedMmap
         | Probe::MadvRemove
         | Probe::Writeback
         | Probe::CacheSurvivesOpen
