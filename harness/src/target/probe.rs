@@ -160,6 +160,7 @@ fn try_feature(p: Probe) -> Result<(), String> {
         | Probe::Writeback
         | Probe::CacheSurvivesOpen
         | Probe::MtimeOnWriteFault
+        | Probe::MtimeBeforeMsync
         | Probe::Persistent
         | Probe::Crash => Err(format!("{p:?} is a capability of the target")),
         Probe::MapFixedNoreplace => {
