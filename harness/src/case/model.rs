@@ -133,6 +133,10 @@ pub enum Probe {
     PunchHole,
     /// Target: a writable MAP_SHARED mapping of a file can be made.
     SharedWritableMmap,
+    /// Target: a read-only MAP_SHARED mapping of a file can be made (a
+    /// FUSE file opened with FOPEN_DIRECT_IO, without
+    /// FUSE_DIRECT_IO_ALLOW_MMAP, refuses every shared mapping: ENODEV).
+    SharedMmap,
     /// Target: madvise(MADV_REMOVE) on a MAP_SHARED file mapping succeeds.
     MadvRemove,
     /// Target: the page cache gets clean: after fsync(2), POSIX_FADV_DONTNEED
@@ -144,6 +148,11 @@ pub enum Probe {
     /// Target: a store through a MAP_SHARED mapping, then msync(MS_SYNC),
     /// changes the file's st_mtime.
     MtimeOnWriteFault,
+    /// Target: the write fault of a store through a MAP_SHARED mapping
+    /// changes st_mtime at once, before any msync (not on FUSE without the
+    /// writeback cache: fuse_iget sets S_NOCMTIME and the server changes
+    /// the time only when the page is written back to it).
+    MtimeBeforeMsync,
     /// Target: data outlive an unmount and a crash (a filesystem the harness
     /// made on a block device; not tmpfs, nor an overlay on tmpfs).
     Persistent,

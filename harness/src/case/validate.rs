@@ -713,11 +713,18 @@ impl Walk {
             vp.push(Seg::from("variants"));
             vp.push(Seg::from(i));
             let w = &v.when;
-            if w.fs.is_empty() && w.kernel.is_none() && w.page_size.is_none() && w.arch.is_empty() {
+            // Every field of §5.7's `when` table counts.
+            if w.fs.is_empty()
+                && w.target.is_empty()
+                && w.mount_options.is_empty()
+                && w.kernel.is_none()
+                && w.page_size.is_none()
+                && w.arch.is_empty()
+            {
                 self.key_issue(
                     &vp,
                     "when",
-                    "`when` must name at least one of fs, kernel, page_size, arch",
+                    "`when` must name at least one of fs, target, mount_options, kernel, page_size, arch",
                 );
             }
             if let Some(k) = &w.kernel {

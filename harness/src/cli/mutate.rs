@@ -65,7 +65,9 @@ pub fn mutate(args: MutateArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let env = Environment::probe(&base);
+    let mut env = Environment::probe(&base);
+    // Variants by target (`when.target`) pick the expectation to mutate, as in the run.
+    env.target = args.fs.clone();
     let mut pool = Vec::new();
     let mut observing = 0;
     let mut not_passing = Vec::new();

@@ -76,10 +76,12 @@ pub fn measure(dir: &Path, made: Option<Made>) -> BTreeMap<Probe, Measured> {
     put(Probe::SparseFiles, sparse_files(dir, ps));
     put(Probe::PunchHole, punch_hole(dir, ps));
     put(Probe::SharedWritableMmap, shared_writable_mmap(dir, ps));
+    put(Probe::SharedMmap, shared_mmap(dir, ps));
     put(Probe::MadvRemove, madv_remove(dir, ps));
     put(Probe::Writeback, writeback(dir, ps));
     put(Probe::CacheSurvivesOpen, cache_survives_open(dir, ps));
     put(Probe::MtimeOnWriteFault, mtime_on_write_fault(dir, ps));
+    put(Probe::MtimeBeforeMsync, mtime_before_msync(dir, ps));
     let existing = || Err("an existing mount: the harness cannot unmount or crash it".into());
     put(
         Probe::Persistent,
@@ -298,6 +300,14 @@ fn shared_writable_mmap(dir: &Path, ps: usize) -> Result<String, String> {
     Ok("mmap(PROT_READ|PROT_WRITE, MAP_SHARED) of an O_RDWR file".into())
 }
 
+fn shared_mmap(dir: &Path, ps: usize) -> Result<String, String> {
+    let f = Scratch::new(dir, "shared-ro", 0)?;
+    f.write(&vec![1u8; ps], 0)?;
+    let ro = File::open(&f.path).map_err(|e| format!("open O_RDONLY: {e}"))?;
+    Mapping::shared(ro.as_raw_fd(), ps, libc::PROT_READ)?;
+    Ok("mmap(PROT_READ, MAP_SHARED) of an O_RDONLY file".into())
+}
+
 fn madv_remove(dir: &Path, ps: usize) -> Result<String, String> {
     let f = Scratch::new(dir, "remove", 0)?;
     f.write(&vec![1u8; ps], 0)?;
@@ -376,6 +386,29 @@ fn mtime_on_write_fault(dir: &Path, ps: usize) -> Result<String, String> {
         Ok("st_mtime changed after a mapped store and msync(MS_SYNC)".into())
     } else {
         Err("st_mtime unchanged after a mapped store and msync(MS_SYNC)".into())
+    }
+}
+
+fn mtime_before_msync(dir: &Path, ps: usize) -> Result<String, String> {
+    let f = Scratch::new(dir, "mtime-fault", 0)?;
+    f.write(&vec![0u8; ps], 0)?;
+    let old = libc::timespec {
+        tv_sec: 1,
+        tv_nsec: 0,
+    };
+    check(
+        unsafe { libc::futimens(f.fd(), [old, old].as_ptr()) },
+        "futimens",
+    )?;
+    let m = Mapping::shared(f.fd(), ps, libc::PROT_READ | libc::PROT_WRITE)?;
+    // SAFETY: a store into our own writable mapping of a one-page file:
+    // the first access, so it takes the write fault.
+    unsafe { std::ptr::write_volatile(m.addr as *mut u8, 1) };
+    let st = f.stat()?;
+    if st.st_mtime != 1 {
+        Ok("st_mtime changed at the write fault of a mapped store, before msync".into())
+    } else {
+        Err("st_mtime unchanged after the write fault of a mapped store (no msync)".into())
     }
 }
 

@@ -102,6 +102,7 @@ pub fn cleanup(bases: &[PathBuf]) -> Vec<String> {
         std::time::Instant::now() + std::time::Duration::from_secs(10),
     );
     done.extend(super::fuse::orphans(bases));
+    done.extend(super::fuse::targets::orphan_servers(orphaned));
     // 2. Mounts, innermost (longest) first.
     let mut mounts: Vec<PathBuf> = std::fs::read_to_string("/proc/self/mountinfo")
         .unwrap_or_default()

@@ -97,6 +97,8 @@ pub struct OwnedFs {
     /// once the image is made) and where each case's files are in it.
     tree: Option<PathBuf>,
     layout: Option<super::image::Layout>,
+    /// A FUSE target: its server and what it made (see fuse::targets).
+    fuse: Option<super::fuse::targets::FuseTargetMount>,
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
@@ -138,6 +140,9 @@ pub fn kernel_knows(fs: &str) -> bool {
 pub fn unavailable(config: &TargetConfig) -> Option<String> {
     if !nix::unistd::geteuid().is_root() {
         return Some("making a scratch filesystem needs root".to_string());
+    }
+    if let Some(t) = super::fuse::targets::parse(&config.fs) {
+        return super::fuse::targets::unavailable(t);
     }
     if !kernel_knows(&config.fs) {
         return Some(format!(
@@ -226,6 +231,21 @@ impl OwnedFs {
             return Err(why);
         }
         let _making = live::creating()?;
+        if let Some(t) = super::fuse::targets::parse(&config.fs) {
+            // The FUSE target registers and removes what it makes itself.
+            let fuse = super::fuse::targets::FuseTargetMount::start(t, &config.name, base)?;
+            return Ok(OwnedFs {
+                config: config.clone(),
+                mount_point: fuse.mount_point().to_path_buf(),
+                image: None,
+                loop_dev: None,
+                overlay_base: None,
+                lower_dir: None,
+                tree: None,
+                layout: None,
+                fuse: Some(fuse),
+            });
+        }
         let tag = format!("{}-{}", std::process::id(), config.name);
         let mount_point = base.join(format!("mmapconf-mnt-{tag}"));
         let mut fs = OwnedFs {
@@ -237,6 +257,7 @@ impl OwnedFs {
             lower_dir: None,
             tree: None,
             layout: None,
+            fuse: None,
         };
         // Each name is registered before it is made (see exec::live).
         live::set_fs(fs.resources());
@@ -276,6 +297,7 @@ impl OwnedFs {
             lower_dir: None,
             tree: None,
             layout: None,
+            fuse: None,
         };
         live::set_fs(fs.resources());
         let mounted = std::fs::create_dir_all(mount_point)
@@ -295,9 +317,11 @@ impl OwnedFs {
             // Data outlive an unmount and a crash on a block device, not in
             // memory (tmpfs, ramfs: a remount or crash loses everything).
             persistent: self.loop_dev.is_some(),
-            // A read-only image holds nothing a power cut could lose.
+            // A read-only image holds nothing a power cut could lose; a FUSE
+            // target's server cannot be cut at one instant with its storage.
             can_crash: !matches!(self.config.fs.as_str(), "overlay" | "hugetlbfs")
-                && self.layout.is_none(),
+                && self.layout.is_none()
+                && self.fuse.is_none(),
             has_backing_files: self.backing_dir().is_some(),
         }
     }
@@ -306,7 +330,7 @@ impl OwnedFs {
     /// them, mirroring the mount (the harness's own FUSE servers); None
     /// for a filesystem on a device or in memory.
     pub fn backing_dir(&self) -> Option<&Path> {
-        None
+        self.fuse.as_ref().and_then(|f| f.backing_dir())
     }
 
     /// Whether this is a read-only image target (erofs, squashfs).
@@ -511,6 +535,11 @@ impl OwnedFs {
     /// (or the end of the case) makes it writable again.
     pub fn remount(&self, read_only: bool) -> Result<(), nix::errno::Errno> {
         let _making = live::creating().map_err(|_| nix::errno::Errno::EINTR)?;
+        if self.fuse.is_some() {
+            // Unmounting ends a FUSE server and what it keeps in memory;
+            // its targets are not `persistent`, so no case asks for this.
+            return Err(nix::errno::Errno::EOPNOTSUPP);
+        }
         unmount(&self.mount_point)?;
         self.mount_again().map_err(|e| {
             eprintln!("mmapconf: remount of {}: {e}", self.mount_point.display());
@@ -557,6 +586,9 @@ impl OwnedFs {
     pub fn crash(&mut self) -> Result<CrashMethod, String> {
         // It makes a crash copy, a loop device and a mount.
         let _making = live::creating()?;
+        if self.fuse.is_some() {
+            return Err("crash is not supported on FUSE targets".to_string());
+        }
         match self.config.fs.as_str() {
             "tmpfs" | "ramfs" => {
                 unmount(&self.mount_point).map_err(|e| format!("unmount: {e}"))?;
@@ -620,6 +652,11 @@ impl OwnedFs {
     /// Unmounts and removes everything this filesystem used, as teardown
     /// would: a crash copy left by a failed crash step included.
     pub fn destroy(&mut self) {
+        if let Some(mut f) = self.fuse.take() {
+            if let Err(e) = f.stop() {
+                eprintln!("mmapconf: target {}: {e}", self.config.name);
+            }
+        }
         live::release_fs(&self.resources());
         live::remove_fs(&self.mount_point);
         self.overlay_base = None;

@@ -176,10 +176,12 @@ fn try_feature(p: Probe) -> Result<(), String> {
         | Probe::SparseFiles
         | Probe::PunchHole
         | Probe::SharedWritableMmap
+        | Probe::SharedMmap
         | Probe::MadvRemove
         | Probe::Writeback
         | Probe::CacheSurvivesOpen
         | Probe::MtimeOnWriteFault
+        | Probe::MtimeBeforeMsync
         | Probe::Persistent
         | Probe::Crash
         | Probe::Writable

@@ -77,12 +77,19 @@ impl Run<'_> {
         let file = std::fs::File::from(fd);
         let chunk = vec![0x5au8; 1 << 20];
         let mut offset = 0u64;
+        // Where write(2) only fills a cache (FUSE_WRITEBACK_CACHE, as NFS),
+        // it succeeds past the free space and ENOSPC comes at write-back:
+        // once more than the whole filesystem has been written, write-back
+        // says whether it fit (unreachable elsewhere).
+        let capacity = nix::sys::statvfs::fstatvfs(&file)
+            .map(|v| v.blocks() * v.fragment_size())
+            .unwrap_or(u64::MAX);
         // Delayed allocation reserves blocks at write time, more than it
         // turns out to need (room for extent tree blocks); fsync makes the
         // allocation real and gives the rest back. So write until ENOSPC
         // and fsync, again, until a pass finds no room at all: only then
         // is no block left for a later page fault.
-        loop {
+        'fill: loop {
             let before = offset;
             let mut size = chunk.len();
             while size >= 512 {
@@ -90,7 +97,12 @@ impl Run<'_> {
                     return Err(Stop::Broken("timed out filling the filesystem".into()));
                 }
                 match std::os::unix::fs::FileExt::write_at(&file, &chunk[..size], offset) {
-                    Ok(n) if n > 0 => offset += n as u64,
+                    Ok(n) if n > 0 => {
+                        offset += n as u64;
+                        if offset > capacity && file.sync_all().is_err() {
+                            break 'fill;
+                        }
+                    }
                     _ => size /= 2,
                 }
             }

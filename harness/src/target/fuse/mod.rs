@@ -18,6 +18,7 @@
 
 pub mod server;
 mod table;
+pub mod targets;
 
 use crate::exec::live;
 use std::io::Read;
@@ -164,7 +165,8 @@ impl FuseMount {
         // removes both directories (the server dies with the harness).
         let _making = live::creating()?;
         live::set_fs(live::FsResources {
-            mounts: vec![mount.mount_point.clone()],
+            // The storage's own tmpfs is unmounted after the FUSE mount.
+            mounts: vec![mount.mount_point.clone(), mount.backing_dir.clone()],
             dirs: vec![mount.backing_dir.clone()],
             ..Default::default()
         });
@@ -172,6 +174,7 @@ impl FuseMount {
         for dir in [&mount.mount_point, &mount.backing_dir] {
             std::fs::create_dir(dir).map_err(|e| format!("{}: {e}", dir.display()))?;
         }
+        targets::mount_store(&mount.backing_dir)?;
         let mut cmd = Command::new(exe);
         cmd.arg(SERVER_COMMAND)
             .args(["--mode", mode.name()])
@@ -273,6 +276,11 @@ impl FuseMount {
             let _ = t.join();
         }
         live::remove_fs(&self.mount_point);
+        if let Err(e) = super::fs::detach_mount(&self.backing_dir) {
+            if result.is_ok() {
+                result = Err(e);
+            }
+        }
         for (dir, all) in [(&self.mount_point, false), (&self.backing_dir, true)] {
             // Never remove_dir_all a mount point: if it is somehow still
             // mounted, that would empty the filesystem instead.
@@ -398,7 +406,7 @@ fn wait_ready(stdout: &OwnedFd, deadline: Duration) -> Result<(), String> {
 /// Waits up to `deadline` for our child `pid` to end, and reaps it: its
 /// wait status, or None if it still runs. A pidfd makes the wait a
 /// poll(2), not a sleep loop.
-fn wait_exit(pid: i32, deadline: Duration) -> Option<i32> {
+pub(crate) fn wait_exit(pid: i32, deadline: Duration) -> Option<i32> {
     // SAFETY: pidfd_open on our own child; the fd is owned below.
     let fd = unsafe { libc::syscall(libc::SYS_pidfd_open, pid, 0) };
     if fd >= 0 {
