@@ -57,9 +57,12 @@ pub enum Command {
         #[arg(long, short)]
         verbose: bool,
         /// Make a scratch filesystem of each type (comma-separated: tmpfs,
-        /// ramfs, ext2, ext4, xfs, btrfs, f2fs, overlay, and the read-only
-        /// images erofs and squashfs) and run the cases on each, one report
-        /// per filesystem. Needs root.
+        /// ramfs, ext2, ext3, ext4, xfs, btrfs, f2fs, overlay, hugetlbfs, the
+        /// read-only images erofs and squashfs, the own FUSE server's
+        /// fuse-<mode>, ntfs-3g, exfat-fuse, fuse2fs, bindfs, fuse-overlayfs;
+        /// `host` for tmpfs, ramfs, ext4, hugetlbfs, the images and every
+        /// FUSE target) and run the cases on each, one report per
+        /// filesystem. Needs root.
         #[arg(long, value_delimiter = ',')]
         fs: Vec<String>,
         /// Named target configurations from the targets file (comma-separated).
@@ -385,7 +388,10 @@ struct RunArgs {
 /// The targets a run asks for: `--fs` types and `--target` names, or none
 /// (cases then run in a scratch directory of `--dir`).
 fn resolve_targets(args: &RunArgs) -> Result<Vec<TargetConfig>, String> {
-    let mut out: Vec<TargetConfig> = args.fs.iter().map(|f| TargetConfig::plain(f)).collect();
+    let mut out: Vec<TargetConfig> = target::fs::expand_fs_names(&args.fs)
+        .iter()
+        .map(|f| TargetConfig::plain(f))
+        .collect();
     if !args.target.is_empty() {
         let file = args
             .targets_file

@@ -102,6 +102,7 @@ pub fn soak(args: SoakArgs) -> ExitCode {
     if let Some(f) = &args.filter {
         cases.retain(|c| c.id.contains(f.as_str()));
     }
+    let fs_names = crate::target::fs::expand_fs_names(&args.fs);
     if cases.is_empty() || args.runs == 0 {
         eprintln!("mmapconf: soak needs at least one case and one run");
         return ExitCode::from(2);
@@ -113,7 +114,7 @@ pub fn soak(args: SoakArgs) -> ExitCode {
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let started = Instant::now();
     // Every target at once, as `run --fs` does: the same conditions as a CI run.
-    let results: Vec<(String, Verdicts)> = if args.fs.is_empty() {
+    let results: Vec<(String, Verdicts)> = if fs_names.is_empty() {
         let label = crate::target::mount_of(&base)
             .map(|m| m.fs_type)
             .unwrap_or_else(|| base.display().to_string());
@@ -121,8 +122,7 @@ pub fn soak(args: SoakArgs) -> ExitCode {
         vec![(label, r)]
     } else {
         std::thread::scope(|s| {
-            let handles: Vec<_> = args
-                .fs
+            let handles: Vec<_> = fs_names
                 .iter()
                 .map(|fs| {
                     let (cases, opts, base) = (&cases, &opts, &base);
@@ -140,7 +140,7 @@ pub fn soak(args: SoakArgs) -> ExitCode {
                 .collect();
             handles
                 .into_iter()
-                .zip(&args.fs)
+                .zip(&fs_names)
                 .map(|(h, fs)| {
                     h.join()
                         .unwrap_or_else(|_| (fs.clone(), Err(format!("{fs}: the run panicked"))))

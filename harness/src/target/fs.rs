@@ -46,6 +46,37 @@ impl TargetConfig {
     }
 }
 
+/// What `--fs host` stands for: every kind of filesystem a QA machine has
+/// besides block filesystems on disks, each built by the harness: memory
+/// filesystems, one block filesystem, FUSE in every mode of the own server
+/// and the FUSE filesystems distributions ship, huge pages, and read-only
+/// images. (A target this machine cannot make is skipped with its reason.)
+pub fn host_targets() -> Vec<String> {
+    ["tmpfs", "ramfs", "ext4", "hugetlbfs", "erofs", "squashfs"]
+        .into_iter()
+        .map(str::to_string)
+        .chain(super::fuse::targets::names())
+        .collect()
+}
+
+/// `--fs` names with `host` expanded (see [`host_targets`]), in order, each once.
+pub fn expand_fs_names(names: &[String]) -> Vec<String> {
+    let mut out: Vec<String> = Vec::new();
+    for n in names {
+        let more = if n == "host" {
+            host_targets()
+        } else {
+            vec![n.clone()]
+        };
+        for m in more {
+            if !out.contains(&m) {
+                out.push(m);
+            }
+        }
+    }
+    out
+}
+
 /// Reads named targets from a JSON file (a list of [`TargetConfig`]).
 pub fn load_targets(path: &Path) -> Result<Vec<TargetConfig>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
