@@ -63,8 +63,37 @@ static POOL: Mutex<Pool> = Mutex::new(Pool {
     why_not: None,
 });
 
-fn pool() -> std::sync::MutexGuard<'static, Pool> {
-    POOL.lock().unwrap_or_else(|e| e.into_inner())
+thread_local! {
+    /// This thread holds [`POOL`]: a panic while it does must not wait for it.
+    static HOLDING: std::cell::Cell<bool> = const { std::cell::Cell::new(false) };
+}
+
+/// [`POOL`], marked as held by this thread until dropped.
+struct Held(std::sync::MutexGuard<'static, Pool>);
+
+impl std::ops::Deref for Held {
+    type Target = Pool;
+    fn deref(&self) -> &Pool {
+        &self.0
+    }
+}
+
+impl std::ops::DerefMut for Held {
+    fn deref_mut(&mut self) -> &mut Pool {
+        &mut self.0
+    }
+}
+
+impl Drop for Held {
+    fn drop(&mut self) {
+        HOLDING.with(|h| h.set(false));
+    }
+}
+
+fn pool() -> Held {
+    let guard = POOL.lock().unwrap_or_else(|e| e.into_inner());
+    HOLDING.with(|h| h.set(true));
+    Held(guard)
 }
 
 /// Holds the run's pool; the last one dropped gives the pages back.
@@ -101,18 +130,16 @@ pub fn reserve() -> Reservation {
 /// Gives the pool back at once (an interrupt or a panic: the process is
 /// about to exit, and Drop will not run).
 pub fn release_all() {
-    // Not a blocking lock: a panic inside `reserve` would wait for itself.
-    // A pool held elsewhere at this instant is left to `mmapconf cleanup`
-    // (its state file says how much), which is better than a hang.
-    let mut p = match POOL.try_lock() {
-        Ok(p) => p,
-        Err(std::sync::TryLockError::Poisoned(e)) => e.into_inner(),
-        Err(std::sync::TryLockError::WouldBlock) => {
-            eprintln!("mmapconf: the huge page pool is busy; `mmapconf cleanup` gives it back");
-            return;
-        }
-    };
-    give_back(&mut p);
+    // A panic of this very thread while it holds the pool would wait for
+    // itself: its pages are left to `mmapconf cleanup` (the state file says
+    // how many). Another thread holding it (the run's end giving the pages
+    // back as a signal arrives) is waited for: it is brief, and exiting in
+    // the middle of it would leave the state file behind the pages.
+    if HOLDING.with(|h| h.get()) {
+        eprintln!("mmapconf: the huge page pool is busy; `mmapconf cleanup` gives it back");
+        return;
+    }
+    give_back(&mut pool());
 }
 
 fn give_back(p: &mut Pool) {
