@@ -284,7 +284,10 @@ fn exercise(mode: FuseMode) {
     // Stopped, nothing is left.
     let pid = m.server_pid().expect("a server runs");
     let backing = m.backing_dir().to_path_buf();
-    m.stop().unwrap();
+    {
+        let _no_fork = NO_FORK.lock().unwrap_or_else(|e| e.into_inner());
+        m.stop().unwrap();
+    }
     assert!(!mounted(&mp), "{mode}: still mounted");
     assert!(!exists(pid), "{mode}: server {pid} is still there");
     assert!(
@@ -292,6 +295,12 @@ fn exercise(mode: FuseMode) {
         "{mode}: directories left"
     );
 }
+
+/// Held by a test while it forks, and by one while it unmounts: a child
+/// between fork and exec holds copies of every descriptor other test
+/// threads have open at that instant, files in their FUSE mounts included,
+/// and an unmount then finds the mount busy.
+static NO_FORK: std::sync::Mutex<()> = std::sync::Mutex::new(());
 
 #[test]
 fn default() {
@@ -349,6 +358,7 @@ fn orphans_of_a_dead_run_are_removed() {
         return;
     }
     // A pid that is certainly not running: a child that has ended.
+    let no_fork = NO_FORK.lock().unwrap_or_else(|e| e.into_inner());
     let mut child = std::process::Command::new("true").spawn().unwrap();
     let dead = child.id();
     child.wait().unwrap();
@@ -369,6 +379,7 @@ fn orphans_of_a_dead_run_are_removed() {
         .stdout(std::process::Stdio::piped())
         .spawn()
         .unwrap();
+    drop(no_fork);
     let mut line = String::new();
     std::io::BufReader::new(server.stdout.take().unwrap())
         .read_line(&mut line)

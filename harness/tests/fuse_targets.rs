@@ -7,6 +7,10 @@
 //! machine cannot have the targets (not root, no /dev/fuse, ntfs-3g not
 //! installed).
 
+mod common;
+
+use common::held_by;
+
 use std::io::BufRead;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
@@ -48,76 +52,6 @@ fn kernel() -> String {
     let r = nix::sys::utsname::uname().unwrap();
     let r = r.release().to_string_lossy().into_owned();
     r.split('.').take(2).collect::<Vec<_>>().join(".")
-}
-
-/// Whether a name of ours (`mmapconf-<kind>-<pid>-...`) belongs to run `pid`.
-fn names_run(name: &str, pid: u32) -> bool {
-    name.strip_prefix("mmapconf-")
-        .and_then(|rest| rest.split(['-', '.']).nth(1))
-        .is_some_and(|p| p == pid.to_string())
-}
-
-/// What run `pid` (with `--dir base`) still holds: files and directories
-/// of its name (images, backing and source directories, mount points),
-/// loop devices backed by them, mounts, and processes whose arguments
-/// name one of them (FUSE servers).
-fn held_by(pid: u32, base: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for dir in [Path::new("/dev/shm"), &std::env::temp_dir(), base] {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if names_run(&name, pid) {
-                found.push(format!("file {}", e.path().display()));
-            }
-        }
-    }
-    for e in std::fs::read_dir("/sys/block")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let Ok(back) = std::fs::read_to_string(e.path().join("loop/backing_file")) else {
-            continue;
-        };
-        let file = back.trim_end().trim_end_matches(" (deleted)").to_string();
-        let name = Path::new(&file).file_name().unwrap_or_default();
-        if names_run(&name.to_string_lossy(), pid) {
-            found.push(format!("loop device {} on {file}", e.path().display()));
-        }
-    }
-    let b = base.to_string_lossy().into_owned();
-    for line in std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-    {
-        let Some(at) = line.split(' ').nth(4) else {
-            continue;
-        };
-        let name = Path::new(at).file_name().unwrap_or_default();
-        if at.starts_with(&b) || names_run(&name.to_string_lossy(), pid) {
-            found.push(format!("mount {at}"));
-        }
-    }
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(p) = e.file_name().to_string_lossy().parse::<u32>() else {
-            continue;
-        };
-        let args = std::fs::read(format!("/proc/{p}/cmdline")).unwrap_or_default();
-        let names_it = args.split(|c| *c == 0).any(|a| {
-            let a = String::from_utf8_lossy(a);
-            Path::new(a.as_ref()).ancestors().any(|x| {
-                x.file_name()
-                    .is_some_and(|n| names_run(&n.to_string_lossy(), pid))
-            })
-        });
-        if names_it {
-            found.push(format!(
-                "process {p}: {}",
-                String::from_utf8_lossy(&args).replace('\0', " ")
-            ));
-        }
-    }
-    found
 }
 
 fn start(base: &Path, fs: &str, extra: &[&str]) -> Child {

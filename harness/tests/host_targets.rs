@@ -31,61 +31,15 @@ fn start(base: &std::path::Path) -> Child {
         .unwrap()
 }
 
-/// Everything that still names run `pid` (its resources carry it), or the
-/// run's FUSE servers and workers, one line each.
-fn left_by(pid: u32) -> Vec<String> {
-    let ours = |text: &str| {
-        ["img", "ovl", "mnt", "fuse", "fbk", "run"]
-            .iter()
-            .any(|k| text.contains(&format!("mmapconf-{k}-{pid}")))
-    };
-    let mut left = Vec::new();
-    let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap_or_default();
-    left.extend(
-        mounts
-            .lines()
-            .filter(|l| ours(l))
-            .map(|l| format!("mount: {l}")),
-    );
-    for dir in ["/dev/shm", "/tmp"] {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if ours(&name) || name == format!("mmapconf-hugetlb-{pid}") {
-                left.push(format!("file: {dir}/{name}"));
-            }
-        }
-    }
-    for e in std::fs::read_dir("/sys/block")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let back = e.path().join("loop/backing_file");
-        if let Ok(b) = std::fs::read_to_string(&back) {
-            if ours(&b) {
-                left.push(format!("loop device {:?}: {}", e.file_name(), b.trim()));
-            }
-        }
-    }
-    for e in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
-        let Ok(cmdline) = std::fs::read(e.path().join("cmdline")) else {
-            continue;
-        };
-        let args = String::from_utf8_lossy(&cmdline).replace('\0', " ");
-        if ours(&args) {
-            left.push(format!("process {:?}: {args}", e.file_name()));
-        }
-    }
-    left
-}
-
-/// Polls until nothing of run `pid` is left, or gives what is after `limit`.
+/// Polls until nothing of run `pid` (whose `--dir` was `base`) is left, or
+/// gives what is after `limit`: its files (images, the huge page state),
+/// loop devices, mounts and FUSE servers (see `common::held_by`).
 /// (Processes of a SIGKILLed run die of their death signals on their own
 /// time; this observes, it orders nothing.)
-fn settles(pid: u32, limit: Duration) -> Vec<String> {
+fn settles(pid: u32, base: &std::path::Path, limit: Duration) -> Vec<String> {
     let deadline = Instant::now() + limit;
     loop {
-        let left = left_by(pid);
+        let left = held_by(pid, base);
         if left.is_empty() || Instant::now() >= deadline {
             return left;
         }
@@ -121,7 +75,10 @@ fn sigint_two_seconds_into_a_host_run_leaves_nothing() {
     let status = run.wait().unwrap();
     // 130 if the signal came first, 0 or 1 if the run had already ended.
     assert!(matches!(status.code(), Some(130 | 0 | 1)), "{status:?}");
-    assert_eq!(settles(pid, Duration::from_secs(10)), Vec::<String>::new());
+    assert_eq!(
+        settles(pid, base.path(), Duration::from_secs(10)),
+        Vec::<String>::new()
+    );
     assert_eq!(nr_hugepages(), before, "the pool is given back");
 }
 
@@ -139,11 +96,11 @@ fn sigkill_then_cleanup_of_a_host_run_leaves_nothing() {
     run.kill().unwrap();
     run.wait().unwrap();
     // What its workers and servers need to notice the harness is gone.
-    let _ = settles(pid, Duration::from_secs(5));
+    let _ = settles(pid, base.path(), Duration::from_secs(5));
     let out = exe().arg("cleanup").arg(base.path()).output().unwrap();
     assert!(out.status.success(), "{}", text(&out));
     assert_eq!(
-        settles(pid, Duration::from_secs(10)),
+        settles(pid, base.path(), Duration::from_secs(10)),
         Vec::<String>::new(),
         "after cleanup: {}",
         text(&out)

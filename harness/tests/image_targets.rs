@@ -9,6 +9,10 @@
 //! squashfs-tools); a target that cannot be made is skipped with the
 //! reason printed.
 
+mod common;
+
+use common::held_by;
+
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, ExitStatus, Stdio};
 use std::time::{Duration, Instant};
@@ -72,59 +76,6 @@ fn available() -> Vec<&'static str> {
             None => true,
         })
         .collect()
-}
-
-/// The run of `pid` owns a name such as `mmapconf-img-<pid>-erofs.tree`.
-fn names_run(name: &str, pid: u32) -> bool {
-    name.strip_prefix("mmapconf-")
-        .and_then(|rest| rest.split(['-', '.']).nth(1))
-        .is_some_and(|p| p == pid.to_string())
-}
-
-/// What the run `pid` (whose `--dir` was `base`) still holds: files and
-/// directories of its name, loop devices backed by one, mounts under
-/// `base` or of its name.
-fn held_by(pid: u32, base: &Path) -> Vec<String> {
-    let mut found = Vec::new();
-    for dir in [Path::new("/dev/shm"), &std::env::temp_dir(), base] {
-        for e in std::fs::read_dir(dir).into_iter().flatten().flatten() {
-            let name = e.file_name().to_string_lossy().into_owned();
-            if names_run(&name, pid) {
-                found.push(format!("file {}", e.path().display()));
-            }
-        }
-    }
-    for e in std::fs::read_dir("/sys/block")
-        .into_iter()
-        .flatten()
-        .flatten()
-    {
-        let Ok(back) = std::fs::read_to_string(e.path().join("loop/backing_file")) else {
-            continue;
-        };
-        let file = back.trim_end().trim_end_matches(" (deleted)");
-        let name = Path::new(file).file_name().unwrap_or_default();
-        if names_run(&name.to_string_lossy(), pid) || Path::new(file).starts_with(base) {
-            found.push(format!(
-                "loop device /dev/{}",
-                e.file_name().to_string_lossy()
-            ));
-        }
-    }
-    let b = base.to_string_lossy().into_owned();
-    for line in std::fs::read_to_string("/proc/self/mountinfo")
-        .unwrap_or_default()
-        .lines()
-    {
-        let Some(at) = line.split(' ').nth(4) else {
-            continue;
-        };
-        let name = Path::new(at).file_name().unwrap_or_default();
-        if at.starts_with(&b) || names_run(&name.to_string_lossy(), pid) {
-            found.push(format!("mount {at}"));
-        }
-    }
-    found
 }
 
 /// The checked-in baseline for this kernel and `fs`, if there is one.
