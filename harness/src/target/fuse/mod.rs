@@ -321,14 +321,18 @@ impl FuseMount {
     /// Kills and reaps the server if it still runs.
     fn kill_server(&mut self) {
         if let Some(pid) = self.server.take() {
-            // SAFETY: signals and reaps our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                while libc::waitpid(pid, std::ptr::null_mut(), 0) < 0
-                    && nix::errno::Errno::last() == nix::errno::Errno::EINTR
-                {}
-            }
+            kill_and_reap(pid);
         }
+    }
+}
+
+/// SIGKILLs and reaps a server the harness started (its unreaped child, so
+/// the pid is still its own), through a pidfd like every other signal.
+pub(super) fn kill_and_reap(pid: i32) {
+    // An error opening it: already reaped, nothing of ours to signal.
+    if let Ok(fd) = crate::exec::pidfd::open(pid) {
+        let _ = crate::exec::pidfd::send_signal(&fd, libc::SIGKILL);
+        let _ = crate::exec::pidfd::wait(&fd, true);
     }
 }
 

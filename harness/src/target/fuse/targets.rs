@@ -522,13 +522,7 @@ impl PackagedMount {
 
     fn kill_server(&mut self) {
         if let Some(pid) = self.server.take() {
-            // SAFETY: signals and reaps our own child.
-            unsafe {
-                libc::kill(pid, libc::SIGKILL);
-                while libc::waitpid(pid, std::ptr::null_mut(), 0) < 0
-                    && nix::errno::Errno::last() == nix::errno::Errno::EINTR
-                {}
-            }
+            super::kill_and_reap(pid);
         }
     }
 }
