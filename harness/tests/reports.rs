@@ -5,6 +5,7 @@
 //! (Python); then `compare` in text and in a browser, baselines, the end of
 //! run summary, and `explain --html`.
 
+mod common;
 #[path = "reports/demo.rs"]
 mod demo;
 #[path = "reports/ktap_check.rs"]

@@ -80,8 +80,9 @@ pub fn measure(dir: &Path, made: Option<Made>) -> BTreeMap<Probe, Measured> {
     put(Probe::MadvRemove, madv_remove(dir, ps));
     put(Probe::Writeback, writeback(dir, ps));
     put(Probe::CacheSurvivesOpen, cache_survives_open(dir, ps));
-    put(Probe::MtimeOnWriteFault, mtime_on_write_fault(dir, ps));
-    put(Probe::MtimeBeforeMsync, mtime_before_msync(dir, ps));
+    let (before_msync, on_write_fault) = mtimes_of_a_mapped_store(dir, ps);
+    put(Probe::MtimeOnWriteFault, on_write_fault);
+    put(Probe::MtimeBeforeMsync, before_msync);
     let existing = || Err("an existing mount: the harness cannot unmount or crash it".into());
     put(
         Probe::Persistent,
@@ -363,52 +364,50 @@ fn cache_survives_open(dir: &Path, ps: usize) -> Result<String, String> {
     }
 }
 
-fn mtime_on_write_fault(dir: &Path, ps: usize) -> Result<String, String> {
-    let f = Scratch::new(dir, "mtime", 0)?;
-    f.write(&vec![0u8; ps], 0)?;
-    let old = libc::timespec {
-        tv_sec: 1,
-        tv_nsec: 0,
+/// Both mtime capabilities from one trial: a file whose mtime is set far in
+/// the past gets a store through a shared mapping (its first access, so a
+/// write fault), then an msync(MS_SYNC); st_mtime is read after each.
+/// Returns (mtime_before_msync, mtime_on_write_fault).
+fn mtimes_of_a_mapped_store(
+    dir: &Path,
+    ps: usize,
+) -> (Result<String, String>, Result<String, String>) {
+    let trial = || -> Result<(bool, bool), String> {
+        let f = Scratch::new(dir, "mtime", 0)?;
+        f.write(&vec![0u8; ps], 0)?;
+        let old = libc::timespec {
+            tv_sec: 1,
+            tv_nsec: 0,
+        };
+        check(
+            unsafe { libc::futimens(f.fd(), [old, old].as_ptr()) },
+            "futimens",
+        )?;
+        let m = Mapping::shared(f.fd(), ps, libc::PROT_READ | libc::PROT_WRITE)?;
+        // SAFETY: a store into our own writable mapping of a one-page file:
+        // the first access, so it takes the write fault.
+        unsafe { std::ptr::write_volatile(m.addr as *mut u8, 1) };
+        let at_fault = f.stat()?.st_mtime != 1;
+        check(
+            unsafe { libc::msync(m.addr, ps, libc::MS_SYNC) },
+            "msync(MS_SYNC)",
+        )?;
+        Ok((at_fault, f.stat()?.st_mtime != 1))
     };
-    check(
-        unsafe { libc::futimens(f.fd(), [old, old].as_ptr()) },
-        "futimens",
-    )?;
-    let m = Mapping::shared(f.fd(), ps, libc::PROT_READ | libc::PROT_WRITE)?;
-    // SAFETY: a store into our own writable mapping of a one-page file.
-    unsafe { std::ptr::write_volatile(m.addr as *mut u8, 1) };
-    check(
-        unsafe { libc::msync(m.addr, ps, libc::MS_SYNC) },
-        "msync(MS_SYNC)",
-    )?;
-    let st = f.stat()?;
-    if st.st_mtime != 1 {
-        Ok("st_mtime changed after a mapped store and msync(MS_SYNC)".into())
-    } else {
-        Err("st_mtime unchanged after a mapped store and msync(MS_SYNC)".into())
-    }
-}
-
-fn mtime_before_msync(dir: &Path, ps: usize) -> Result<String, String> {
-    let f = Scratch::new(dir, "mtime-fault", 0)?;
-    f.write(&vec![0u8; ps], 0)?;
-    let old = libc::timespec {
-        tv_sec: 1,
-        tv_nsec: 0,
-    };
-    check(
-        unsafe { libc::futimens(f.fd(), [old, old].as_ptr()) },
-        "futimens",
-    )?;
-    let m = Mapping::shared(f.fd(), ps, libc::PROT_READ | libc::PROT_WRITE)?;
-    // SAFETY: a store into our own writable mapping of a one-page file:
-    // the first access, so it takes the write fault.
-    unsafe { std::ptr::write_volatile(m.addr as *mut u8, 1) };
-    let st = f.stat()?;
-    if st.st_mtime != 1 {
-        Ok("st_mtime changed at the write fault of a mapped store, before msync".into())
-    } else {
-        Err("st_mtime unchanged after the write fault of a mapped store (no msync)".into())
+    match trial() {
+        Err(e) => (Err(e.clone()), Err(e)),
+        Ok((at_fault, after_msync)) => (
+            if at_fault {
+                Ok("st_mtime changed at the write fault of a mapped store, before msync".into())
+            } else {
+                Err("st_mtime unchanged after the write fault of a mapped store (no msync)".into())
+            },
+            if after_msync {
+                Ok("st_mtime changed after a mapped store and msync(MS_SYNC)".into())
+            } else {
+                Err("st_mtime unchanged after a mapped store and msync(MS_SYNC)".into())
+            },
+        ),
     }
 }
 

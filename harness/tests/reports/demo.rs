@@ -1,23 +1,9 @@
 //! A small corpus with one case of each outcome, and running the harness on it.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
+use std::process::Output;
 
-pub fn exe() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_mmapconf"))
-}
-
-pub fn repo(path: &str) -> PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(path)
-}
-
-pub fn text(o: &Output) -> String {
-    format!(
-        "{}{}",
-        String::from_utf8_lossy(&o.stdout),
-        String::from_utf8_lossy(&o.stderr)
-    )
-}
+pub use crate::common::{exe, repo, text};
 
 /// A fresh directory under cargo's target/tmp, kept after the test so a
 /// person can look at what was written (the screenshots, say).
