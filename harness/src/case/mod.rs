@@ -1,5 +1,6 @@
 //! Cases: the model, reading and checking case files, and finding them.
 
+pub mod corpus;
 pub mod expect;
 pub mod json;
 pub mod load;
@@ -25,11 +26,14 @@ pub struct LoadedCase {
 }
 
 /// Every `.json` file under `paths` (files are taken as given, directories
-/// are walked), sorted, so runs are reproducible.
+/// are walked, `embedded:cases/...` names are looked up in the binary),
+/// sorted, so runs are reproducible.
 pub fn discover(paths: &[PathBuf]) -> Result<Vec<PathBuf>, String> {
     let mut out = Vec::new();
     for p in paths {
-        if p.is_dir() {
+        if corpus::is_embedded(p) {
+            out.extend(corpus::embedded_files(p)?);
+        } else if p.is_dir() {
             walk(p, &mut out).map_err(|e| format!("{}: {e}", p.display()))?;
         } else if p.exists() {
             out.push(p.clone());
@@ -55,8 +59,13 @@ fn walk(dir: &Path, out: &mut Vec<PathBuf>) -> std::io::Result<()> {
 }
 
 /// The id of a case file: its path relative to the `cases` directory that
-/// contains it, without `.json` ("seed/writer-reader").
+/// contains it, without `.json` ("seed/writer-reader"); the same for an
+/// embedded file (`embedded:cases/seed/writer-reader.json`).
 pub fn case_id(file: &Path) -> String {
+    let file = file
+        .to_str()
+        .and_then(|f| f.strip_prefix(corpus::EMBEDDED_PREFIX))
+        .map_or(file, Path::new);
     let comps: Vec<String> = file
         .with_extension("")
         .components()
@@ -71,9 +80,9 @@ pub fn case_id(file: &Path) -> String {
     }
 }
 
-/// Reads and checks one case file.
+/// Reads and checks one case file (on disk or embedded).
 pub fn load_file(file: &Path, page_size: u64) -> Result<LoadedCase, Vec<Problem>> {
-    let bytes = std::fs::read(file).map_err(|e| {
+    let bytes = corpus::read(file).map_err(|e| {
         vec![Problem {
             file: file.to_path_buf(),
             line: 1,
@@ -98,6 +107,7 @@ mod tests {
     #[case("cases/seed/writer-reader.json", "seed/writer-reader")]
     #[case("/x/y/cases/shared/a/b.json", "shared/a/b")]
     #[case("elsewhere/one.json", "one")]
+    #[case("embedded:cases/fork/x.json", "fork/x")]
     fn ids(#[case] path: &str, #[case] id: &str) {
         assert_eq!(case_id(Path::new(path)), id);
     }

@@ -14,9 +14,9 @@ pub fn explain(which: &str, html: Option<&std::path::Path>) -> ExitCode {
         if p.is_file() {
             p
         } else {
-            super::project_root()
-                .join("cases")
-                .join(format!("{which}.json"))
+            // An id: in the corpus a run would use.
+            let corpus = super::corpus_for(Vec::new()).1;
+            corpus.root().join(format!("{which}.json"))
         }
     };
     let loaded = match crate::case::load_file(&path, crate::target::page_size()) {

@@ -10,6 +10,7 @@ pub use reports::baseline_file_name;
 mod soak;
 mod swimlanes;
 
+use crate::case::corpus::{self, Corpus};
 use crate::case::{self, LoadedCase, Problem};
 use crate::exec::{live, RunOptions};
 use crate::report::{self, CaseReport, Status};
@@ -34,14 +35,15 @@ pub struct Cli {
 
 #[derive(Subcommand, Debug)]
 pub enum Command {
-    /// Run cases (default: all of cases/) and write a JSON report.
+    /// Run cases (default: the whole corpus, see `mmapconf corpus`) and write a JSON report.
     Run {
-        /// Case files or directories (default: the cases/ directory).
+        /// Case files or directories (default: the corpus, see `mmapconf corpus`).
         paths: Vec<PathBuf>,
         /// Directory to make scratch directories in (default: $TMPDIR).
         #[arg(long)]
         dir: Option<PathBuf>,
-        /// Where to write the JSON report (default: reports/latest.json).
+        /// Where to write the JSON report (default:
+        /// $XDG_STATE_HOME/mmapconf/latest.json, i.e. ~/.local/state/mmapconf/latest.json).
         #[arg(long)]
         report: Option<PathBuf>,
         /// Cases run at once (default: the number of CPUs).
@@ -82,12 +84,12 @@ pub enum Command {
     },
     /// Check case files; print every problem as file:line:col.
     Validate {
-        /// Case files or directories (default: the cases/ directory).
+        /// Case files or directories (default: the corpus, see `mmapconf corpus`).
         paths: Vec<PathBuf>,
     },
     /// List cases: id, title, requirements.
     List {
-        /// Case files or directories (default: the cases/ directory).
+        /// Case files or directories (default: the corpus, see `mmapconf corpus`).
         paths: Vec<PathBuf>,
     },
     /// Show a case as a timeline, one column per process.
@@ -103,7 +105,7 @@ pub enum Command {
     /// Mutation check: rewrite each expectation to a wrong one, run the
     /// mutants, and list every mutant that still passes.
     Mutate {
-        /// Case files or directories (default: the cases/ directory).
+        /// Case files or directories (default: the corpus, see `mmapconf corpus`).
         paths: Vec<PathBuf>,
         /// Directory to make scratch directories in (default: $TMPDIR).
         #[arg(long)]
@@ -125,7 +127,7 @@ pub enum Command {
     /// Run the cases many times and list every case whose verdict changed
     /// between runs (a flakiness check); exit 1 when one did.
     Soak {
-        /// Case files or directories (default: the cases/ directory).
+        /// Case files or directories (default: the corpus, see `mmapconf corpus`).
         paths: Vec<PathBuf>,
         /// How many times to run the cases on each target.
         #[arg(long, default_value_t = 10)]
@@ -147,6 +149,13 @@ pub enum Command {
     /// cuts of the machine (a VM the runner kills): save the state at the
     /// cut, then `--resume` it after the reboot.
     PowerCut(power_cut::PowerCutArgs),
+    /// Print which corpus runs when no case paths are given: its source
+    /// (env: $MMAPCONF_CASES, checkout, data-dir, embedded) and location.
+    Corpus,
+    /// Print the manual page (roff), generated from these options; with
+    /// DIR, write mmapconf.1 and one mmapconf-COMMAND.1 a command there.
+    #[command(hide = true)]
+    Man { dir: Option<PathBuf> },
     /// Print the JSON Schema of case files (specs/case.schema.json).
     Schema,
     /// Print the JSON Schema of reports (specs/report.schema.json).
@@ -164,27 +173,48 @@ pub enum Command {
     },
 }
 
-/// The repository's top directory: the nearest ancestor of the current
-/// directory holding `cases/`, else the one this binary was built from.
-pub fn project_root() -> PathBuf {
-    if let Ok(cwd) = std::env::current_dir() {
-        for dir in cwd.ancestors() {
-            if dir.join("cases").is_dir() && dir.join("Cargo.toml").is_file() {
-                return dir.to_path_buf();
-            }
+/// The paths to load and the corpus they stand for: the paths given, or
+/// the corpus found as `case::corpus` orders it. An unusable
+/// `$MMAPCONF_CASES` ends the command here, before anything has started.
+fn corpus_for(paths: Vec<PathBuf>) -> (Vec<PathBuf>, Corpus) {
+    if !paths.is_empty() {
+        let location = paths
+            .iter()
+            .map(|p| p.display().to_string())
+            .collect::<Vec<_>>()
+            .join(" ");
+        let given = Corpus {
+            source: corpus::Source::Paths,
+            location,
+        };
+        return (paths, given);
+    }
+    match corpus::find() {
+        Ok(c) => (vec![c.root()], c),
+        Err(e) => {
+            eprintln!("mmapconf: {e}");
+            std::process::exit(2)
         }
     }
-    Path::new(env!("CARGO_MANIFEST_DIR"))
-        .parent()
-        .map(Path::to_path_buf)
-        .unwrap_or_else(|| PathBuf::from("."))
 }
 
 fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
-    if paths.is_empty() {
-        vec![project_root().join("cases")]
-    } else {
-        paths
+    corpus_for(paths).0
+}
+
+/// Where a run's JSON report goes unless `--report` says: the user's XDG
+/// state directory (`$XDG_STATE_HOME`, default `~/.local/state`), never the
+/// current directory (which may be a source tree, `/`, or read-only) nor the
+/// tree the binary was built from. The path is printed at the end of a run.
+pub fn default_report() -> PathBuf {
+    let state = std::env::var_os("XDG_STATE_HOME")
+        .map(PathBuf::from)
+        .filter(|p| p.is_absolute())
+        .or_else(|| std::env::var_os("HOME").map(|h| PathBuf::from(h).join(".local/state")));
+    match state {
+        Some(dir) => dir.join("mmapconf").join("latest.json"),
+        // No home at all (a bare service): the current directory is all there is.
+        None => PathBuf::from("latest.json"),
     }
 }
 
@@ -251,6 +281,24 @@ pub fn main(cli: Cli) -> ExitCode {
             println!("{}", case_schema());
             ExitCode::SUCCESS
         }
+        Command::Corpus => {
+            println!("{}", corpus_for(Vec::new()).1);
+            ExitCode::SUCCESS
+        }
+        Command::Man { dir } => {
+            use clap::CommandFactory;
+            let written = match &dir {
+                Some(dir) => clap_mangen::generate_to(Cli::command(), dir),
+                None => clap_mangen::Man::new(Cli::command()).render(&mut std::io::stdout().lock()),
+            };
+            match written {
+                Ok(()) => ExitCode::SUCCESS,
+                Err(e) => {
+                    eprintln!("mmapconf: cannot write the manual page: {e}");
+                    ExitCode::from(2)
+                }
+            }
+        }
         Command::Run {
             paths,
             dir,
@@ -263,19 +311,23 @@ pub fn main(cli: Cli) -> ExitCode {
             target,
             targets_file,
             outputs,
-        } => run(RunArgs {
-            paths: default_paths(paths),
-            dir,
-            report,
-            jobs,
-            filter,
-            timeout,
-            verbose,
-            fs,
-            target,
-            targets_file,
-            outputs,
-        }),
+        } => {
+            let (paths, corpus) = corpus_for(paths);
+            run(RunArgs {
+                paths,
+                corpus,
+                dir,
+                report,
+                jobs,
+                filter,
+                timeout,
+                verbose,
+                fs,
+                target,
+                targets_file,
+                outputs,
+            })
+        }
         Command::Cleanup { dirs } => {
             let tmp = std::env::temp_dir();
             let mut bases = vec![target::fs::image_dir(&tmp), tmp];
@@ -373,6 +425,8 @@ fn list(paths: Vec<PathBuf>) -> ExitCode {
 
 struct RunArgs {
     paths: Vec<PathBuf>,
+    /// What the paths are, recorded in the report.
+    corpus: Corpus,
     dir: Option<PathBuf>,
     report: Option<PathBuf>,
     jobs: Option<usize>,
@@ -393,16 +447,15 @@ fn resolve_targets(args: &RunArgs) -> Result<Vec<TargetConfig>, String> {
         .map(|f| TargetConfig::plain(f))
         .collect();
     if !args.target.is_empty() {
-        let file = args
-            .targets_file
-            .clone()
-            .unwrap_or_else(|| project_root().join("ci").join("targets.json"));
-        let known = target::fs::load_targets(&file)?;
+        let (file, known) = match &args.targets_file {
+            Some(file) => (file.display().to_string(), target::fs::load_targets(file)?),
+            None => target::fs::default_targets()?,
+        };
         for name in &args.target {
             let t = known
                 .iter()
                 .find(|t| &t.name == name)
-                .ok_or_else(|| format!("no target `{name}` in {}", file.display()))?;
+                .ok_or_else(|| format!("no target `{name}` in {file}"))?;
             out.push(t.clone());
         }
     }
@@ -478,10 +531,7 @@ fn run(args: RunArgs) -> ExitCode {
         }
     };
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
-    let report_base = args
-        .report
-        .clone()
-        .unwrap_or_else(|| project_root().join("reports").join("latest.json"));
+    let report_base = args.report.clone().unwrap_or_else(default_report);
     if targets.is_empty() {
         let code = run_on(
             &args,
@@ -519,6 +569,7 @@ fn run(args: RunArgs) -> ExitCode {
                         env.target = Some(t.name.clone());
                         env.fs_type = t.fs.clone();
                         env.mount_options = String::new();
+                        env.corpus = Some(args.corpus.clone());
                         let why = format!("target {}: {why}", t.name);
                         skip_all(cases, env, &why, &path, outputs)
                     }
@@ -602,7 +653,9 @@ fn run_on(
                 base.display()
             );
             eprintln!("mmapconf: {why}");
-            let _ = skip_all(cases, target::Environment::probe(base), &why, path, outputs);
+            let mut env = target::Environment::probe(base);
+            env.corpus = Some(args.corpus.clone());
+            let _ = skip_all(cases, env, &why, path, outputs);
             return ExitCode::from(2);
         }
     };
@@ -629,6 +682,7 @@ fn run_on(
         ));
     }
     report.summary = report::Summary::of(&report.cases, report.summary.duration_ms);
+    report.environment.corpus = Some(args.corpus.clone());
     let written = report::write_json(&report, path);
     outputs.finish(&report, path, written)
 }

@@ -47,7 +47,7 @@ pub struct PowerCutArgs {
     #[arg(long)]
     pub mount: Option<PathBuf>,
     /// The JSON report of the case, written when it ends without a power
-    /// cut (default: reports/latest.json, as `run`).
+    /// cut (default: $XDG_STATE_HOME/mmapconf/latest.json, as `run`).
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Time limit of the case in seconds (each boot's part), overriding its own.
@@ -86,10 +86,7 @@ pub fn power_cut(args: PowerCutArgs) -> ExitCode {
     let Some(mut opts) = super::reported(super::run_options(args.timeout)) else {
         return ExitCode::from(2);
     };
-    let report_path = args
-        .report
-        .clone()
-        .unwrap_or_else(|| super::project_root().join("reports").join("latest.json"));
+    let report_path = args.report.clone().unwrap_or_else(super::default_report);
     let config = TargetConfig {
         mount_options: args.mount_options.clone(),
         ..TargetConfig::plain(&args.fs)

@@ -80,8 +80,28 @@ pub fn expand_fs_names(names: &[String]) -> Vec<String> {
 /// Reads named targets from a JSON file (a list of [`TargetConfig`]).
 pub fn load_targets(path: &Path) -> Result<Vec<TargetConfig>, String> {
     let text = std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
-    serde_json::from_str(&text)
-        .map_err(|e| format!("{}:{}:{}: {e}", path.display(), e.line(), e.column()))
+    parse_targets(&path.display().to_string(), &text)
+}
+
+fn parse_targets(name: &str, text: &str) -> Result<Vec<TargetConfig>, String> {
+    serde_json::from_str(text).map_err(|e| format!("{name}:{}:{}: {e}", e.line(), e.column()))
+}
+
+/// The named targets when no `--targets-file` is given, with the name of
+/// where they came from: the `ci/targets.json` of the checkout whose corpus
+/// runs, else the copy built into the binary (an install has no checkout).
+pub fn default_targets() -> Result<(String, Vec<TargetConfig>), String> {
+    let checkout = crate::case::corpus::find()
+        .ok()
+        .filter(|c| c.source == crate::case::corpus::Source::Checkout)
+        .and_then(|c| c.root().parent().map(|r| r.join("ci").join("targets.json")))
+        .filter(|f| f.is_file());
+    if let Some(file) = checkout {
+        return Ok((file.display().to_string(), load_targets(&file)?));
+    }
+    const BUILT_IN: &str = include_str!("../../../ci/targets.json");
+    let name = "embedded:ci/targets.json";
+    Ok((name.to_string(), parse_targets(name, BUILT_IN)?))
 }
 
 /// How `crash` reached the state a power cut would leave.

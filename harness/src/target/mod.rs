@@ -64,6 +64,11 @@ pub struct Environment {
     /// Effective uid of the harness.
     pub euid: u32,
     pub harness_version: String,
+    /// The cases the run was given: their source (paths on the command
+    /// line, `$MMAPCONF_CASES`, a checkout, a data directory, the corpus
+    /// built into the binary) and location.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub corpus: Option<crate::case::corpus::Corpus>,
 }
 
 impl Environment {
@@ -92,6 +97,7 @@ impl Environment {
             capabilities: BTreeMap::new(),
             euid: nix::unistd::geteuid().as_raw(),
             harness_version: env!("CARGO_PKG_VERSION").to_string(),
+            corpus: None,
         }
     }
 
