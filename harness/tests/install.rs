@@ -277,17 +277,7 @@ fn a_data_dir_case_is_run_and_its_problems_name_the_file() {
     let report: Value =
         serde_json::from_slice(&std::fs::read(s.path("cwd/r.json")).unwrap()).unwrap();
     assert_eq!(report["environment"]["corpus"]["source"], "data-dir");
-    let status: BTreeMap<String, String> = report["cases"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .map(|c| {
-            (
-                c["id"].as_str().unwrap().into(),
-                c["status"].as_str().unwrap().into(),
-            )
-        })
-        .collect();
+    let status = common::field_pairs(&report["cases"], "id", "status");
     let want: BTreeMap<String, String> = [("mine/bad", "error"), ("mine/good", "pass")]
         .iter()
         .map(|(a, b)| (a.to_string(), b.to_string()))

@@ -146,3 +146,22 @@ pub fn held_by(pid: u32, base: &Path) -> Vec<String> {
     }
     found
 }
+
+/// Two string fields of each object in a JSON array, as a sorted map
+/// (a report's `id` → `status`, kirk's `test_fqn` → `status`).
+pub fn field_pairs(
+    items: &serde_json::Value,
+    key: &str,
+    value: &str,
+) -> std::collections::BTreeMap<String, String> {
+    items
+        .as_array()
+        .map(|a| a.as_slice())
+        .unwrap_or_default()
+        .iter()
+        .map(|o| {
+            let s = |k: &str| o[k].as_str().unwrap_or_default().to_string();
+            (s(key), s(value))
+        })
+        .collect()
+}
