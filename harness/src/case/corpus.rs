@@ -303,6 +303,25 @@ mod tests {
     }
 
     #[test]
+    fn a_problem_in_an_embedded_case_names_its_file_line_and_column() {
+        let name = Path::new("embedded:cases/fork/x.json");
+        let problems =
+            crate::case::parse_case_bytes(name, b"{\n  \"title\": 3\n}\n", 4096).unwrap_err();
+        let lines: Vec<String> = problems.iter().map(|p| p.to_string()).collect();
+        assert!(lines
+            .iter()
+            .all(|l| l.starts_with("embedded:cases/fork/x.json:")));
+        // The wrong title is pointed at where it stands.
+        assert!(
+            lines
+                .iter()
+                .any(|l| l.starts_with("embedded:cases/fork/x.json:2:12: title")),
+            "{lines:?}"
+        );
+        assert_eq!(crate::case::case_id(name), "fork/x");
+    }
+
+    #[test]
     fn embedded_names_select_files_and_folders() {
         let seed = embedded_files(Path::new("embedded:cases/seed")).unwrap();
         assert!(!seed.is_empty());
