@@ -321,3 +321,26 @@ fn default_report_without_xdg_state_home_is_under_home() {
     assert_eq!(doc["cases"][0]["id"], "seed/writer-reader");
     assert_eq!(listing(&s.path("cwd"), &[]).len(), 0);
 }
+
+#[test]
+fn named_targets_come_built_in_without_a_checkout() {
+    let s = Sandbox::new();
+    let out = s.run(&["run", "--target", "no-such-target"]);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+    assert!(
+        text(&out).contains("no target `no-such-target` in embedded:ci/targets.json"),
+        "{}",
+        text(&out)
+    );
+    // In a checkout, its own file.
+    let out = s
+        .command(&["run", "--target", "no-such-target"])
+        .current_dir(repo("cases"))
+        .output()
+        .unwrap();
+    assert!(
+        text(&out).contains("ci/targets.json") && !text(&out).contains("embedded:"),
+        "{}",
+        text(&out)
+    );
+}
