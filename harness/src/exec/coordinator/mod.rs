@@ -119,6 +119,8 @@ pub fn run_case_from(
         failed_step: None,
         steps: Vec::new(),
         leftover: None,
+        timed_out: false,
+        known: None,
     };
     let dirfd = match nix::fcntl::open(
         dir,
@@ -177,6 +179,8 @@ pub fn run_case_from(
         }
         Err(Stop::Broken(why)) => {
             report.status = Status::Error;
+            // Broken at or past the deadline: the time limit ended it.
+            report.timed_out = Instant::now() >= run.deadline;
             report.reason = Some(why);
             if let Some((index, summary)) = &run.current {
                 report.failed_step = index.split('.').next().and_then(|i| i.parse().ok());
