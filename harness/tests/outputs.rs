@@ -463,6 +463,13 @@ fn a_baseline_directory_picks_files_by_their_when_header() {
     );
     assert!(!t.contains("now passes"), "the other file was used: {t}");
 
+    // One file whose `when` does not match: no baseline for this target.
+    let other = baselines.join(mmapconf::cli::baseline_file_name(&r));
+    let o = demo::run_with_baseline(&dir, &cases, &other);
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("does not match this target; every failure is new"), "{t}");
+
     // A `when` the harness cannot read stops the run, naming file, line, column and field.
     std::fs::write(
         baselines.join("shared-here.txt"),

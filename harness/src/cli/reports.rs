@@ -211,6 +211,11 @@ impl Prepared {
         };
         if let Some((b, name)) = &chosen {
             b.mark(&mut report, name);
+        } else if let Some(Baselines::One(_, name)) = &self.baseline {
+            self.console().line(&progress::tagged(
+                tag,
+                &format!("baseline {name}: its when: does not match this target; every failure is new"),
+            ));
         }
         let mut written = Vec::new();
         if self.report_to_stdout() {

@@ -198,14 +198,22 @@ pub struct StepReport {
     pub duration_us: u64,
 }
 
-/// Writes a report as pretty JSON, creating the parent directory.
+/// Writes a report as pretty JSON, creating the parent directory; `-` is
+/// standard output.
 pub fn write_json(report: &Report, path: &std::path::Path) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(report).expect("reports serialize");
+    if path.as_os_str() == "-" {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.write_all(b"\n")?;
+        return out.flush();
+    }
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent)?;
         }
     }
-    let text = serde_json::to_string_pretty(report).expect("reports serialize");
     std::fs::write(path, text + "\n")
 }
 

@@ -161,6 +161,8 @@ pub fn run_case_from(
             .restore(paused, &case.case.steps)
             .and_then(|start| run.walk(&case.case.steps, start)),
     };
+    // Before teardown, which takes its own time: did the case stop at its limit?
+    let past_deadline = Instant::now() >= run.deadline;
     run.teardown();
     report.steps = std::mem::take(&mut run.steps);
     match outcome {
@@ -180,7 +182,7 @@ pub fn run_case_from(
         Err(Stop::Broken(why)) => {
             report.status = Status::Error;
             // Broken at or past the deadline: the time limit ended it.
-            report.timed_out = Instant::now() >= run.deadline;
+            report.timed_out = past_deadline;
             report.reason = Some(why);
             if let Some((index, summary)) = &run.current {
                 report.failed_step = index.split('.').next().and_then(|i| i.parse().ok());
