@@ -468,7 +468,10 @@ fn a_baseline_directory_picks_files_by_their_when_header() {
     let o = demo::run_with_baseline(&dir, &cases, &other);
     let t = text(&o);
     assert_eq!(o.status.code(), Some(1), "{t}");
-    assert!(t.contains("does not match this target; every failure is new"), "{t}");
+    assert!(
+        t.contains("does not match this target; every failure is new"),
+        "{t}"
+    );
 
     // A `when` the harness cannot read stops the run, naming file, line, column and field.
     std::fs::write(
@@ -482,6 +485,10 @@ fn a_baseline_directory_picks_files_by_their_when_header() {
     assert!(
         t.contains("shared-here.txt:1:") && t.contains(": when: unknown field `fss`"),
         "{t}"
+    );
+    assert!(
+        !t.contains("demo/fail ("),
+        "a case ran before the baseline was read: {t}"
     );
 }
 

@@ -41,44 +41,66 @@ pub struct OutputArgs {
     pub baseline: Option<PathBuf>,
 }
 
-/// Where known failures come from: one file for the run, or a directory
-/// of files per kernel and target.
+/// Where known failures come from: one file for the run, or the files of a
+/// directory (file name, path shown, baseline), all read before any case runs.
 enum Baselines {
     One(Baseline, String),
-    Dir(PathBuf),
+    Dir(Vec<(String, String, Baseline)>),
 }
 
 impl Baselines {
+    fn load(path: &Path) -> Result<Baselines, String> {
+        if !path.is_dir() {
+            let b = Baseline::load(path).map_err(|e| e.join("\n"))?;
+            return Ok(Baselines::One(b, path.display().to_string()));
+        }
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "txt") && p.is_file())
+            .collect();
+        paths.sort();
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        for p in paths {
+            match Baseline::load(&p) {
+                Ok(b) => files.push((
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    p.display().to_string(),
+                    b,
+                )),
+                Err(e) => problems.extend(e),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Baselines::Dir(files))
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+
     /// The baseline that applies to `report`, with its name; None when
     /// no file applies (every failure is new).
-    fn for_report(&self, report: &Report) -> Result<Option<(Baseline, String)>, String> {
+    fn for_report(&self, report: &Report) -> Option<(Baseline, String)> {
         let env = &report.environment;
         match self {
-            Baselines::One(b, name) => Ok(b.applies_to(env).then(|| (b.clone(), name.clone()))),
-            Baselines::Dir(dir) => {
+            Baselines::One(b, name) => b.applies_to(env).then(|| (b.clone(), name.clone())),
+            Baselines::Dir(files) => {
                 let own = baseline_file_name(report);
-                let mut paths: Vec<PathBuf> = std::fs::read_dir(dir)
-                    .map_err(|e| format!("{}: {e}", dir.display()))?
-                    .flatten()
-                    .map(|e| e.path())
-                    .filter(|p| p.extension().is_some_and(|x| x == "txt") && p.is_file())
-                    .collect();
-                paths.sort();
-                let mut chosen = Vec::new();
-                let mut names = Vec::new();
-                for path in paths {
-                    let b = Baseline::load(&path).map_err(|e| e.join("\n"))?;
-                    let named = path.file_name().is_some_and(|f| f == own.as_str());
-                    let applies = match &b.when {
+                let chosen: Vec<&(String, String, Baseline)> = files
+                    .iter()
+                    .filter(|(file, _, b)| match &b.when {
                         Some(_) => b.applies_to(env),
-                        None => named,
-                    };
-                    if applies {
-                        names.push(path.display().to_string());
-                        chosen.push(b);
-                    }
-                }
-                Ok((!chosen.is_empty()).then(|| (Baseline::merged(chosen), names.join(", "))))
+                        None => *file == own,
+                    })
+                    .collect();
+                let names: Vec<&str> = chosen.iter().map(|(_, shown, _)| shown.as_str()).collect();
+                let merged = Baseline::merged(chosen.iter().map(|(_, _, b)| b.clone()).collect());
+                (!chosen.is_empty()).then(|| (merged, names.join(", ")))
             }
         }
     }
@@ -126,14 +148,7 @@ impl Prepared {
                 WRITERS[first], WRITERS[second]
             ));
         }
-        let baseline = match &args.baseline {
-            Some(p) if p.is_dir() => Some(Baselines::Dir(p.clone())),
-            Some(p) => Some(Baselines::One(
-                Baseline::load(p).map_err(|e| e.join("\n"))?,
-                p.display().to_string(),
-            )),
-            None => None,
-        };
+        let baseline = args.baseline.as_deref().map(Baselines::load).transpose()?;
         let kcidb = if args.kcidb.is_some() {
             kcidb::Options::from_env()?
         } else {
@@ -200,21 +215,15 @@ impl Prepared {
     /// 1 for a failure no baseline lists.
     pub fn finish(&self, mut report: Report, json_path: &Path, tag: Option<&str>) -> ExitCode {
         let mut broken = false;
-        let chosen = match self.baseline.as_ref().map(|b| b.for_report(&report)) {
-            Some(Err(e)) => {
-                eprintln!("mmapconf: {e}");
-                broken = true;
-                None
-            }
-            Some(Ok(chosen)) => chosen,
-            None => None,
-        };
+        let chosen = self.baseline.as_ref().and_then(|b| b.for_report(&report));
         if let Some((b, name)) = &chosen {
             b.mark(&mut report, name);
         } else if let Some(Baselines::One(_, name)) = &self.baseline {
             self.console().line(&progress::tagged(
                 tag,
-                &format!("baseline {name}: its when: does not match this target; every failure is new"),
+                &format!(
+                    "baseline {name}: its when: does not match this target; every failure is new"
+                ),
             ));
         }
         let mut written = Vec::new();
