@@ -222,7 +222,18 @@ fn kunit_tool_counts_a_multi_target_document_by_its_cases() {
     let first: Report = mmapconf::report::read_json(&dir.join("r.json")).unwrap();
     let mut second = first.clone();
     second.environment.target = Some("second".into());
-    let doc = ktap::render_all(&[first.clone(), second], ktap::Version::Ktap1);
+    let both = [first.clone(), second];
+    // TAP 13 is flat: one plan over both targets, each case named `<target>:<id>`.
+    let tap = ktap::render_all(&both, ktap::Version::Tap13);
+    assert!(tap.starts_with("TAP version 13\n1..12\n"), "{tap}");
+    assert!(tap.contains(" second:demo/pass\n"), "{tap}");
+    assert_eq!(
+        tap.lines()
+            .filter(|l| l.starts_with("ok ") || l.starts_with("not ok "))
+            .count(),
+        12
+    );
+    let doc = ktap::render_all(&both, ktap::Version::Ktap1);
     let c = kunit_count::parse(&doc).counts;
     let one = expected_counts(&first.summary);
     assert_eq!(
