@@ -516,7 +516,7 @@ fn run(args: RunArgs) -> ExitCode {
     let Some(opts) = reported(run_options(args.timeout)) else {
         return ExitCode::from(2);
     };
-    let outputs = match reports::Prepared::new(&args.outputs) {
+    let outputs = match reports::Prepared::new(&args.outputs, args.report.as_deref()) {
         Ok(o) => o,
         Err(e) => {
             eprintln!("mmapconf: {e}");
@@ -530,6 +530,13 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
+    if targets.len() > 1 && outputs.report_to_stdout() {
+        eprintln!(
+            "mmapconf: --report - takes one target; {} targets make one report each: give a file name (each target's gets `-<target>` added)",
+            targets.len()
+        );
+        return ExitCode::from(2);
+    }
     let base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
     let report_base = args.report.clone().unwrap_or_else(default_report);
     if targets.is_empty() {
@@ -541,6 +548,7 @@ fn run(args: RunArgs) -> ExitCode {
             &outputs,
             &base,
             &report_base,
+            None,
         );
         return outputs.close(code);
     }
@@ -556,12 +564,13 @@ fn run(args: RunArgs) -> ExitCode {
                 let (args, cases, problems, opts, outputs, base) =
                     (&args, &cases, &problems, &opts, &outputs, &base);
                 let path = report_path(&report_base, Some(&t.name), several);
+                let tag = several.then_some(t.name.as_str());
                 s.spawn(move || match OwnedFs::create_for(t, base, cases) {
                     Ok(fs) => {
                         let mount = fs.mount_point.clone();
                         let mut opts = opts.clone();
                         opts.owned_fs = Some(std::sync::Arc::new(std::sync::Mutex::new(fs)));
-                        run_on(args, cases, problems, opts, outputs, &mount, &path)
+                        run_on(args, cases, problems, opts, outputs, &mount, &path, tag)
                     }
                     Err(why) => {
                         eprintln!("mmapconf: target {}: skipped: {why}", t.name);
@@ -571,7 +580,7 @@ fn run(args: RunArgs) -> ExitCode {
                         env.mount_options = String::new();
                         env.corpus = Some(args.corpus.clone());
                         let why = format!("target {}: {why}", t.name);
-                        skip_all(cases, env, &why, &path, outputs)
+                        skip_all(cases, env, &why, &path, outputs, tag)
                     }
                 })
             })
@@ -594,6 +603,7 @@ fn skip_all(
     why: &str,
     path: &Path,
     outputs: &reports::Prepared,
+    tag: Option<&str>,
 ) -> ExitCode {
     let cases: Vec<CaseReport> = cases
         .iter()
@@ -614,11 +624,12 @@ fn skip_all(
         cases,
     };
     // Written like any other target's, so KTAP, JUnit and KCIDB show the skips too.
-    let written = report::write_json(&report, path);
-    outputs.finish(&report, path, written)
+    outputs.finish(report, path, tag)
 }
 
-/// Runs the cases once with scratch directories under `base` and writes the report to `path`.
+/// Runs the cases once with scratch directories under `base` and writes the
+/// report to `path`; `tag` names the target in every line when several run.
+#[allow(clippy::too_many_arguments)]
 fn run_on(
     args: &RunArgs,
     cases: &[LoadedCase],
@@ -627,6 +638,7 @@ fn run_on(
     outputs: &reports::Prepared,
     base: &Path,
     path: &Path,
+    tag: Option<&str>,
 ) -> ExitCode {
     let jobs = jobs_or_cpus(args.jobs);
     let target = target::mount_of(base)
@@ -637,6 +649,7 @@ fn run_on(
         args.verbose,
         outputs.console(),
         &target,
+        tag,
         &outputs.bars,
     );
     let progress = |r: &CaseReport| bar.case_done(r);
@@ -652,10 +665,10 @@ fn run_on(
                 "the target cannot be used: cannot make a scratch directory under {}: {e}",
                 base.display()
             );
-            eprintln!("mmapconf: {why}");
+            eprintln!("{}", progress::tagged(tag, &format!("mmapconf: {why}")));
             let mut env = target::Environment::probe(base);
             env.corpus = Some(args.corpus.clone());
-            let _ = skip_all(cases, env, &why, path, outputs);
+            let _ = skip_all(cases, env, &why, path, outputs, tag);
             return ExitCode::from(2);
         }
     };
@@ -663,7 +676,7 @@ fn run_on(
     // one error entry per file, with all its problems.
     let mut by_file: std::collections::BTreeMap<&Path, Vec<String>> = Default::default();
     for p in problems {
-        eprintln!("{p}");
+        eprintln!("{}", progress::tagged(tag, &p.to_string()));
         by_file
             .entry(p.file.as_path())
             .or_default()
@@ -683,8 +696,7 @@ fn run_on(
     }
     report.summary = report::Summary::of(&report.cases, report.summary.duration_ms);
     report.environment.corpus = Some(args.corpus.clone());
-    let written = report::write_json(&report, path);
-    outputs.finish(&report, path, written)
+    outputs.finish(report, path, tag)
 }
 
 /// SIGINT, SIGTERM and SIGHUP (a closed terminal) end the run cleanly:

@@ -47,7 +47,8 @@ pub struct PowerCutArgs {
     #[arg(long)]
     pub mount: Option<PathBuf>,
     /// The JSON report of the case, written when it ends without a power
-    /// cut (default: $XDG_STATE_HOME/mmapconf/latest.json, as `run`).
+    /// cut (default: $XDG_STATE_HOME/mmapconf/latest.json, as `run`; `-`:
+    /// standard output).
     #[arg(long)]
     pub report: Option<PathBuf>,
     /// Time limit of the case in seconds (each boot's part), overriding its own.

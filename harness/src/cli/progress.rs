@@ -35,6 +35,8 @@ pub struct Progress {
     bar: Option<ProgressBar>,
     verbose: bool,
     console: Console,
+    /// The target's name when several run at once, before every line.
+    tag: Option<String>,
 }
 
 impl Progress {
@@ -45,6 +47,7 @@ impl Progress {
         verbose: bool,
         console: Console,
         target: &str,
+        tag: Option<&str>,
         multi: &indicatif::MultiProgress,
     ) -> Progress {
         let bar = console.is_terminal().then(|| {
@@ -67,21 +70,26 @@ impl Progress {
             bar,
             verbose,
             console,
+            tag: tag.map(str::to_string),
         }
     }
 
     pub fn case_done(&self, r: &CaseReport) {
         let shown = self.verbose || !matches!(r.status, Status::Pass | Status::Skip);
+        let lines: String = case_lines(r)
+            .lines()
+            .map(|l| tagged(self.tag.as_deref(), l) + "\n")
+            .collect();
         match &self.bar {
             Some(bar) => {
                 if shown {
                     // Printed above the bar, which stays at the bottom.
-                    bar.println(case_lines(r).trim_end());
+                    bar.println(lines.trim_end());
                 }
                 bar.set_message(r.id.clone());
                 bar.inc(1);
             }
-            None if shown => self.console.line(case_lines(r).trim_end()),
+            None if shown => self.console.line(lines.trim_end()),
             None => {}
         }
     }
@@ -110,6 +118,54 @@ pub fn case_lines(r: &CaseReport) -> String {
     out
 }
 
+/// A log line of one target of a multi-target run: `[ext4] line`.
+pub fn tagged(tag: Option<&str>, line: &str) -> String {
+    match tag {
+        Some(t) => format!("[{t}] {line}"),
+        None => line.to_string(),
+    }
+}
+
+/// Counts in words: "5 cases: 1 pass, 1 fail, 1 skip, 2 error (1 known)".
+fn counts(s: &crate::report::Summary) -> String {
+    let known = if s.known > 0 {
+        format!(" ({} known)", s.known)
+    } else {
+        String::new()
+    };
+    format!(
+        "{} cases: {} pass, {} fail, {} skip, {} error{known}",
+        s.total, s.pass, s.fail, s.skip, s.error
+    )
+}
+
+/// The end of a multi-target run: each target's counts, then the total.
+pub fn combined(reports: &[Report]) -> String {
+    let mut total = crate::report::Summary::default();
+    let mut out = String::new();
+    for r in reports {
+        let s = &r.summary;
+        out.push_str(&format!(
+            "[{}] {}\n",
+            crate::report::CaseReport::target_of(r),
+            counts(s)
+        ));
+        total.total += s.total;
+        total.pass += s.pass;
+        total.fail += s.fail;
+        total.skip += s.skip;
+        total.error += s.error;
+        total.known += s.known;
+    }
+    let new = total.fail + total.error - total.known;
+    out.push_str(&format!(
+        "all {} targets: {}; {new} new failure(s)\n",
+        reports.len(),
+        counts(&total)
+    ));
+    out
+}
+
 /// Where each output of the run went.
 pub struct Written {
     pub kind: &'static str,
@@ -122,12 +178,8 @@ pub fn summary(report: &Report, verdict: Option<(&str, &Verdict)>, written: &[Wr
     let s = &report.summary;
     let e = &report.environment;
     let mut out = format!(
-        "{} cases: {} pass, {} fail, {} skip, {} error in {} ms ({} {} on {}, page size {})\n",
-        s.total,
-        s.pass,
-        s.fail,
-        s.skip,
-        s.error,
+        "{} in {} ms ({} {} on {}, page size {})\n",
+        counts(s),
         s.duration_ms,
         e.kernel_release,
         e.arch,

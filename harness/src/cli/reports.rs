@@ -2,55 +2,105 @@
 //! of a run, and `compare`.
 
 use super::progress::{self, Console, Written};
-use crate::report::{self, baseline::Baseline, compare::Matrix, html, junit, kcidb, ktap, Report};
+use crate::report::{
+    self, baseline::Baseline, compare::Matrix, html, junit, kcidb, ktap, CaseReport, Report,
+};
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
 use std::sync::Mutex;
 
-/// `run`'s options for what to write besides the JSON report.
+/// `run`'s options for what to write besides the JSON report. Each writer
+/// takes `-` for standard output (one of them at most); the person's view
+/// (progress, summary) then goes to standard error.
 #[derive(Args, Debug, Clone, Default)]
 pub struct OutputArgs {
-    /// Also write the run as KTAP version 1 to FILE; `-` for standard output
-    /// (everything else then goes to standard error).
+    /// Also write the run as KTAP version 1 to FILE (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     pub ktap: Option<PathBuf>,
-    /// Also write the run as JUnit XML (one testsuite per target).
+    /// Write `--ktap` as TAP version 13, flat, as kselftest prints it (for
+    /// kselftest-style runners and TAP 13 consumers).
+    #[arg(long, requires = "ktap")]
+    pub tap13: bool,
+    /// Also write the run as JUnit XML, one testsuite per target (`-`: standard output).
     #[arg(long, value_name = "FILE")]
     pub junit: Option<PathBuf>,
-    /// Also write the run as KCIDB v5 JSON (origin from
-    /// MMAPCONF_KCIDB_ORIGIN, an existing build from MMAPCONF_KCIDB_BUILD_ID).
+    /// Also write the run as KCIDB v5 JSON (`-`: standard output; origin
+    /// from MMAPCONF_KCIDB_ORIGIN, an existing build from MMAPCONF_KCIDB_BUILD_ID).
     #[arg(long, value_name = "FILE")]
     pub kcidb: Option<PathBuf>,
-    /// Known failures of this kernel and filesystem (reports/baselines/):
-    /// exit non-zero only for failures it does not list. A directory: each
-    /// target's own file in it, `<major>.<minor>-<target>.txt` (the target
-    /// name, or the filesystem type for `--dir`), when there is one.
+    /// Known failures (reports/baselines/): exit non-zero only for failures
+    /// they do not list; every output shows the listed ones as expected. A
+    /// file applies to every target unless its `when:` header says
+    /// otherwise. A directory: for each target, the file named
+    /// `<major>.<minor>-<target>.txt` (the target name, or the filesystem
+    /// type for `--dir`) if it has no `when:` header, and every file whose
+    /// `when:` header matches the target.
     #[arg(long, value_name = "FILE|DIR")]
     pub baseline: Option<PathBuf>,
 }
 
-/// Where known failures come from: one file for the run, or a directory
-/// holding one file per kernel and target.
+/// Where known failures come from: one file for the run, or the files of a
+/// directory (file name, path shown, baseline), all read before any case runs.
 enum Baselines {
     One(Baseline, String),
-    Dir(PathBuf),
+    Dir(Vec<(String, String, Baseline)>),
 }
 
 impl Baselines {
-    /// The baseline that applies to `report`, with its name; None when a
-    /// directory has no file for this kernel and target (every failure is new).
-    fn for_report(&self, report: &Report) -> Result<Option<(Baseline, String)>, String> {
+    fn load(path: &Path) -> Result<Baselines, String> {
+        if !path.is_dir() {
+            let b = Baseline::load(path).map_err(|e| e.join("\n"))?;
+            return Ok(Baselines::One(b, path.display().to_string()));
+        }
+        let mut paths: Vec<PathBuf> = std::fs::read_dir(path)
+            .map_err(|e| format!("{}: {e}", path.display()))?
+            .flatten()
+            .map(|e| e.path())
+            .filter(|p| p.extension().is_some_and(|x| x == "txt") && p.is_file())
+            .collect();
+        paths.sort();
+        let mut files = Vec::new();
+        let mut problems = Vec::new();
+        for p in paths {
+            match Baseline::load(&p) {
+                Ok(b) => files.push((
+                    p.file_name()
+                        .unwrap_or_default()
+                        .to_string_lossy()
+                        .into_owned(),
+                    p.display().to_string(),
+                    b,
+                )),
+                Err(e) => problems.extend(e),
+            }
+        }
+        if problems.is_empty() {
+            Ok(Baselines::Dir(files))
+        } else {
+            Err(problems.join("\n"))
+        }
+    }
+
+    /// The baseline that applies to `report`, with its name; None when
+    /// no file applies (every failure is new).
+    fn for_report(&self, report: &Report) -> Option<(Baseline, String)> {
+        let env = &report.environment;
         match self {
-            Baselines::One(b, name) => Ok(Some((b.clone(), name.clone()))),
-            Baselines::Dir(dir) => {
-                let path = dir.join(baseline_file_name(report));
-                if !path.is_file() {
-                    return Ok(None);
-                }
-                let b = Baseline::load(&path).map_err(|e| e.join("\n"))?;
-                Ok(Some((b, path.display().to_string())))
+            Baselines::One(b, name) => b.applies_to(env).then(|| (b.clone(), name.clone())),
+            Baselines::Dir(files) => {
+                let own = baseline_file_name(report);
+                let chosen: Vec<&(String, String, Baseline)> = files
+                    .iter()
+                    .filter(|(file, _, b)| match &b.when {
+                        Some(_) => b.applies_to(env),
+                        None => *file == own,
+                    })
+                    .collect();
+                let names: Vec<&str> = chosen.iter().map(|(_, shown, _)| shown.as_str()).collect();
+                let merged = Baseline::merged(chosen.iter().map(|(_, _, b)| b.clone()).collect());
+                (!chosen.is_empty()).then(|| (merged, names.join(", ")))
             }
         }
     }
@@ -60,19 +110,19 @@ impl Baselines {
 /// filesystem type when the run was on an existing mount).
 pub fn baseline_file_name(report: &Report) -> String {
     let k = report.environment.kernel();
-    let target = report
-        .environment
-        .target
-        .clone()
-        .unwrap_or_else(|| report.environment.fs_type.clone());
-    format!("{}.{}-{target}.txt", k.0, k.1)
+    format!("{}.{}-{}.txt", k.0, k.1, CaseReport::target_of(report))
 }
+
+/// The writers of a run, by the option that names each.
+const WRITERS: [&str; 4] = ["--report", "--ktap", "--junit", "--kcidb"];
 
 /// What `run` checked before running anything (a bad baseline or KCIDB
 /// setting should stop the run at once, not after every case ran), and the
 /// reports of the targets run so far.
 pub struct Prepared {
     args: OutputArgs,
+    /// Which writer has standard output (an index into WRITERS).
+    stdout: Option<usize>,
     baseline: Option<Baselines>,
     kcidb: kcidb::Options,
     reports: Mutex<Vec<Report>>,
@@ -81,30 +131,38 @@ pub struct Prepared {
 }
 
 impl Prepared {
-    pub fn new(args: &OutputArgs) -> Result<Prepared, String> {
-        let baseline = match &args.baseline {
-            Some(p) if p.is_dir() => Some(Baselines::Dir(p.clone())),
-            Some(p) => Some(Baselines::One(
-                Baseline::load(p).map_err(|e| e.join("\n"))?,
-                p.display().to_string(),
-            )),
-            None => None,
-        };
+    /// `report` is `run --report`'s path.
+    pub fn new(args: &OutputArgs, report: Option<&Path>) -> Result<Prepared, String> {
+        let paths = [
+            report,
+            args.ktap.as_deref(),
+            args.junit.as_deref(),
+            args.kcidb.as_deref(),
+        ];
+        let to_stdout: Vec<usize> = (0..WRITERS.len())
+            .filter(|&i| paths[i].is_some_and(is_stdout))
+            .collect();
+        if let [first, second, ..] = to_stdout[..] {
+            return Err(format!(
+                "{} - and {} - both ask for standard output; one output at most can have it",
+                WRITERS[first], WRITERS[second]
+            ));
+        }
+        let baseline = args.baseline.as_deref().map(Baselines::load).transpose()?;
         let kcidb = if args.kcidb.is_some() {
             kcidb::Options::from_env()?
         } else {
             kcidb::Options::default()
         };
-        let console = Console {
-            stderr: args.ktap.as_deref().is_some_and(is_stdout),
-        };
-        let bars = indicatif::MultiProgress::with_draw_target(if console.stderr {
+        let stdout = to_stdout.first().copied();
+        let bars = indicatif::MultiProgress::with_draw_target(if stdout.is_some() {
             indicatif::ProgressDrawTarget::stderr()
         } else {
             indicatif::ProgressDrawTarget::stdout()
         });
         Ok(Prepared {
             args: args.clone(),
+            stdout,
             baseline,
             kcidb,
             reports: Mutex::new(Vec::new()),
@@ -112,60 +170,102 @@ impl Prepared {
         })
     }
 
-    /// Human output moves to standard error when KTAP takes standard output.
+    /// Whether the JSON report goes to standard output.
+    pub fn report_to_stdout(&self) -> bool {
+        self.stdout == Some(0)
+    }
+
+    /// Human output moves to standard error when a writer has standard output.
     pub fn console(&self) -> Console {
         Console {
-            stderr: self.ktap_to_stdout(),
+            stderr: self.stdout.is_some(),
         }
     }
 
-    fn ktap_to_stdout(&self) -> bool {
-        self.args.ktap.as_deref().is_some_and(is_stdout)
+    /// The KTAP or TAP 13 protocol `--ktap` writes.
+    fn ktap_version(&self) -> ktap::Version {
+        if self.args.tap13 {
+            ktap::Version::Tap13
+        } else {
+            ktap::Version::Ktap1
+        }
     }
 
-    /// The end of one target's run: its JSON report was written (or not) to
-    /// `json_path`; writes the other formats for every target so far (a
-    /// later target rewrites them with its own added, so each file holds
-    /// one run), prints the summary, and decides the target's exit status:
-    /// 2 if an output could not be written; else, with a baseline, 1 only
-    /// for new failures; without, 1 for any failure.
-    pub fn finish(&self, report: &Report, json_path: &Path, json: std::io::Result<()>) -> ExitCode {
+    /// Renders the writer `WRITERS[i]` for every report so far.
+    fn render(&self, i: usize, all: &[Report]) -> String {
+        match i {
+            0 => all
+                .iter()
+                .map(|r| serde_json::to_string_pretty(r).expect("reports serialize") + "\n")
+                .collect(),
+            1 => ktap::render_all(all, self.ktap_version()),
+            2 => junit::render(all),
+            _ => {
+                let doc = kcidb::render(all, &self.kcidb);
+                serde_json::to_string_pretty(&doc).expect("KCIDB serializes") + "\n"
+            }
+        }
+    }
+
+    /// The end of one target's run: marks the failures its baseline knows,
+    /// writes its JSON report to `json_path` and the other formats' files
+    /// for every target so far (a later target rewrites them with its own
+    /// added, so each file holds one run), prints the summary, and decides
+    /// the target's exit status: 2 if an output could not be written; else
+    /// 1 for a failure no baseline lists.
+    pub fn finish(&self, mut report: Report, json_path: &Path, tag: Option<&str>) -> ExitCode {
+        let mut broken = false;
+        let chosen = self.baseline.as_ref().and_then(|b| b.for_report(&report));
+        if let Some((b, name)) = &chosen {
+            b.mark(&mut report, name);
+        } else if let Some(Baselines::One(_, name)) = &self.baseline {
+            self.console().line(&progress::tagged(
+                tag,
+                &format!(
+                    "baseline {name}: its when: does not match this target; every failure is new"
+                ),
+            ));
+        }
+        let mut written = Vec::new();
+        if self.report_to_stdout() {
+            written.push(Written {
+                kind: "report",
+                place: "- (standard output)".to_string(),
+            });
+        } else {
+            match report::write_json(&report, json_path) {
+                Ok(()) => written.push(Written {
+                    kind: "report",
+                    place: json_path.display().to_string(),
+                }),
+                Err(e) => {
+                    eprintln!("mmapconf: cannot write report {}: {e}", json_path.display());
+                    broken = true;
+                }
+            }
+        }
         let mut all = self.reports.lock().unwrap_or_else(|e| e.into_inner());
         all.push(report.clone());
         // Targets run at once and finish in any order; files list them by name.
         all.sort_by(|a, b| a.environment.target.cmp(&b.environment.target));
-        let mut written = Vec::new();
-        let mut broken = false;
-        match json {
-            Ok(()) => written.push(Written {
-                kind: "report",
-                place: json_path.display().to_string(),
-            }),
-            Err(e) => {
-                eprintln!("mmapconf: cannot write report {}: {e}", json_path.display());
-                broken = true;
-            }
-        }
-        if self.ktap_to_stdout() {
-            // Written once, whole, by `close`: a stream cannot be rewritten.
-            written.push(Written {
-                kind: "ktap",
-                place: "- (standard output)".to_string(),
-            });
-        }
-        let formats: [(&'static str, &Option<PathBuf>, &Render); 3] = [
-            ("ktap", &self.args.ktap, &|| ktap::render_all(&all)),
-            ("junit", &self.args.junit, &|| junit::render(&all)),
-            ("kcidb", &self.args.kcidb, &|| {
-                let doc = kcidb::render(&all, &self.kcidb);
-                serde_json::to_string_pretty(&doc).expect("KCIDB serializes") + "\n"
-            }),
+        let paths = [
+            None,
+            self.args.ktap.as_deref(),
+            self.args.junit.as_deref(),
+            self.args.kcidb.as_deref(),
         ];
-        for (kind, path, render) in formats {
-            let Some(path) = path.as_deref().filter(|p| !is_stdout(p)) else {
+        for (i, path) in paths.into_iter().enumerate() {
+            let kind = &WRITERS[i][2..];
+            if self.stdout == Some(i) {
+                // Written once, whole, by `close`: a stream cannot be rewritten.
+                written.push(Written {
+                    kind,
+                    place: "- (standard output)".to_string(),
+                });
                 continue;
-            };
-            match write_output(path, &render()) {
+            }
+            let Some(path) = path else { continue };
+            match write_output(path, &self.render(i, &all)) {
                 Ok(place) => written.push(Written { kind, place }),
                 Err(e) => {
                     eprintln!("mmapconf: cannot write {kind} {}: {e}", path.display());
@@ -173,58 +273,50 @@ impl Prepared {
                 }
             }
         }
-        let chosen = match self.baseline.as_ref().map(|b| b.for_report(report)) {
-            Some(Err(e)) => {
-                eprintln!("mmapconf: {e}");
-                broken = true;
-                None
-            }
-            Some(Ok(chosen)) => chosen,
-            None => None,
-        };
-        let verdict = chosen.as_ref().map(|(b, _)| b.judge(report));
+        drop(all);
+        let verdict = chosen.as_ref().map(|(b, _)| b.judge(&report));
         let name = chosen.as_ref().map(|(_, n)| n.clone()).unwrap_or_default();
         let text = progress::summary(
-            report,
+            &report,
             verdict.as_ref().map(|v| (name.as_str(), v)),
             &written,
         );
-        self.console().line(text.trim_end());
-        let good = match &verdict {
-            Some(v) => v.ok(),
-            None => report.summary.ok(),
-        };
+        for line in text.lines() {
+            self.console().line(&progress::tagged(tag, line));
+        }
         if broken {
             ExitCode::from(2)
-        } else if good {
+        } else if report.summary.ok() {
             ExitCode::SUCCESS
         } else {
             ExitCode::from(1)
         }
     }
 
-    /// The end of the whole run: writes KTAP to standard output when asked
-    /// (all targets in one document). Returns `code`, or 2 if that failed.
+    /// The end of the whole run: the combined summary of several targets,
+    /// and the one output that has standard output, written whole. Returns
+    /// `code`, or 2 if that failed.
     pub fn close(&self, code: ExitCode) -> ExitCode {
-        if !self.ktap_to_stdout() {
-            return code;
-        }
         let all = self.reports.lock().unwrap_or_else(|e| e.into_inner());
+        if all.len() > 1 {
+            self.console().line(progress::combined(&all).trim_end());
+        }
+        let Some(i) = self.stdout else { return code };
         if all.is_empty() {
             return code;
         }
-        match write_output(Path::new("-"), &ktap::render_all(&all)) {
+        match write_output(Path::new("-"), &self.render(i, &all)) {
             Ok(_) => code,
             Err(e) => {
-                eprintln!("mmapconf: cannot write ktap to standard output: {e}");
+                eprintln!(
+                    "mmapconf: cannot write {} to standard output: {e}",
+                    &WRITERS[i][2..]
+                );
                 ExitCode::from(2)
             }
         }
     }
 }
-
-/// Renders one format of the reports so far.
-type Render<'a> = dyn Fn() -> String + 'a;
 
 fn is_stdout(p: &Path) -> bool {
     p.as_os_str() == "-"
@@ -253,7 +345,8 @@ pub struct CompareArgs {
     /// JSON reports, one per target (kernel x filesystem).
     #[arg(required = true, value_name = "REPORT")]
     pub reports: Vec<PathBuf>,
-    /// Also write the whole matrix as one self-contained HTML page.
+    /// Also write the whole matrix as one self-contained HTML page (`-`:
+    /// standard output; the text table then goes to standard error).
     #[arg(long, value_name = "FILE")]
     pub html: Option<PathBuf>,
 }
@@ -273,7 +366,13 @@ pub fn compare(args: CompareArgs) -> ExitCode {
         }
     }
     let matrix = Matrix::build(&loaded);
-    print!("{}", report::compare::render_text(&matrix));
+    let table = report::compare::render_text(&matrix);
+    if args.html.as_deref().is_some_and(is_stdout) {
+        // The page has standard output; the table goes with the other messages.
+        eprint!("{table}");
+    } else {
+        print!("{table}");
+    }
     let differ = matrix.differing().count();
     eprintln!(
         "{differ} of {} cases differ across {} reports",

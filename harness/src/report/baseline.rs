@@ -4,14 +4,20 @@
 //!
 //! The format (documented in reports/README.md): one case id a line,
 //! optionally followed by `# reason`; blank lines and lines starting with
-//! `#` are comments.
+//! `#` are comments. An optional header line `when: {...}` before the first
+//! id says where the file applies, as a case variant's `when` does (the same
+//! JSON object, matched by `case::expect::matches`), so one file can serve
+//! several kernels and filesystems.
 //!
 //! ```text
-//! # Linux 6.1, ext4
+//! # Linux 6.1 and later, ext4 and xfs
+//! when: {"fs": ["ext4", "xfs"], "kernel": ">=6.1"}
 //! msync/async-returns-at-once    # ext4 starts write-back on MS_ASYNC (commit ...)
 //! ```
 
 use super::{CaseReport, Report, Status};
+use crate::case::model::When;
+use crate::target::Environment;
 use std::collections::BTreeMap;
 use std::path::Path;
 
@@ -28,6 +34,8 @@ pub struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct Baseline {
     pub entries: Vec<Entry>,
+    /// The `when:` header: where the file applies (None: wherever it is used).
+    pub when: Option<When>,
 }
 
 impl Baseline {
@@ -37,10 +45,32 @@ impl Baseline {
         let mut entries: Vec<Entry> = Vec::new();
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut problems = Vec::new();
+        let mut when = None;
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let trimmed = raw.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if let Some(json) = raw.trim_start().strip_prefix("when:") {
+                // Columns count from 1 at the line's first character.
+                let start = raw.len() - json.len();
+                match (&when, entries.is_empty()) {
+                    (Some(_), _) => problems.push(format!(
+                        "{name}:{line}:1: when: a file has one `when:` header"
+                    )),
+                    (None, false) => problems.push(format!(
+                        "{name}:{line}:1: when: the `when:` header goes before the first case id"
+                    )),
+                    (None, true) => match serde_json::from_str::<When>(json) {
+                        Ok(w) => when = Some(w),
+                        Err(e) => problems.push(format!(
+                            "{name}:{line}:{}: when: {}",
+                            start + e.column().max(1),
+                            serde_error_text(&e)
+                        )),
+                    },
+                }
                 continue;
             }
             let (id, reason) = match trimmed.split_once('#') {
@@ -66,7 +96,7 @@ impl Baseline {
             });
         }
         if problems.is_empty() {
-            Ok(Baseline { entries })
+            Ok(Baseline { entries, when })
         } else {
             Err(problems)
         }
@@ -80,6 +110,41 @@ impl Baseline {
 
     pub fn get(&self, id: &str) -> Option<&Entry> {
         self.entries.iter().find(|e| e.id == id)
+    }
+
+    /// Whether the file's `when:` header (if any) describes `env`.
+    pub fn applies_to(&self, env: &Environment) -> bool {
+        self.when
+            .as_ref()
+            .is_none_or(|w| crate::case::expect::matches(w, env))
+    }
+
+    /// Sets `known` (`NAME:LINE: reason`) on each failure the baseline
+    /// lists, and the summary's count of them, so every output shows them
+    /// as expected.
+    pub fn mark(&self, report: &mut Report, name: &str) {
+        for c in report.cases.iter_mut().filter(|c| c.is_failure()) {
+            if let Some(e) = self.get(&c.id) {
+                c.known = Some(if e.reason.is_empty() {
+                    format!("{name}:{}", e.line)
+                } else {
+                    format!("{name}:{}: {}", e.line, e.reason)
+                });
+            }
+        }
+        report.summary = super::Summary::of(&report.cases, report.summary.duration_ms);
+    }
+
+    /// Several baselines as one (the files of a directory that apply to
+    /// one target); the first file listing an id gives its entry.
+    pub fn merged(parts: Vec<Baseline>) -> Baseline {
+        let mut out = Baseline::default();
+        for e in parts.into_iter().flat_map(|b| b.entries) {
+            if out.get(&e.id).is_none() {
+                out.entries.push(e);
+            }
+        }
+        out
     }
 
     /// Judges a run against the baseline.
@@ -112,6 +177,16 @@ impl Verdict<'_> {
     /// Good when nothing failed that the baseline does not know.
     pub fn ok(&self) -> bool {
         self.new_failures.is_empty()
+    }
+}
+
+/// A serde error without its " at line L column C" tail (the caller gives
+/// the position in the file instead).
+fn serde_error_text(e: &serde_json::Error) -> String {
+    let text = e.to_string();
+    match text.rfind(" at line ") {
+        Some(i) => text[..i].to_string(),
+        None => text,
     }
 }
 
@@ -150,5 +225,42 @@ mod tests {
             "{err:?}"
         );
         assert!(err[1].starts_with("x.txt:3: c is listed twice (first on line 2)"));
+    }
+
+    #[test]
+    fn a_when_header_says_where_the_file_applies() {
+        let b = Baseline::parse(
+            "# ext4 and xfs from 6.1\nwhen: {\"fs\": [\"ext4\", \"xfs\"], \"kernel\": \">=6.1\"}\nshared/a # why\n",
+            "b.txt",
+        )
+        .unwrap();
+        assert_eq!(b.entries.len(), 1);
+        let mut env = Environment::probe(Path::new("/"));
+        env.kernel_release = "6.12.1".into();
+        for (fs, release, applies) in [
+            ("ext4", "6.12.1", true),
+            ("xfs", "6.1.0", true),
+            ("tmpfs", "6.12.1", false),
+            ("ext4", "5.10.0", false),
+        ] {
+            env.fs_type = fs.into();
+            env.kernel_release = release.into();
+            assert_eq!(b.applies_to(&env), applies, "{fs} {release}");
+        }
+        assert!(Baseline::parse("a\n", "c.txt").unwrap().applies_to(&env));
+    }
+
+    #[test]
+    fn a_bad_when_header_names_file_line_column_and_field() {
+        let err = Baseline::parse("when: {\"fss\": [\"ext4\"]}\n", "b.txt").unwrap_err();
+        assert_eq!(err.len(), 1, "{err:?}");
+        assert!(err[0].starts_with("b.txt:1:"), "{err:?}");
+        assert!(err[0].contains("unknown field `fss`"), "{err:?}");
+        let col: usize = err[0].split(':').nth(2).unwrap().parse().unwrap();
+        assert!((7..=13).contains(&col), "column {col}: {err:?}");
+        let err = Baseline::parse("a\nwhen: {}\n", "b.txt").unwrap_err();
+        assert!(err[0].starts_with("b.txt:2:1: when: the `when:` header goes before"));
+        let err = Baseline::parse("when: {}\nwhen: {}\n", "b.txt").unwrap_err();
+        assert!(err[0].starts_with("b.txt:2:1: when: a file has one"));
     }
 }

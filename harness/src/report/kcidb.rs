@@ -8,6 +8,12 @@
 //! that already submitted its own build sets `MMAPCONF_KCIDB_BUILD_ID` (and
 //! usually `MMAPCONF_KCIDB_ORIGIN`): then only tests are written, pointing
 //! at that build.
+//!
+//! A failure the baseline lists keeps its status (FAIL or ERROR) and is
+//! linked to a KCIDB issue, the known defect, by an incident with `present:
+//! true`: KCIDB 5 replaced the test's `waived` flag by exactly that (its
+//! upgrade from v4 turns `waived: true` into an issue and an incident), and
+//! dashboards show such failures as known rather than as new ones.
 
 use super::{CaseReport, Report, Status};
 use serde_json::{json, Map, Value};
@@ -74,6 +80,8 @@ pub fn render(reports: &[Report], opts: &Options) -> Value {
     let mut checkouts: Vec<Value> = Vec::new();
     let mut builds: Vec<Value> = Vec::new();
     let mut tests = Vec::new();
+    let mut issues: Vec<Value> = Vec::new();
+    let mut incidents = Vec::new();
     for r in reports {
         let build_id = match &opts.build_id {
             Some(id) => id.clone(),
@@ -90,7 +98,15 @@ pub fn render(reports: &[Report], opts: &Options) -> Value {
             }
         };
         for c in &r.cases {
-            tests.push(test(r, c, &build_id, &opts.origin));
+            let t = test(r, c, &build_id, &opts.origin);
+            if let Some(known) = c.known.as_deref().filter(|_| c.is_known_failure()) {
+                let (issue, incident) = known_defect(r, c, known, &t["id"], &opts.origin);
+                if !issues.iter().any(|i| i["id"] == issue["id"]) {
+                    issues.push(issue);
+                }
+                incidents.push(incident);
+            }
+            tests.push(t);
         }
     }
     let mut doc = Map::new();
@@ -102,7 +118,41 @@ pub fn render(reports: &[Report], opts: &Options) -> Value {
         doc.insert("builds".into(), Value::Array(builds));
     }
     doc.insert("tests".into(), Value::Array(tests));
+    if !issues.is_empty() {
+        doc.insert("issues".into(), Value::Array(issues));
+        doc.insert("incidents".into(), Value::Array(incidents));
+    }
     Value::Object(doc)
+}
+
+/// A known failure as a KCIDB issue (the defect the baseline names, one per
+/// case and target) and the incident that says this test shows it.
+fn known_defect(
+    r: &Report,
+    c: &CaseReport,
+    known: &str,
+    test_id: &Value,
+    origin: &str,
+) -> (Value, Value) {
+    let issue_id = format!("{origin}:known:{}:{}", CaseReport::target_of(r), c.id);
+    let issue = json!({
+        "id": text(&issue_id),
+        "version": 1,
+        "origin": origin,
+        "comment": text(&format!("known failure of {} (baseline {known})", c.id)),
+        // The baseline lists defects of the kernel or filesystem under test.
+        "culprit": { "code": true, "tool": false, "harness": false },
+    });
+    let incident = json!({
+        "id": text(&format!("{issue_id}:{}", test_id.as_str().unwrap_or_default())),
+        "origin": origin,
+        "issue_id": text(&issue_id),
+        "issue_version": 1,
+        "test_id": test_id,
+        "present": true,
+        "comment": text(known),
+    });
+    (issue, incident)
 }
 
 /// The running kernel as a KCIDB checkout and build.
@@ -175,6 +225,9 @@ fn test(r: &Report, c: &CaseReport, build_id: &str, origin: &str) -> Value {
     misc.insert("harness_version".into(), json!(e.harness_version));
     if let Some(n) = c.failed_step {
         misc.insert("failed_step".into(), json!(n));
+    }
+    if let Some(known) = &c.known {
+        misc.insert("known_failure".into(), json!(known));
     }
     t.insert("misc".into(), Value::Object(misc));
     Value::Object(t)

@@ -44,6 +44,10 @@ pub struct Summary {
     pub skip: usize,
     /// Cases the harness could not carry out.
     pub error: usize,
+    /// Of the failed and errored cases, those the run's baseline lists
+    /// (known failures, each with `known` set); 0 without a baseline.
+    #[serde(default, skip_serializing_if = "is_zero")]
+    pub known: usize,
     /// Wall time of the whole run.
     pub duration_ms: u64,
 }
@@ -57,14 +61,24 @@ impl Summary {
             fail: count(Status::Fail),
             skip: count(Status::Skip),
             error: count(Status::Error),
+            known: cases.iter().filter(|c| c.is_known_failure()).count(),
             duration_ms,
         }
     }
 
-    /// A run is good when nothing failed and nothing broke.
+    /// A run is good when nothing failed and nothing broke that its
+    /// baseline does not list.
     pub fn ok(&self) -> bool {
-        self.fail == 0 && self.error == 0
+        self.fail + self.error == self.known
     }
+}
+
+fn is_zero(n: &usize) -> bool {
+    *n == 0
+}
+
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// The outcome of a case.
@@ -113,6 +127,14 @@ pub struct CaseReport {
     /// it is and why (a filesystem that refuses unlink or rmdir, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leftover: Option<String>,
+    /// An error because the case ran past its time limit.
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub timed_out: bool,
+    /// A failure or error the run's baseline lists for this kernel and
+    /// target: `FILE:LINE: reason`. Every output shows it as expected
+    /// (KTAP XFAIL, JUnit skipped, KCIDB waived).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub known: Option<String>,
 }
 
 impl CaseReport {
@@ -128,6 +150,8 @@ impl CaseReport {
             failed_step: None,
             steps: Vec::new(),
             leftover: None,
+            timed_out: false,
+            known: None,
         }
     }
 }
@@ -174,14 +198,22 @@ pub struct StepReport {
     pub duration_us: u64,
 }
 
-/// Writes a report as pretty JSON, creating the parent directory.
+/// Writes a report as pretty JSON, creating the parent directory; `-` is
+/// standard output.
 pub fn write_json(report: &Report, path: &std::path::Path) -> std::io::Result<()> {
+    let text = serde_json::to_string_pretty(report).expect("reports serialize");
+    if path.as_os_str() == "-" {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        out.write_all(text.as_bytes())?;
+        out.write_all(b"\n")?;
+        return out.flush();
+    }
     if let Some(parent) = path.parent() {
         if !parent.as_os_str().is_empty() {
             std::fs::create_dir_all(parent)?;
         }
     }
-    let text = serde_json::to_string_pretty(report).expect("reports serialize");
     std::fs::write(path, text + "\n")
 }
 
@@ -234,6 +266,21 @@ impl CaseReport {
     /// Whether the case did not hold here (failed or broke).
     pub fn is_failure(&self) -> bool {
         matches!(self.status, Status::Fail | Status::Error)
+    }
+
+    /// A failure or error the baseline expects.
+    pub fn is_known_failure(&self) -> bool {
+        self.is_failure() && self.known.is_some()
+    }
+
+    /// The target of a report in a word: its name (`--fs`/`--target`), else
+    /// the filesystem type.
+    pub fn target_of(report: &Report) -> &str {
+        report
+            .environment
+            .target
+            .as_deref()
+            .unwrap_or(&report.environment.fs_type)
     }
 }
 

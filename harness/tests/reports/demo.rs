@@ -76,3 +76,17 @@ pub fn run(dir: &Path, cases: &Path, extra: &[&str]) -> Output {
         .output()
         .unwrap()
 }
+
+/// `run` writing `r.json`, judged against `baseline` (a file or a directory).
+pub fn run_with_baseline(dir: &Path, cases: &Path, baseline: &Path) -> Output {
+    run(
+        dir,
+        cases,
+        &[
+            "--report",
+            "r.json",
+            "--baseline",
+            baseline.to_str().unwrap(),
+        ],
+    )
+}

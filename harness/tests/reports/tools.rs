@@ -73,3 +73,31 @@ pub fn chromium_command(chromium: &PathBuf, profile: &std::path::Path) -> Comman
     .arg(format!("--user-data-dir={}", profile.display()));
     c
 }
+
+/// xmllint's answer to an XPath expression on `file`, without its final newline.
+pub fn xpath(xmllint: &std::path::Path, file: &std::path::Path, expr: &str) -> String {
+    let o = Command::new(xmllint)
+        .args(["--xpath", expr])
+        .arg(file)
+        .output()
+        .unwrap();
+    String::from_utf8_lossy(&o.stdout).trim_end().to_string()
+}
+
+/// The JUnit XSD of the Jenkins/fstests format the JUnit writer follows.
+pub fn junit_xsd() -> PathBuf {
+    std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/junit.xsd")
+}
+
+/// xmllint's validation of `file` against [`junit_xsd`].
+pub fn junit_schema_check(
+    xmllint: &std::path::Path,
+    file: &std::path::Path,
+) -> std::process::Output {
+    Command::new(xmllint)
+        .args(["--noout", "--schema"])
+        .arg(junit_xsd())
+        .arg(file)
+        .output()
+        .unwrap()
+}

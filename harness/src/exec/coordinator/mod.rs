@@ -119,6 +119,8 @@ pub fn run_case_from(
         failed_step: None,
         steps: Vec::new(),
         leftover: None,
+        timed_out: false,
+        known: None,
     };
     let dirfd = match nix::fcntl::open(
         dir,
@@ -159,6 +161,8 @@ pub fn run_case_from(
             .restore(paused, &case.case.steps)
             .and_then(|start| run.walk(&case.case.steps, start)),
     };
+    // Before teardown, which takes its own time: did the case stop at its limit?
+    let past_deadline = Instant::now() >= run.deadline;
     run.teardown();
     report.steps = std::mem::take(&mut run.steps);
     match outcome {
@@ -177,6 +181,8 @@ pub fn run_case_from(
         }
         Err(Stop::Broken(why)) => {
             report.status = Status::Error;
+            // Broken at or past the deadline: the time limit ended it.
+            report.timed_out = past_deadline;
             report.reason = Some(why);
             if let Some((index, summary)) = &run.current {
                 report.failed_step = index.split('.').next().and_then(|i| i.parse().ok());

@@ -1,0 +1,79 @@
+//! The GitHub workflow in ci/github/ as a runner would run it: ci/github/check-workflow plays the cell
+//! job's steps from the YAML as written, as `nobody`, in a runner's directory layout, with
+//! ci/kernel-matrix in its dry-run mode (everything up to downloading and booting a kernel). Needs root,
+//! python3 with PyYAML, and a static mmapconf (the artifact of the workflow's first job): the one
+//! ci/kernel-matrix builds into its cache, or $MMAPCONF_STATIC_HARNESS. Without them the test says so
+//! and passes; .ci/run runs check-workflow itself after the kernel matrix built the static harness.
+
+mod common;
+
+use common::{repo, text};
+use std::path::PathBuf;
+use std::process::Command;
+
+fn static_harness() -> Option<PathBuf> {
+    let path = std::env::var_os("MMAPCONF_STATIC_HARNESS")
+        .map(PathBuf::from)
+        .unwrap_or_else(|| {
+            PathBuf::from(
+                "/var/cache/mmapconf-kernels/target/x86_64-unknown-linux-gnu/release/mmapconf",
+            )
+        });
+    path.is_file().then_some(path)
+}
+
+fn ready() -> Option<PathBuf> {
+    let yaml = Command::new("python3")
+        .args(["-c", "import yaml"])
+        .output()
+        .is_ok_and(|o| o.status.success());
+    let why = if !nix::unistd::geteuid().is_root() {
+        "not root"
+    } else if !yaml {
+        "python3 has no yaml module (apt-get install python3-yaml)"
+    } else if static_harness().is_none() {
+        "no static mmapconf (run ci/kernel-matrix once, or set MMAPCONF_STATIC_HARNESS)"
+    } else {
+        return static_harness();
+    };
+    eprintln!("SKIPPED: {why}");
+    None
+}
+
+fn check(harness: &PathBuf, kernel_matrix: Option<&PathBuf>) -> std::process::Output {
+    let mut c = Command::new("python3");
+    c.arg(repo("ci/github/check-workflow"))
+        .arg("--harness")
+        .arg(harness);
+    if let Some(k) = kernel_matrix {
+        c.arg("--kernel-matrix").arg(k);
+    }
+    c.output().unwrap()
+}
+
+#[test]
+fn the_cell_step_runs_as_written_as_a_runner_user() {
+    let Some(harness) = ready() else { return };
+    let o = check(&harness, None);
+    let t = text(&o);
+    assert!(o.status.success(), "{t}");
+    assert!(t.contains("check-workflow: 16 cells, 0 failed"), "{t}");
+    assert!(t.contains("dry run: 5.10-tmpfs: "), "{t}");
+
+    // The check can fail: ci/kernel-matrix as it was, taking `--harness ./mmapconf` for a name
+    // to look up in PATH, fails every cell.
+    let old = std::fs::read_to_string(repo("ci/kernel-matrix"))
+        .unwrap()
+        .replace(
+            "find_harness(args.harness) if args.harness",
+            "Path(args.harness) if args.harness",
+        );
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR")).join("workflow-old");
+    std::fs::create_dir_all(&dir).unwrap();
+    let old_path = dir.join("kernel-matrix");
+    std::fs::write(&old_path, old).unwrap();
+    let o = check(&harness, Some(&old_path));
+    let t = text(&o);
+    assert_eq!(o.status.code(), Some(1), "{t}");
+    assert!(t.contains("check-workflow: 16 cells, 16 failed"), "{t}");
+}
