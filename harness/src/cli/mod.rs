@@ -10,6 +10,7 @@ pub use reports::baseline_file_name;
 mod soak;
 mod swimlanes;
 
+use crate::case::select::{SelectArgs, Selection};
 use crate::case::{self, LoadedCase, Problem};
 use crate::exec::{live, RunOptions};
 use crate::report::{self, CaseReport, Status};
@@ -47,9 +48,8 @@ pub enum Command {
         /// Cases run at once (default: the number of CPUs).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Run only cases whose id contains this text.
-        #[arg(long)]
-        filter: Option<String>,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Time limit per case in seconds, overriding each case's own.
         #[arg(long)]
         timeout: Option<f64>,
@@ -89,6 +89,8 @@ pub enum Command {
     List {
         /// Case files or directories (default: the cases/ directory).
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        select: SelectArgs,
     },
     /// Show a case as a timeline, one column per process.
     Explain {
@@ -111,9 +113,8 @@ pub enum Command {
         /// Cases run at once (default: the number of CPUs).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Only cases whose id contains this text.
-        #[arg(long)]
-        filter: Option<String>,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Only every Nth case (a quick sample for CI).
         #[arg(long)]
         every: Option<usize>,
@@ -136,9 +137,8 @@ pub enum Command {
         /// Cases run at once (default: the number of CPUs).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Only cases whose id contains this text.
-        #[arg(long)]
-        filter: Option<String>,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Scratch filesystems to make and soak at once, as `run --fs` (root).
         #[arg(long, value_delimiter = ',')]
         fs: Vec<String>,
@@ -212,7 +212,7 @@ pub fn main(cli: Cli) -> ExitCode {
             mount_point,
         } => target::fuse::server::main(mode, &backing, &mount_point),
         Command::Validate { paths } => validate(default_paths(paths)),
-        Command::List { paths } => list(default_paths(paths)),
+        Command::List { paths, select } => list(default_paths(paths), &select),
         Command::Explain { case, html } => explain::explain(&case, html.as_deref()),
         Command::Compare(args) => reports::compare(args),
         Command::ReportSchema => reports::print_report_schema(),
@@ -221,14 +221,14 @@ pub fn main(cli: Cli) -> ExitCode {
             paths,
             dir,
             jobs,
-            filter,
+            select,
             every,
             fs,
         } => mutate::mutate(mutate::MutateArgs {
             paths: default_paths(paths),
             dir,
             jobs,
-            filter,
+            select,
             every,
             fs,
         }),
@@ -237,14 +237,14 @@ pub fn main(cli: Cli) -> ExitCode {
             runs,
             dir,
             jobs,
-            filter,
+            select,
             fs,
         } => soak::soak(soak::SoakArgs {
             paths: default_paths(paths),
             runs,
             dir,
             jobs,
-            filter,
+            select,
             fs,
         }),
         Command::Schema => {
@@ -256,7 +256,7 @@ pub fn main(cli: Cli) -> ExitCode {
             dir,
             report,
             jobs,
-            filter,
+            select,
             timeout,
             verbose,
             fs,
@@ -268,7 +268,7 @@ pub fn main(cli: Cli) -> ExitCode {
             dir,
             report,
             jobs,
-            filter,
+            select,
             timeout,
             verbose,
             fs,
@@ -321,8 +321,11 @@ fn validate(paths: Vec<PathBuf>) -> ExitCode {
     }
 }
 
-fn list(paths: Vec<PathBuf>) -> ExitCode {
+fn list(paths: Vec<PathBuf>, select: &SelectArgs) -> ExitCode {
     let Some((cases, problems)) = loaded(&paths) else {
+        return ExitCode::from(2);
+    };
+    let Some(cases) = selected(select, cases) else {
         return ExitCode::from(2);
     };
     for c in &cases {
@@ -376,7 +379,7 @@ struct RunArgs {
     dir: Option<PathBuf>,
     report: Option<PathBuf>,
     jobs: Option<usize>,
-    filter: Option<String>,
+    select: SelectArgs,
     timeout: Option<f64>,
     verbose: bool,
     fs: Vec<String>,
@@ -425,6 +428,12 @@ fn report_path(base: &Path, target: Option<&str>, several: bool) -> PathBuf {
     }
 }
 
+/// The cases `select` keeps, or None with the error printed (a bad
+/// pattern or ids file, or a selection that keeps nothing).
+pub(crate) fn selected(select: &SelectArgs, cases: Vec<LoadedCase>) -> Option<Vec<LoadedCase>> {
+    reported(Selection::new(select).and_then(|s| s.apply(cases, &[])))
+}
+
 /// `load_all`, with a failure (an unreadable path) printed.
 pub(crate) fn loaded(paths: &[PathBuf]) -> Option<(Vec<LoadedCase>, Vec<Problem>)> {
     reported(load_all(paths))
@@ -454,12 +463,19 @@ pub(crate) fn jobs_or_cpus(jobs: Option<usize>) -> usize {
 
 fn run(args: RunArgs) -> ExitCode {
     handle_interrupts();
-    let Some((mut cases, problems)) = loaded(&args.paths) else {
+    let Some((cases, mut problems)) = loaded(&args.paths) else {
         return ExitCode::from(2);
     };
-    if let Some(f) = &args.filter {
-        cases.retain(|c| c.id.contains(f.as_str()));
-    }
+    let Some(selection) = reported(Selection::new(&args.select)) else {
+        return ExitCode::from(2);
+    };
+    let mut broken: Vec<String> = problems.iter().map(|p| case::case_id(&p.file)).collect();
+    broken.dedup();
+    let Some(cases) = reported(selection.apply(cases, &broken)) else {
+        return ExitCode::from(2);
+    };
+    // A file that did not parse is reported when the selection would have had it.
+    problems.retain(|p| selection.matches(&case::case_id(&p.file), None));
     let Some(opts) = reported(run_options(args.timeout)) else {
         return ExitCode::from(2);
     };
@@ -618,9 +634,6 @@ fn run_on(
     }
     for (file, lines) in by_file {
         let id = case::case_id(file);
-        if args.filter.as_deref().is_some_and(|f| !id.contains(f)) {
-            continue;
-        }
         report.cases.push(CaseReport::not_run(
             id,
             String::new(),
