@@ -976,6 +976,60 @@ fn on_a_terminal_the_run_still_shows_failures_and_the_summary() {
     );
 }
 
+/// Where `explain seed/writer-reader`'s header puts the reader's lane, and
+/// its widest line, in characters.
+fn explain_layout(out: &[u8]) -> (usize, usize) {
+    let text = String::from_utf8_lossy(out).replace('\r', "");
+    let header = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("writer"))
+        .unwrap();
+    let reader = header.chars().count() - "reader".len();
+    let widest = text.lines().map(|l| l.chars().count()).max().unwrap();
+    (reader, widest)
+}
+
+#[test]
+fn explain_text_shares_the_terminal_width_between_lanes() {
+    // Not a terminal: 100 columns, two lanes of 46.
+    let o = exe()
+        .args(["explain", "seed/writer-reader"])
+        .env_remove("COLUMNS")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (reader, widest) = explain_layout(&o.stdout);
+    assert_eq!(reader, 7 + 46, "{}", text(&o));
+    assert!(widest <= 100 && widest > 7 + 46, "{}", text(&o));
+    // COLUMNS, as a shell exports it.
+    let o = exe()
+        .args(["explain", "seed/writer-reader"])
+        .env("COLUMNS", "70")
+        .output()
+        .unwrap();
+    let (reader, widest) = explain_layout(&o.stdout);
+    assert_eq!(reader, 7 + 31, "{}", text(&o));
+    assert!(widest <= 70, "{}", text(&o));
+    // A terminal 150 columns wide (script(1) gives the command a pty).
+    let Some(script) = tools::find("script", "apt-get install -y bsdutils") else {
+        return;
+    };
+    let o = Command::new(script)
+        .args(["-qec"])
+        .arg(format!(
+            "stty cols 150 rows 40; env -u COLUMNS {} explain seed/writer-reader",
+            env!("CARGO_BIN_EXE_mmapconf")
+        ))
+        .arg("/dev/null")
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (reader, widest) = explain_layout(&o.stdout);
+    assert_eq!(reader, 7 + 71, "{}", text(&o));
+    assert!(widest <= 150, "{}", text(&o));
+}
+
 #[test]
 fn explain_html_draws_a_lane_per_process_and_forks_as_branches() {
     let dir = workdir("reports-explain");
