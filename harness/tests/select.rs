@@ -1,6 +1,6 @@
 //! Selection on the command line: `--filter` globs and words, `--exclude`,
-//! `--ids FILE` and `--tag`, shared by `list`, `run`, `mutate` and `soak`;
-//! a selection that keeps nothing exits 2 naming what was asked.
+//! `--ids FILE` and `--tag`, shared by `list`, `validate`, `run`, `mutate`
+//! and `soak`; a selection that keeps nothing exits 2 naming what was asked.
 
 mod common;
 
@@ -77,6 +77,15 @@ fn tags_select_topics_and_profiles() {
             .cloned()
             .collect::<Vec<_>>()
     );
+    // validate checks only the selection.
+    let o = exe()
+        .args(["validate", "--tag", "seed"])
+        .arg(repo("cases"))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let want = format!("{} files checked: {} good", seed.len(), seed.len());
+    assert!(text(&o).contains(&want), "{}", text(&o));
     let posix = listed(&["--tag", "posix"]);
     let linux = listed(&["--tag", "linux"]);
     assert!(!posix.is_empty() && !linux.is_empty());

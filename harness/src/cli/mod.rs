@@ -84,6 +84,8 @@ pub enum Command {
     Validate {
         /// Case files or directories (default: the cases/ directory).
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        select: SelectArgs,
     },
     /// List cases: id, title, requirements.
     List {
@@ -211,7 +213,7 @@ pub fn main(cli: Cli) -> ExitCode {
             backing,
             mount_point,
         } => target::fuse::server::main(mode, &backing, &mount_point),
-        Command::Validate { paths } => validate(default_paths(paths)),
+        Command::Validate { paths, select } => validate(default_paths(paths), &select),
         Command::List { paths, select } => list(default_paths(paths), &select),
         Command::Explain { case, html } => explain::explain(&case, html.as_deref()),
         Command::Compare(args) => reports::compare(args),
@@ -295,8 +297,11 @@ pub fn case_schema() -> String {
         .expect("schema serializes")
 }
 
-fn validate(paths: Vec<PathBuf>) -> ExitCode {
+fn validate(paths: Vec<PathBuf>, select: &SelectArgs) -> ExitCode {
     let Some((cases, problems)) = loaded(&paths) else {
+        return ExitCode::from(2);
+    };
+    let Some((cases, problems)) = selected_with_problems(select, cases, problems) else {
         return ExitCode::from(2);
     };
     for p in &problems {
@@ -434,6 +439,21 @@ pub(crate) fn selected(select: &SelectArgs, cases: Vec<LoadedCase>) -> Option<Ve
     reported(Selection::new(select).and_then(|s| s.apply(cases, &[])))
 }
 
+/// `selected` for commands that also report the files that did not load:
+/// such a file is kept when the selection would have had its case.
+fn selected_with_problems(
+    select: &SelectArgs,
+    cases: Vec<LoadedCase>,
+    mut problems: Vec<Problem>,
+) -> Option<(Vec<LoadedCase>, Vec<Problem>)> {
+    let selection = reported(Selection::new(select))?;
+    let mut broken: Vec<String> = problems.iter().map(|p| case::case_id(&p.file)).collect();
+    broken.dedup();
+    let cases = reported(selection.apply(cases, &broken))?;
+    problems.retain(|p| selection.matches(&case::case_id(&p.file), None));
+    Some((cases, problems))
+}
+
 /// `load_all`, with a failure (an unreadable path) printed.
 pub(crate) fn loaded(paths: &[PathBuf]) -> Option<(Vec<LoadedCase>, Vec<Problem>)> {
     reported(load_all(paths))
@@ -463,19 +483,12 @@ pub(crate) fn jobs_or_cpus(jobs: Option<usize>) -> usize {
 
 fn run(args: RunArgs) -> ExitCode {
     handle_interrupts();
-    let Some((cases, mut problems)) = loaded(&args.paths) else {
+    let Some((cases, problems)) = loaded(&args.paths) else {
         return ExitCode::from(2);
     };
-    let Some(selection) = reported(Selection::new(&args.select)) else {
+    let Some((cases, problems)) = selected_with_problems(&args.select, cases, problems) else {
         return ExitCode::from(2);
     };
-    let mut broken: Vec<String> = problems.iter().map(|p| case::case_id(&p.file)).collect();
-    broken.dedup();
-    let Some(cases) = reported(selection.apply(cases, &broken)) else {
-        return ExitCode::from(2);
-    };
-    // A file that did not parse is reported when the selection would have had it.
-    problems.retain(|p| selection.matches(&case::case_id(&p.file), None));
     let Some(opts) = reported(run_options(args.timeout)) else {
         return ExitCode::from(2);
     };
