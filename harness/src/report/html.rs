@@ -3,8 +3,10 @@
 //! outcome, filters by topic and outcome, and a cell's steps and byte diff
 //! shown on click.
 //!
-//! The grid is rendered here, not by script, so the page reads without
-//! JavaScript and a test can check the cells in the DOM. The script only
+//! The grid is rendered on the server side (this module builds the context,
+//! templates/compare.html the markup, escaping every value), not by script,
+//! so the page reads without JavaScript and a test can check the cells in
+//! the DOM. The script only
 //! filters and shows details. Its state lives in the URL fragment
 //! (`#case=ID&col=N`, `#outcome=fail,error`, `#topic=shared`, `#diff`), so a
 //! link can point a colleague at one cell.
