@@ -22,11 +22,12 @@ use std::path::{Path, PathBuf};
 pub struct SelectArgs {
     /// Only cases whose id matches PATTERN: a glob on the whole id
     /// (`fork/*`, `*sigbus*`) or a plain word, matched as a substring.
-    /// Repeatable and comma-separated; any one pattern is enough.
-    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    /// Repeatable and comma-separated (a comma inside `{a,b}` belongs to
+    /// the glob); any one pattern is enough.
+    #[arg(long, value_name = "PATTERN")]
     pub filter: Vec<String>,
     /// Leave out cases whose id matches PATTERN (same syntax as --filter).
-    #[arg(long, value_name = "PATTERN", value_delimiter = ',')]
+    #[arg(long, value_name = "PATTERN")]
     pub exclude: Vec<String>,
     /// Only the cases listed in FILE: one id a line ("fork/cow-after-fork"),
     /// `#` starts a comment. Repeatable.
@@ -77,7 +78,8 @@ impl Patterns {
     fn new(flag: &str, patterns: &[String]) -> Result<Patterns, String> {
         let mut globs = GlobSetBuilder::new();
         let mut words = Vec::new();
-        for p in patterns.iter().map(|p| p.trim()) {
+        let split: Vec<&str> = patterns.iter().flat_map(|p| split_patterns(p)).collect();
+        for p in split.into_iter().map(str::trim) {
             if p.is_empty() {
                 return Err(format!("{flag}: an empty pattern"));
             }
@@ -210,6 +212,26 @@ impl Selection {
     }
 }
 
+/// One option's value cut at its commas, except those inside a glob's
+/// `{a,b}` alternatives or `[...]` class.
+fn split_patterns(value: &str) -> Vec<&str> {
+    let mut out = Vec::new();
+    let (mut depth, mut start) = (0i32, 0);
+    for (i, c) in value.char_indices() {
+        match c {
+            '{' | '[' => depth += 1,
+            '}' | ']' => depth -= 1,
+            ',' if depth <= 0 => {
+                out.push(&value[start..i]);
+                start = i + 1;
+            }
+            _ => {}
+        }
+    }
+    out.push(&value[start..]);
+    out
+}
+
 /// The ids of an `--ids` file: one a line, blank lines and `#` comments
 /// (whole-line or after the id) ignored.
 fn parse_ids(file: &Path, text: &str) -> Result<Vec<Listed>, String> {
@@ -284,6 +306,18 @@ mod tests {
     fn patterns(#[case] filter: &[&str], #[case] exclude: &[&str], #[case] want: &[&str]) {
         let s = Selection::new(&args(filter, exclude, &[])).unwrap();
         assert_eq!(picked(&s), want);
+    }
+
+    #[test]
+    fn commas_separate_patterns_except_inside_a_glob() {
+        assert_eq!(split_patterns("fork/*,seed"), ["fork/*", "seed"]);
+        assert_eq!(split_patterns("{seed,msync}/*,x"), ["{seed,msync}/*", "x"]);
+        assert_eq!(split_patterns("[,a]*"), ["[,a]*"]);
+        let s = Selection::new(&args(&["{seed,msync}/*,fork/c*"], &[], &[])).unwrap();
+        assert_eq!(
+            picked(&s),
+            ["fork/cow-after-fork", "seed/writer-reader", "msync/ms-sync"]
+        );
     }
 
     #[test]
