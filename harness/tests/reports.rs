@@ -474,6 +474,19 @@ fn compare_prints_exactly_the_case_that_differs() {
     assert_eq!(o.status.code(), Some(2), "{}", text(&o));
 }
 
+/// `compare REPORTS --html PAGE`, which must exit with `code`.
+fn compare_html(reports: &[&Path], page: &Path, code: i32) -> Output {
+    let o = exe()
+        .arg("compare")
+        .args(reports)
+        .arg("--html")
+        .arg(page)
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(code), "{}", text(&o));
+    o
+}
+
 /// Chromium's DOM of a page after its scripts ran.
 fn dump_dom(chromium: &Path, dir: &Path, url: &str) -> String {
     let o = tools::chromium_command(&chromium.to_path_buf(), &dir.join("profile-dom"))
@@ -526,15 +539,7 @@ fn compare_html_shows_the_grid_and_the_diff_in_a_browser() {
     let dir = workdir("reports-compare-html");
     let (first, second) = two_reports(&dir);
     let page = dir.join("compare.html");
-    let o = exe()
-        .arg("compare")
-        .arg(&first)
-        .arg(&second)
-        .arg("--html")
-        .arg(&page)
-        .output()
-        .unwrap();
-    assert_eq!(o.status.code(), Some(1), "{}", text(&o));
+    compare_html(&[&first, &second], &page, 1);
     let html = std::fs::read_to_string(&page).unwrap();
     assert!(
         !html.contains("http://") && !html.contains("https://"),
@@ -597,6 +602,171 @@ fn compare_html_shows_the_grid_and_the_diff_in_a_browser() {
     assert!(
         count_near(&pixels, [0xf0, 0x8a, 0x24]) > 1000,
         "no error cells drawn"
+    );
+}
+
+/// The compare page with a script added that measures, after the page's
+/// own script opened `#case=demo/fail&col=0`, where the byte that differs
+/// and the `^^` under it are drawn in the side panel: the page's DOM dumped
+/// by Chromium at `width` pixels ends with `<output id="probe">` holding
+/// "<byte> <its x> <the marks' x> <scroll width> <client width>".
+fn hexdump_probe(chromium: &Path, dir: &Path, page: &Path, width: u32) -> Vec<String> {
+    let probe = dir.join("probe.html");
+    let html = std::fs::read_to_string(page).unwrap();
+    let script = r#"<script>(function () {
+  var pre = document.getElementById('detail-body'), node = pre.firstChild, t = node.textContent;
+  function left(i) { var r = document.createRange(); r.setStart(node, i); r.setEnd(node, i + 2); return r.getClientRects()[0].left; }
+  var byte = t.indexOf('observed 48') + 'observed '.length + 13 * 3, marks = t.indexOf('^^');
+  var out = document.createElement('output'); out.id = 'probe';
+  out.textContent = [t.substr(byte, 2), left(byte), left(marks), pre.scrollWidth, pre.clientWidth].join(' ');
+  document.body.appendChild(out);
+})();</script></body>"#;
+    std::fs::write(&probe, html.replace("</body>", script)).unwrap();
+    let o = tools::chromium_command(&chromium.to_path_buf(), &dir.join("profile-probe"))
+        .arg(format!("--window-size={width},900"))
+        .arg("--dump-dom")
+        .arg(format!("file://{}#case=demo%2Ffail&col=0", probe.display()))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let dom = String::from_utf8_lossy(&o.stdout);
+    let at = dom.find("<output id=\"probe\">").expect("the probe ran") + 19;
+    let end = dom[at..].find('<').unwrap() + at;
+    dom[at..end].split(' ').map(str::to_string).collect()
+}
+
+#[test]
+fn compare_html_tells_columns_apart_counts_absent_and_keeps_hexdumps_whole() {
+    let dir = workdir("reports-compare-columns");
+    let (first, second) = two_reports(&dir);
+    // The same kernel and filesystem twice (another target's run), and a
+    // report that lacks one case: the headers must differ, and the missing
+    // case is absent, not a difference.
+    let mut r = json(&first);
+    r["environment"]["target"] = "ext4-1k".into();
+    r["cases"]
+        .as_array_mut()
+        .unwrap()
+        .retain(|c| c["id"] != "demo/pass");
+    let again = dir.join("ext-1k.json");
+    std::fs::write(&again, r.to_string()).unwrap();
+    let page = dir.join("compare.html");
+    let o = compare_html(&[&first, &again], &page, 0);
+    assert!(
+        String::from_utf8_lossy(&o.stderr)
+            .contains("0 of 5 cases differ across 2 reports; 1 absent from some report (-)"),
+        "{}",
+        text(&o)
+    );
+    let html = std::fs::read_to_string(&page).unwrap();
+    let headers: Vec<&str> = html
+        .split("<th class=\"col\"")
+        .skip(1)
+        .map(|h| &h[..h.find("</th>").unwrap()])
+        .collect();
+    assert_eq!(headers.len(), 2, "{html}");
+    assert_ne!(headers[0], headers[1], "column headers must differ");
+    // The first has no target name (a --dir run): the file names tell them apart.
+    assert!(
+        headers[0].contains("<small class=\"extra\">ext.json</small>"),
+        "{}",
+        headers[0]
+    );
+    assert!(
+        headers[1].contains("<small class=\"extra\">ext-1k.json</small>"),
+        "{}",
+        headers[1]
+    );
+    let counts = &html[html.find("<p id=\"counts\">").unwrap()..];
+    let counts = &counts[..counts.find("</p>").unwrap()];
+    assert!(
+        counts.contains("<strong id=\"differ-count\">0</strong>"),
+        "{counts}"
+    );
+    assert!(
+        counts.contains("<strong id=\"absent-count\">1</strong>"),
+        "{counts}"
+    );
+    let row = grid_row(&html, "demo&#x2f;pass");
+    assert!(
+        row.contains("data-differs=\"false\" data-absent=\"true\""),
+        "{row}"
+    );
+
+    // The side panel's hexdump: on a narrow window the line is wider than
+    // the panel, which scrolls sideways instead of wrapping it, so the
+    // marks stay under the byte that differs.
+    let Some(chromium) = tools::chromium() else {
+        return;
+    };
+    let page = dir.join("two.html");
+    compare_html(&[&first, &second], &page, 1);
+    let m = hexdump_probe(&chromium, &dir, &page, 900);
+    assert_eq!(m[0], "69", "the byte that differs: {m:?}");
+    let (byte_x, marks_x): (f64, f64) = (m[1].parse().unwrap(), m[2].parse().unwrap());
+    assert!(
+        (byte_x - marks_x).abs() < 1.0,
+        "marks not under the byte: {m:?}"
+    );
+    let (scroll, client): (u32, u32) = (m[3].parse().unwrap(), m[4].parse().unwrap());
+    assert!(
+        scroll > client,
+        "the line did not need to scroll at this width: {m:?}"
+    );
+    // "only cases whose outcome differs" keeps the one that does.
+    let dom = dump_dom(&chromium, &dir, &format!("file://{}#diff", page.display()));
+    assert!(grid_row(&dom, "demo/pass").contains("class=\"case hidden\""));
+    assert!(!grid_row(&dom, "demo/fail").contains("hidden"));
+}
+
+/// Case text with markup in it is shown as text on every page, never run.
+#[test]
+fn pages_escape_markup_in_case_text() {
+    let dir = workdir("reports-escape");
+    let hostile = "<script>alert('pwned')</script> & \"quoted\"";
+    let (first, second) = two_reports(&dir);
+    for f in [&first, &second] {
+        let mut r = json(f);
+        for c in r["cases"].as_array_mut().unwrap() {
+            c["title"] = hostile.into();
+        }
+        std::fs::write(f, r.to_string()).unwrap();
+    }
+    let page = dir.join("compare.html");
+    compare_html(&[&first, &second], &page, 1);
+    let html = std::fs::read_to_string(&page).unwrap();
+    assert!(
+        !html.contains("<script>alert"),
+        "unescaped title in the page"
+    );
+    assert!(html.contains(
+        "&lt;script&gt;alert(&#x27;pwned&#x27;)&lt;&#x2f;script&gt; &amp; &quot;quoted&quot;"
+    ));
+
+    // explain --html of a case whose title, note and file name carry markup.
+    let mut case: Value = serde_json::from_str(
+        &std::fs::read_to_string(repo("cases/seed/writer-reader.json")).unwrap(),
+    )
+    .unwrap();
+    case["title"] = hostile.into();
+    case["steps"][0]["note"] = "</title><script>alert(1)</script>".into();
+    let file = dir.join("hostile.json");
+    std::fs::write(&file, case.to_string()).unwrap();
+    let o = exe()
+        .args(["explain", "--html", "-"])
+        .arg(&file)
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let html = String::from_utf8_lossy(&o.stdout);
+    assert!(!html.contains("<script>"), "{html}");
+    assert!(
+        html.contains("&lt;script&gt;alert(&#x27;pwned&#x27;)"),
+        "{html}"
+    );
+    assert!(
+        html.contains("note: &lt;&#x2f;title&gt;&lt;script&gt;"),
+        "{html}"
     );
 }
 
@@ -781,6 +951,60 @@ fn on_a_terminal_the_run_still_shows_failures_and_the_summary() {
         t.contains("3 cases: 1 pass, 1 fail, 1 skip, 0 error"),
         "{t}"
     );
+}
+
+/// Where `explain seed/writer-reader`'s header puts the reader's lane, and
+/// its widest line, in characters.
+fn explain_layout(out: &[u8]) -> (usize, usize) {
+    let text = String::from_utf8_lossy(out).replace('\r', "");
+    let header = text
+        .lines()
+        .find(|l| l.trim_start().starts_with("writer"))
+        .unwrap();
+    let reader = header.chars().count() - "reader".len();
+    let widest = text.lines().map(|l| l.chars().count()).max().unwrap();
+    (reader, widest)
+}
+
+#[test]
+fn explain_text_shares_the_terminal_width_between_lanes() {
+    // Not a terminal: 100 columns, two lanes of 46.
+    let o = exe()
+        .args(["explain", "seed/writer-reader"])
+        .env_remove("COLUMNS")
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (reader, widest) = explain_layout(&o.stdout);
+    assert_eq!(reader, 7 + 46, "{}", text(&o));
+    assert!(widest <= 100 && widest > 7 + 46, "{}", text(&o));
+    // COLUMNS, as a shell exports it.
+    let o = exe()
+        .args(["explain", "seed/writer-reader"])
+        .env("COLUMNS", "70")
+        .output()
+        .unwrap();
+    let (reader, widest) = explain_layout(&o.stdout);
+    assert_eq!(reader, 7 + 31, "{}", text(&o));
+    assert!(widest <= 70, "{}", text(&o));
+    // A terminal 150 columns wide (script(1) gives the command a pty).
+    let Some(script) = tools::find("script", "apt-get install -y bsdutils") else {
+        return;
+    };
+    let o = Command::new(script)
+        .args(["-qec"])
+        .arg(format!(
+            "stty cols 150 rows 40; env -u COLUMNS {} explain seed/writer-reader",
+            env!("CARGO_BIN_EXE_mmapconf")
+        ))
+        .arg("/dev/null")
+        .current_dir(repo(""))
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", text(&o));
+    let (reader, widest) = explain_layout(&o.stdout);
+    assert_eq!(reader, 7 + 71, "{}", text(&o));
+    assert!(widest <= 150, "{}", text(&o));
 }
 
 #[test]

@@ -6,6 +6,7 @@ pub mod json;
 pub mod load;
 pub mod locate;
 pub mod model;
+pub mod select;
 pub mod shape;
 pub mod validate;
 #[cfg(test)]

@@ -11,6 +11,7 @@ mod soak;
 mod swimlanes;
 
 use crate::case::corpus::{self, Corpus};
+use crate::case::select::{SelectArgs, Selection};
 use crate::case::{self, LoadedCase, Problem};
 use crate::exec::{live, RunOptions};
 use crate::report::{self, CaseReport, Status};
@@ -49,9 +50,8 @@ pub enum Command {
         /// Cases run at once (default: the number of CPUs).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Run only cases whose id contains this text.
-        #[arg(long)]
-        filter: Option<String>,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Time limit per case in seconds, overriding each case's own.
         #[arg(long)]
         timeout: Option<f64>,
@@ -86,11 +86,15 @@ pub enum Command {
     Validate {
         /// Case files or directories (default: the corpus, see `mmapconf corpus`).
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        select: SelectArgs,
     },
     /// List cases: id, title, requirements.
     List {
         /// Case files or directories (default: the corpus, see `mmapconf corpus`).
         paths: Vec<PathBuf>,
+        #[command(flatten)]
+        select: SelectArgs,
     },
     /// Show a case as a timeline, one column per process.
     Explain {
@@ -113,9 +117,8 @@ pub enum Command {
         /// Cases run at once (default: the number of CPUs).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Only cases whose id contains this text.
-        #[arg(long)]
-        filter: Option<String>,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Only every Nth case (a quick sample for CI).
         #[arg(long)]
         every: Option<usize>,
@@ -138,9 +141,8 @@ pub enum Command {
         /// Cases run at once (default: the number of CPUs).
         #[arg(long)]
         jobs: Option<usize>,
-        /// Only cases whose id contains this text.
-        #[arg(long)]
-        filter: Option<String>,
+        #[command(flatten)]
+        select: SelectArgs,
         /// Scratch filesystems to make and soak at once, as `run --fs` (root).
         #[arg(long, value_delimiter = ',')]
         fs: Vec<String>,
@@ -241,8 +243,8 @@ pub fn main(cli: Cli) -> ExitCode {
             backing,
             mount_point,
         } => target::fuse::server::main(mode, &backing, &mount_point),
-        Command::Validate { paths } => validate(default_paths(paths)),
-        Command::List { paths } => list(default_paths(paths)),
+        Command::Validate { paths, select } => validate(default_paths(paths), &select),
+        Command::List { paths, select } => list(default_paths(paths), &select),
         Command::Explain { case, html } => explain::explain(&case, html.as_deref()),
         Command::Compare(args) => reports::compare(args),
         Command::ReportSchema => reports::print_report_schema(),
@@ -251,14 +253,14 @@ pub fn main(cli: Cli) -> ExitCode {
             paths,
             dir,
             jobs,
-            filter,
+            select,
             every,
             fs,
         } => mutate::mutate(mutate::MutateArgs {
             paths: default_paths(paths),
             dir,
             jobs,
-            filter,
+            select,
             every,
             fs,
         }),
@@ -267,14 +269,14 @@ pub fn main(cli: Cli) -> ExitCode {
             runs,
             dir,
             jobs,
-            filter,
+            select,
             fs,
         } => soak::soak(soak::SoakArgs {
             paths: default_paths(paths),
             runs,
             dir,
             jobs,
-            filter,
+            select,
             fs,
         }),
         Command::Schema => {
@@ -304,7 +306,7 @@ pub fn main(cli: Cli) -> ExitCode {
             dir,
             report,
             jobs,
-            filter,
+            select,
             timeout,
             verbose,
             fs,
@@ -319,7 +321,7 @@ pub fn main(cli: Cli) -> ExitCode {
                 dir,
                 report,
                 jobs,
-                filter,
+                select,
                 timeout,
                 verbose,
                 fs,
@@ -347,8 +349,11 @@ pub fn case_schema() -> String {
         .expect("schema serializes")
 }
 
-fn validate(paths: Vec<PathBuf>) -> ExitCode {
+fn validate(paths: Vec<PathBuf>, select: &SelectArgs) -> ExitCode {
     let Some((cases, problems)) = loaded(&paths) else {
+        return ExitCode::from(2);
+    };
+    let Some((cases, problems)) = selected_with_problems(select, cases, problems) else {
         return ExitCode::from(2);
     };
     for p in &problems {
@@ -373,8 +378,11 @@ fn validate(paths: Vec<PathBuf>) -> ExitCode {
     }
 }
 
-fn list(paths: Vec<PathBuf>) -> ExitCode {
+fn list(paths: Vec<PathBuf>, select: &SelectArgs) -> ExitCode {
     let Some((cases, problems)) = loaded(&paths) else {
+        return ExitCode::from(2);
+    };
+    let Some(cases) = selected(select, cases) else {
         return ExitCode::from(2);
     };
     for c in &cases {
@@ -430,7 +438,7 @@ struct RunArgs {
     dir: Option<PathBuf>,
     report: Option<PathBuf>,
     jobs: Option<usize>,
-    filter: Option<String>,
+    select: SelectArgs,
     timeout: Option<f64>,
     verbose: bool,
     fs: Vec<String>,
@@ -478,6 +486,27 @@ fn report_path(base: &Path, target: Option<&str>, several: bool) -> PathBuf {
     }
 }
 
+/// The cases `select` keeps, or None with the error printed (a bad
+/// pattern or ids file, or a selection that keeps nothing).
+pub(crate) fn selected(select: &SelectArgs, cases: Vec<LoadedCase>) -> Option<Vec<LoadedCase>> {
+    reported(Selection::new(select).and_then(|s| s.apply(cases, &[])))
+}
+
+/// `selected` for commands that also report the files that did not load:
+/// such a file is kept when the selection would have had its case.
+fn selected_with_problems(
+    select: &SelectArgs,
+    cases: Vec<LoadedCase>,
+    mut problems: Vec<Problem>,
+) -> Option<(Vec<LoadedCase>, Vec<Problem>)> {
+    let selection = reported(Selection::new(select))?;
+    let mut broken: Vec<String> = problems.iter().map(|p| case::case_id(&p.file)).collect();
+    broken.dedup();
+    let cases = reported(selection.apply(cases, &broken))?;
+    problems.retain(|p| selection.matches(&case::case_id(&p.file), None));
+    Some((cases, problems))
+}
+
 /// `load_all`, with a failure (an unreadable path) printed.
 pub(crate) fn loaded(paths: &[PathBuf]) -> Option<(Vec<LoadedCase>, Vec<Problem>)> {
     reported(load_all(paths))
@@ -507,12 +536,12 @@ pub(crate) fn jobs_or_cpus(jobs: Option<usize>) -> usize {
 
 fn run(args: RunArgs) -> ExitCode {
     handle_interrupts();
-    let Some((mut cases, problems)) = loaded(&args.paths) else {
+    let Some((cases, problems)) = loaded(&args.paths) else {
         return ExitCode::from(2);
     };
-    if let Some(f) = &args.filter {
-        cases.retain(|c| c.id.contains(f.as_str()));
-    }
+    let Some((cases, problems)) = selected_with_problems(&args.select, cases, problems) else {
+        return ExitCode::from(2);
+    };
     let Some(opts) = reported(run_options(args.timeout)) else {
         return ExitCode::from(2);
     };
@@ -684,9 +713,6 @@ fn run_on(
     }
     for (file, lines) in by_file {
         let id = case::case_id(file);
-        if args.filter.as_deref().is_some_and(|f| !id.contains(f)) {
-            continue;
-        }
         report.cases.push(CaseReport::not_run(
             id,
             String::new(),

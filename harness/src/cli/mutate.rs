@@ -14,22 +14,22 @@ pub struct MutateArgs {
     pub paths: Vec<PathBuf>,
     pub dir: Option<PathBuf>,
     pub jobs: Option<usize>,
-    pub filter: Option<String>,
+    pub select: crate::case::select::SelectArgs,
     pub every: Option<usize>,
     pub fs: Option<String>,
 }
 
 pub fn mutate(args: MutateArgs) -> ExitCode {
     handle_interrupts();
-    let Some((mut cases, problems)) = loaded(&args.paths) else {
+    let Some((cases, problems)) = loaded(&args.paths) else {
         return ExitCode::from(2);
     };
     for p in &problems {
         eprintln!("{p}");
     }
-    if let Some(f) = &args.filter {
-        cases.retain(|c| c.id.contains(f.as_str()));
-    }
+    let Some(mut cases) = super::selected(&args.select, cases) else {
+        return ExitCode::from(2);
+    };
     if let Some(n) = args.every.filter(|n| *n > 1) {
         cases = cases.into_iter().step_by(n).collect();
     }

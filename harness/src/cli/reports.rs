@@ -351,9 +351,10 @@ pub struct CompareArgs {
     pub html: Option<PathBuf>,
 }
 
-/// Prints the cases whose outcome differs across the reports. Exit status
-/// 0 when none differs, 1 when some do, 2 when a report cannot be read or
-/// the page cannot be written (like diff(1)).
+/// Prints the cases whose outcome differs across the reports, and those a
+/// report lacks. Exit status 0 when no outcome differs (a case only absent
+/// from a report is counted apart, not a difference), 1 when some do, 2
+/// when a report cannot be read or the page cannot be written (like diff(1)).
 pub fn compare(args: CompareArgs) -> ExitCode {
     let mut loaded = Vec::new();
     for p in &args.reports {
@@ -374,10 +375,16 @@ pub fn compare(args: CompareArgs) -> ExitCode {
         print!("{table}");
     }
     let differ = matrix.differing().count();
+    let absent = matrix.absent().count();
     eprintln!(
-        "{differ} of {} cases differ across {} reports",
+        "{differ} of {} cases differ across {} reports{}",
         matrix.rows.len(),
-        matrix.columns.len()
+        matrix.columns.len(),
+        if absent > 0 {
+            format!("; {absent} absent from some report (-)")
+        } else {
+            String::new()
+        }
     );
     if let Some(path) = &args.html {
         match write_output(path, &html::render(&matrix)) {

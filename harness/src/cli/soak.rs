@@ -19,7 +19,7 @@ pub struct SoakArgs {
     pub runs: usize,
     pub dir: Option<PathBuf>,
     pub jobs: Option<usize>,
-    pub filter: Option<String>,
+    pub select: crate::case::select::SelectArgs,
     pub fs: Vec<String>,
 }
 
@@ -93,15 +93,15 @@ fn soak_target(
 
 pub fn soak(args: SoakArgs) -> ExitCode {
     handle_interrupts();
-    let Some((mut cases, problems)) = loaded(&args.paths) else {
+    let Some((cases, problems)) = loaded(&args.paths) else {
         return ExitCode::from(2);
     };
     for p in &problems {
         eprintln!("{p}");
     }
-    if let Some(f) = &args.filter {
-        cases.retain(|c| c.id.contains(f.as_str()));
-    }
+    let Some(cases) = super::selected(&args.select, cases) else {
+        return ExitCode::from(2);
+    };
     let fs_names = crate::target::fs::expand_fs_names(&args.fs);
     if cases.is_empty() || args.runs == 0 {
         eprintln!("mmapconf: soak needs at least one case and one run");

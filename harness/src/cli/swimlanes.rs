@@ -9,8 +9,8 @@ use super::explain::expectation;
 use crate::case::model::{Op, Step};
 use crate::case::Case;
 use crate::exec::plan;
-use crate::report::html::esc;
-use std::fmt::Write;
+use crate::report::pages;
+use serde::Serialize;
 
 const HARNESS: &str = "harness";
 const LEFT: f64 = 64.0;
@@ -145,7 +145,75 @@ fn expect_line(s: &Step) -> String {
     }
 }
 
-/// The whole page.
+/// A `together` row's band, beneath its steps.
+#[derive(Serialize)]
+struct Band {
+    x: f64,
+    y: f64,
+    w: f64,
+    h: f64,
+    text_x: f64,
+    text_y: f64,
+}
+
+/// A lane's header and life line; `ended` draws a bar where it stops.
+#[derive(Serialize)]
+struct LaneView<'a> {
+    name: &'a str,
+    origin: &'a str,
+    x: f64,
+    y0: f64,
+    y1: f64,
+    ended: bool,
+}
+
+#[derive(Serialize)]
+struct RowView {
+    index: String,
+    y: f64,
+    steps: Vec<StepView>,
+}
+
+#[derive(Serialize)]
+struct StepView {
+    class: &'static str,
+    index: String,
+    process: String,
+    op: &'static str,
+    /// The whole text, note and variants (the box's tooltip).
+    full: String,
+    x: f64,
+    w: f64,
+    what: String,
+    expect_class: &'static str,
+    expect: String,
+    arrow: Option<Arrow>,
+}
+
+/// A fork, wait or kill: an arrow to the other process's lane.
+#[derive(Serialize)]
+struct Arrow {
+    kind: &'static str,
+    to: String,
+    d: String,
+}
+
+#[derive(Serialize)]
+struct Page<'a> {
+    id: &'a str,
+    title: &'a str,
+    description: &'a str,
+    files: Vec<&'a str>,
+    refs: &'a [String],
+    width: f64,
+    height: f64,
+    box_h: f64,
+    bands: Vec<Band>,
+    lanes: Vec<LaneView<'a>>,
+    rows: Vec<RowView>,
+}
+
+/// The whole page (templates/swimlanes.html).
 pub fn page(id: &str, case: &Case) -> String {
     let rows = rows(case);
     let lanes = lanes(&rows);
@@ -165,191 +233,135 @@ pub fn page(id: &str, case: &Case) -> String {
     let width = LEFT + lanes.len() as f64 * lane_w + 20.0;
     let height = TOP + rows.len() as f64 * ROW + 30.0;
 
-    let mut svg = String::new();
-    let _ = write!(
-        svg,
-        "<svg xmlns=\"http://www.w3.org/2000/svg\" id=\"lanes\" width=\"{width}\" height=\"{height}\" viewBox=\"0 0 {width} {height}\">\
-         <defs><marker id=\"arrow\" viewBox=\"0 0 10 10\" refX=\"9\" refY=\"5\" markerWidth=\"7\" markerHeight=\"7\" orient=\"auto-start-reverse\">\
-         <path d=\"M0,0 L10,5 L0,10 z\" fill=\"#444\"/></marker></defs>"
-    );
     // Together bands first, beneath everything.
-    for (r, row) in rows.iter().enumerate() {
-        if row.together {
-            let _ = write!(
-                svg,
-                "<g class=\"together\"><rect x=\"{}\" y=\"{}\" width=\"{}\" height=\"{}\" rx=\"6\"/>\
-                 <text x=\"{}\" y=\"{}\" class=\"band\">together: at once, then joined</text></g>",
-                LEFT - 4.0,
-                y_of(r) - 10.0,
-                width - LEFT - 12.0,
-                ROW - 2.0,
-                width - 20.0,
-                y_of(r) - 1.0
-            );
-        }
-    }
+    let bands = rows
+        .iter()
+        .enumerate()
+        .filter(|(_, row)| row.together)
+        .map(|(r, _)| Band {
+            x: LEFT - 4.0,
+            y: y_of(r) - 10.0,
+            w: width - LEFT - 12.0,
+            h: ROW - 2.0,
+            text_x: width - 20.0,
+            text_y: y_of(r) - 1.0,
+        })
+        .collect();
     // Lanes: a header, and a line from the first step to the last.
-    for l in &lanes {
-        let x = x_of(&l.name) + lane_w / 2.0 - 10.0;
-        // A forked lane begins where the fork's branch reaches it.
-        let y0 = if l.origin.starts_with("forked") {
-            y_of(l.first) + BOX_H / 2.0
-        } else {
-            y_of(l.first)
-        };
-        let y1 = if l.ended {
-            y_of(l.last) + BOX_H
-        } else {
-            height - 20.0
-        };
-        let _ = write!(
-            svg,
-            "<g class=\"lane\" data-process=\"{n}\"><text x=\"{x}\" y=\"30\" class=\"lane-name\">{n}</text>\
-             <text x=\"{x}\" y=\"48\" class=\"lane-origin\">{o}</text>\
-             <line x1=\"{x}\" y1=\"{y0}\" x2=\"{x}\" y2=\"{y1}\" class=\"life\"/>{end}</g>",
-            n = esc(&l.name),
-            o = esc(&l.origin),
-            end = if l.ended {
-                format!(
-                    "<line x1=\"{}\" y1=\"{y1}\" x2=\"{}\" y2=\"{y1}\" class=\"end\"/>",
-                    x - 12.0,
-                    x + 12.0
-                )
+    let lane_views = lanes
+        .iter()
+        .map(|l| LaneView {
+            name: &l.name,
+            origin: &l.origin,
+            x: x_of(&l.name) + lane_w / 2.0 - 10.0,
+            // A forked lane begins where the fork's branch reaches it.
+            y0: if l.origin.starts_with("forked") {
+                y_of(l.first) + BOX_H / 2.0
             } else {
-                String::new()
-            }
-        );
-    }
+                y_of(l.first)
+            },
+            y1: if l.ended {
+                y_of(l.last) + BOX_H
+            } else {
+                height - 20.0
+            },
+            ended: l.ended,
+        })
+        .collect();
     // Steps, and the arrows of forks, waits and kills.
-    for (r, row) in rows.iter().enumerate() {
-        let y = y_of(r);
-        let _ = write!(
-            svg,
-            "<text x=\"8\" y=\"{}\" class=\"index\">{}</text>",
-            y + 18.0,
-            esc(&row.index)
-        );
-        for (index, s) in &row.steps {
-            let lane = lane_of(s);
-            let x = x_of(lane);
-            let bw = lane_w - 20.0;
-            let full = format!(
-                "{index} {}{}{}",
-                plan::summary(s),
-                s.note
-                    .as_deref()
-                    .map(|n| format!("\nnote: {n}"))
-                    .unwrap_or_default(),
-                s.variants
-                    .iter()
-                    .map(|v| format!("\nvariant: {}", v.why))
-                    .collect::<String>()
-            );
-            let class = if s.observe { "step observe" } else { "step" };
-            let exp_class = if expectation(s).is_empty() {
-                "expect default"
-            } else {
-                "expect"
-            };
-            let _ = write!(
-                svg,
-                "<g class=\"{class}\" data-index=\"{index}\" data-process=\"{}\" data-op=\"{}\"><title>{}</title>\
-                 <rect x=\"{x}\" y=\"{y}\" width=\"{bw}\" height=\"{BOX_H}\" rx=\"5\"/>\
-                 <text x=\"{}\" y=\"{}\" class=\"what\">{}</text>\
-                 <text x=\"{}\" y=\"{}\" class=\"{exp_class}\">{}</text></g>",
-                esc(lane),
-                esc(s.op.name()),
-                esc(&full),
-                x + 8.0,
-                y + 18.0,
-                esc(&clip(&label(s))),
-                x + 8.0,
-                y + 36.0,
-                esc(&clip(&expect_line(s)))
-            );
-            let arrow = match &s.op {
-                Op::Fork => s.name.as_deref().map(|c| ("fork", c)),
-                Op::Wait { target } => Some(("wait", target.as_str())),
-                Op::Kill { target, .. } => Some(("kill", target.as_str())),
-                _ => None,
-            };
-            if let Some((kind, to)) = arrow {
-                let from_x = if x_of(to) > x { x + bw } else { x };
-                let to_x = x_of(to) + lane_w / 2.0 - 10.0;
-                let mid = y + BOX_H / 2.0;
-                // A fork branches: across to the child's lane, then down it
-                // to where the child's first own step can be.
-                let d = if kind == "fork" {
-                    let dir = if to_x > from_x { 1.0 } else { -1.0 };
-                    format!(
-                        "M{from_x},{mid} H{} Q{to_x},{mid} {to_x},{} V{}",
-                        to_x - dir * 10.0,
-                        mid + 10.0,
-                        y + ROW - 2.0
-                    )
-                } else {
-                    format!("M{from_x},{mid} H{to_x}")
-                };
-                let _ = write!(
-                    svg,
-                    "<path class=\"arrow {kind}\" data-from=\"{}\" data-to=\"{}\" d=\"{d}\" marker-end=\"url(#arrow)\"/>",
-                    esc(lane),
-                    esc(to)
-                );
+    let row_views = rows
+        .iter()
+        .enumerate()
+        .map(|(r, row)| {
+            let y = y_of(r);
+            let steps = row
+                .steps
+                .iter()
+                .map(|(index, s)| {
+                    let lane = lane_of(s);
+                    let x = x_of(lane);
+                    let bw = lane_w - 20.0;
+                    let full = format!(
+                        "{index} {}{}{}",
+                        plan::summary(s),
+                        s.note
+                            .as_deref()
+                            .map(|n| format!("\nnote: {n}"))
+                            .unwrap_or_default(),
+                        s.variants
+                            .iter()
+                            .map(|v| format!("\nvariant: {}", v.why))
+                            .collect::<String>()
+                    );
+                    let arrow = match &s.op {
+                        Op::Fork => s.name.as_deref().map(|c| ("fork", c)),
+                        Op::Wait { target } => Some(("wait", target.as_str())),
+                        Op::Kill { target, .. } => Some(("kill", target.as_str())),
+                        _ => None,
+                    }
+                    .map(|(kind, to)| {
+                        let from_x = if x_of(to) > x { x + bw } else { x };
+                        let to_x = x_of(to) + lane_w / 2.0 - 10.0;
+                        let mid = y + BOX_H / 2.0;
+                        // A fork branches: across to the child's lane, then down it
+                        // to where the child's first own step can be.
+                        let d = if kind == "fork" {
+                            let dir = if to_x > from_x { 1.0 } else { -1.0 };
+                            format!(
+                                "M{from_x},{mid} H{} Q{to_x},{mid} {to_x},{} V{}",
+                                to_x - dir * 10.0,
+                                mid + 10.0,
+                                y + ROW - 2.0
+                            )
+                        } else {
+                            format!("M{from_x},{mid} H{to_x}")
+                        };
+                        Arrow {
+                            kind,
+                            to: to.to_string(),
+                            d,
+                        }
+                    });
+                    StepView {
+                        class: if s.observe { "step observe" } else { "step" },
+                        index: index.clone(),
+                        process: lane.to_string(),
+                        op: s.op.name(),
+                        full,
+                        x,
+                        w: bw,
+                        what: clip(&label(s)),
+                        expect_class: if expectation(s).is_empty() {
+                            "expect default"
+                        } else {
+                            "expect"
+                        },
+                        expect: clip(&expect_line(s)),
+                        arrow,
+                    }
+                })
+                .collect();
+            RowView {
+                index: row.index.clone(),
+                y,
+                steps,
             }
-        }
-    }
-    svg.push_str("</svg>");
-
-    let mut out = String::new();
-    let _ = write!(
-        out,
-        "<!DOCTYPE html>\n<html lang=\"en\">\n<head>\n<meta charset=\"utf-8\">\n<title>{id}: swimlanes</title>\n<style>{STYLE}</style>\n</head>\n<body>\n\
-         <h1>{id}</h1>\n<p class=\"title\">{title}</p>\n",
-        id = esc(id),
-        title = esc(&case.title)
-    );
-    if !case.description.is_empty() {
-        let _ = writeln!(out, "<p class=\"desc\">{}</p>", esc(&case.description));
-    }
-    if !case.files.is_empty() {
-        let files: Vec<String> = case.files.keys().map(|f| esc(f)).collect();
-        let _ = writeln!(out, "<p>files: {}</p>", files.join(", "));
-    }
-    out.push_str(&svg);
-    if !case.refs.is_empty() {
-        out.push_str("\n<ul class=\"refs\">");
-        for r in &case.refs {
-            let _ = write!(out, "<li>{}</li>", esc(r));
-        }
-        out.push_str("</ul>");
-    }
-    out.push_str(
-        "\n<p class=\"legend\">Steps run one at a time, top to bottom; ⇒ is what the step must observe. \
-         Hover a step for its full text, note and variants.</p>\n</body>\n</html>\n",
-    );
-    out
+        })
+        .collect();
+    pages::render(
+        "swimlanes.html",
+        Page {
+            id,
+            title: &case.title,
+            description: &case.description,
+            files: case.files.keys().map(String::as_str).collect(),
+            refs: &case.refs,
+            width,
+            height,
+            box_h: BOX_H,
+            bands,
+            lanes: lane_views,
+            rows: row_views,
+        },
+    )
 }
-
-const STYLE: &str = r#"
-body { font: 14px/1.4 system-ui, sans-serif; margin: 16px 24px; color: #1d1d1f; }
-h1 { font-size: 18px; margin: 0; font-family: ui-monospace, monospace; }
-p.title { font-size: 16px; margin: 4px 0 8px; }
-p.desc { color: #444; max-width: 70em; }
-svg { display: block; margin: 8px 0; }
-svg text { font: 12px ui-monospace, monospace; }
-.lane-name { font-weight: 700; font-size: 14px; text-anchor: middle; }
-.lane-origin { fill: #666; text-anchor: middle; font-size: 11px; }
-.life { stroke: #9aa0a6; stroke-width: 2; stroke-dasharray: 4 3; }
-.end { stroke: #444; stroke-width: 3; }
-.step rect { fill: #eef3fb; stroke: #5b7db1; }
-.step.observe rect { fill: #fdf6e3; stroke: #b58900; }
-.step .expect { fill: #1f7a3a; }
-.step .expect.default { fill: #8a8f98; }
-.index { fill: #666; }
-.arrow { stroke: #444; stroke-width: 1.6; fill: none; }
-.arrow.wait, .arrow.kill { stroke-dasharray: 5 3; }
-.together rect { fill: #f3efe0; stroke: #d8cfae; }
-.band { fill: #8a7a45; text-anchor: end; font-size: 11px; }
-.legend { color: #666; }
-"#;

@@ -7,13 +7,17 @@ use std::collections::BTreeMap;
 /// One report's place in the matrix.
 #[derive(Debug, Clone)]
 pub struct Column {
-    /// "6.1.0-18-amd64 ext4"; made unique with the file name when two
-    /// reports share a target.
+    /// "6.1.0-18-amd64 ext4", with `extra` in parentheses when it has one:
+    /// every column's label is different.
     pub label: String,
     pub kernel: String,
     pub fs: String,
     /// Where the report came from (a file name).
     pub source: String,
+    /// What tells this column from another of the same kernel and
+    /// filesystem: the report's target name when those differ, else its
+    /// file name (with its position when even that is the same).
+    pub extra: Option<String>,
 }
 
 /// One case across all reports; `cells[i]` is its report in column i,
@@ -34,10 +38,17 @@ impl Row<'_> {
         self.cells.iter().map(|c| c.map(|c| c.status)).collect()
     }
 
-    /// Outcomes differ: some column has another status, or lacks the case.
+    /// Outcomes differ: two reports that have the case gave it different
+    /// statuses. A report without the case is `absent`, not a difference.
     pub fn differs(&self) -> bool {
-        let s = self.statuses();
-        s.iter().any(|x| *x != s[0])
+        let mut s = self.statuses().into_iter().flatten();
+        let first = s.next();
+        s.any(|x| Some(x) != first)
+    }
+
+    /// Some report does not have the case at all.
+    pub fn absent(&self) -> bool {
+        self.cells.iter().any(Option::is_none)
     }
 }
 
@@ -58,14 +69,14 @@ impl<'a> Matrix<'a> {
                 kernel: r.environment.kernel_release.clone(),
                 fs: r.environment.fs_type.clone(),
                 source: source.clone(),
+                extra: None,
             })
             .collect();
-        let labels: Vec<String> = columns.iter().map(|c| c.label.clone()).collect();
-        for c in columns.iter_mut() {
-            if labels.iter().filter(|l| **l == c.label).count() > 1 {
-                c.label = format!("{} ({})", c.label, c.source);
-            }
-        }
+        let targets: Vec<Option<String>> = reports
+            .iter()
+            .map(|(_, r)| r.environment.target.clone())
+            .collect();
+        distinguish(&mut columns, &targets);
         let mut rows: BTreeMap<&str, Row<'a>> = BTreeMap::new();
         for (i, (_, r)) in reports.iter().enumerate() {
             for case in &r.cases {
@@ -89,6 +100,56 @@ impl<'a> Matrix<'a> {
     pub fn differing(&self) -> impl Iterator<Item = &Row<'a>> {
         self.rows.iter().filter(|r| r.differs())
     }
+
+    pub fn absent(&self) -> impl Iterator<Item = &Row<'a>> {
+        self.rows.iter().filter(|r| r.absent())
+    }
+
+    /// The rows a person must look at: outcomes differ, or a report lacks the case.
+    pub fn notable(&self) -> impl Iterator<Item = &Row<'a>> {
+        self.rows.iter().filter(|r| r.differs() || r.absent())
+    }
+}
+
+/// Gives every column that shares its kernel and filesystem with another
+/// an `extra` that tells them apart: the target names if they are all
+/// different, else the file names if they are, else the file name and the
+/// column's position.
+fn distinguish(columns: &mut [Column], targets: &[Option<String>]) {
+    let mut labels: Vec<String> = columns.iter().map(|c| c.label.clone()).collect();
+    labels.sort();
+    labels.dedup();
+    for label in &labels {
+        let group: Vec<usize> = (0..columns.len())
+            .filter(|&i| columns[i].label == *label)
+            .collect();
+        if group.len() < 2 {
+            continue;
+        }
+        let by_target: Option<Vec<String>> = group.iter().map(|&i| targets[i].clone()).collect();
+        let by_file: Vec<String> = group.iter().map(|&i| columns[i].source.clone()).collect();
+        let extras: Vec<String> = if let Some(t) = by_target.filter(|t| all_different(t)) {
+            t
+        } else if all_different(&by_file) {
+            by_file
+        } else {
+            group
+                .iter()
+                .map(|&i| format!("{} #{}", columns[i].source, i + 1))
+                .collect()
+        };
+        for (&i, extra) in group.iter().zip(extras) {
+            columns[i].label = format!("{label} ({extra})");
+            columns[i].extra = Some(extra);
+        }
+    }
+}
+
+fn all_different(names: &[String]) -> bool {
+    let mut seen: Vec<&String> = names.iter().collect();
+    seen.sort();
+    seen.dedup();
+    seen.len() == names.len()
 }
 
 /// A cell as text: the status, or `-` where the case was not run.
@@ -97,10 +158,11 @@ pub fn cell_text(c: Option<&CaseReport>) -> &'static str {
 }
 
 /// The text comparison: a header naming the columns, then one line per
-/// case whose outcome differs. Nothing else: the caller prints counts.
+/// case whose outcome differs or that a report lacks (`-`). Nothing else:
+/// the caller prints counts.
 pub fn render_text(m: &Matrix) -> String {
     let id_width = m
-        .differing()
+        .notable()
         .map(|r| r.id.chars().count())
         .chain(std::iter::once("case".len()))
         .max()
@@ -118,11 +180,80 @@ pub fn render_text(m: &Matrix) -> String {
         s.trim_end().to_string() + "\n"
     };
     let mut out = line("case", m.columns.iter().map(|c| c.label.as_str()).collect());
-    for r in m.differing() {
+    for r in m.notable() {
         out.push_str(&line(
             &r.id,
             r.cells.iter().map(|c| cell_text(*c)).collect(),
         ));
     }
     out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn column(source: &str) -> Column {
+        Column {
+            label: "6.1 ext4".into(),
+            kernel: "6.1".into(),
+            fs: "ext4".into(),
+            source: source.into(),
+            extra: None,
+        }
+    }
+
+    #[test]
+    fn a_case_a_report_lacks_is_absent_not_different() {
+        let case = |s| CaseReport::not_run("t/c".into(), String::new(), s, String::new());
+        let (pass, fail) = (case(Status::Pass), case(Status::Fail));
+        let row = |cells| Row {
+            id: "t/c".into(),
+            title: String::new(),
+            cells,
+        };
+        let r = row(vec![Some(&pass), None, Some(&pass)]);
+        assert!(!r.differs() && r.absent());
+        let r = row(vec![Some(&pass), None, Some(&fail)]);
+        assert!(r.differs() && r.absent());
+        let r = row(vec![None, Some(&fail), Some(&pass)]);
+        assert!(r.differs());
+        let r = row(vec![Some(&pass), Some(&pass)]);
+        assert!(!r.differs() && !r.absent());
+    }
+
+    fn labels(sources: &[&str], targets: &[Option<&str>]) -> Vec<String> {
+        let mut cols: Vec<Column> = sources.iter().map(|s| column(s)).collect();
+        let targets: Vec<Option<String>> = targets.iter().map(|t| t.map(String::from)).collect();
+        distinguish(&mut cols, &targets);
+        cols.into_iter().map(|c| c.label).collect()
+    }
+
+    #[test]
+    fn columns_of_one_kernel_and_filesystem_get_unique_labels() {
+        // Targets tell them apart when they differ ...
+        assert_eq!(
+            labels(&["a.json", "b.json"], &[Some("ext4"), Some("ext4-1k")]),
+            ["6.1 ext4 (ext4)", "6.1 ext4 (ext4-1k)"]
+        );
+        // ... else the file names ...
+        assert_eq!(
+            labels(&["a.json", "b.json"], &[Some("ext4"), Some("ext4")]),
+            ["6.1 ext4 (a.json)", "6.1 ext4 (b.json)"]
+        );
+        assert_eq!(
+            labels(&["a.json", "b.json"], &[None, Some("x")]),
+            ["6.1 ext4 (a.json)", "6.1 ext4 (b.json)"]
+        );
+        // ... else the file name and position.
+        assert_eq!(
+            labels(&["a.json", "a.json"], &[None, None]),
+            ["6.1 ext4 (a.json #1)", "6.1 ext4 (a.json #2)"]
+        );
+        // A column alone with its kernel and filesystem keeps its label.
+        let mut cols = vec![column("a.json"), column("b.json")];
+        cols[1].label = "6.1 tmpfs".into();
+        distinguish(&mut cols, &[None, None]);
+        assert!(cols.iter().all(|c| c.extra.is_none()));
+    }
 }

@@ -7,6 +7,7 @@ pub mod html;
 pub mod junit;
 pub mod kcidb;
 pub mod ktap;
+pub mod pages;
 
 use crate::case::model::Expect;
 use crate::exec::protocol::Observation;
