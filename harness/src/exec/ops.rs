@@ -301,9 +301,9 @@ impl WorkerState {
                     .map_err(|f| fault_observation(f, start))?;
                 Ok(Observation::ok())
             }
-            Call::Pagemap { map, at } => {
+            Call::Pagemap { map, at, swapped } => {
                 let addr = self.map(map)?.addr.wrapping_add(*at as usize) as u64;
-                self.pagemap(addr)
+                self.pagemap(addr, *swapped)
             }
             Call::Wait { pid } => wait_child(*pid),
         }
@@ -366,8 +366,9 @@ impl WorkerState {
     }
 
     /// The page frame number backing `addr`, from /proc/self/pagemap
-    /// (bits 0-54; bit 63 says the page is present).
-    fn pagemap(&self, addr: u64) -> OpResult {
+    /// (bits 0-54; bit 63 says the page is present), or with `swapped`
+    /// the swap bit (62: the entry is a swap entry) as 1 or 0.
+    fn pagemap(&self, addr: u64, swapped: bool) -> OpResult {
         use std::os::unix::fs::FileExt;
         let file = std::fs::File::open("/proc/self/pagemap")
             .map_err(|e| Observation::errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
@@ -376,7 +377,9 @@ impl WorkerState {
             .map_err(|e| Observation::errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
         let e = u64::from_le_bytes(entry);
         let mut obs = Observation::ok();
-        obs.value = Some(if e & (1 << 63) != 0 {
+        obs.value = Some(if swapped {
+            (e >> 62 & 1) as i64
+        } else if e & (1 << 63) != 0 {
             (e & ((1 << 55) - 1)) as i64
         } else {
             0
