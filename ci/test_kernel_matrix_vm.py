@@ -62,6 +62,17 @@ class Complaints(unittest.TestCase):
         self.assertEqual(km.complaints_of(booted_badly, "tmpfs"), ["Oops: 0002 at boot"])  # up to the marker
 
 
+class Unusable(unittest.TestCase):
+    def test_a_filesystem_the_harness_could_not_make_fails_the_cell(self):
+        skipped = {"summary": {"total": 2, "skip": 2}, "cases": [{"reason": "target xfs: mkfs.xfs is not installed"}] * 2}
+        cell = km.unusable("xfs", "2", skipped, "console")
+        self.assertIsInstance(cell, km.Broken)
+        self.assertIn("mkfs.xfs is not installed", cell.reason)
+        self.assertIs(km.unusable("xfs", "1", skipped, ""), skipped)  # skips of a run that ran
+        ran = {"summary": {"total": 2, "skip": 1}, "cases": []}
+        self.assertIs(km.unusable("xfs", "2", ran, ""), ran)
+
+
 class OwnKernel(unittest.TestCase):
     def setUp(self):
         self.dir = Path(tempfile.mkdtemp(prefix="own-kernel-test-"))
