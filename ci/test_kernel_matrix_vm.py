@@ -119,6 +119,12 @@ class OwnKernel(unittest.TestCase):
         self.assertTrue(staged.is_symlink() and staged.resolve() == (mods / "kernel/fs/toy.ko").resolve())
         self.assertEqual(sorted(p.name for p in mods.rglob("*")), before, "depmod wrote into the user's tree")
 
+    def test_a_bzimage_takes_the_config_installed_beside_it(self):
+        fake_bzimage(self.dir / "vmlinuz-6.19.0", "6.19.0")
+        (self.dir / "config-6.19.0").write_text("CONFIG_SWAP=y\n")
+        kernel = km.own_kernel(self.dir / "vmlinuz-6.19.0", None, self.cache)
+        self.assertEqual((kernel["config"], kernel["has_modules"]), (self.dir / "config-6.19.0", False))
+
     def test_a_path_that_is_no_kernel_is_refused(self):
         with self.assertRaises(km.Fatal):
             km.own_kernel(self.dir, None, self.cache)
