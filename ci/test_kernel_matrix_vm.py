@@ -149,6 +149,19 @@ class Guest(unittest.TestCase):
         with self.assertRaises(km.Fatal):
             km.add_host_tools(km.Cpio(open(os.devnull, "wb")), ["no-such-tool-here"])
 
+    @unittest.skipUnless(shutil.which("busybox"), "busybox lists the archive")
+    def test_the_kernel_config_goes_to_boot_in_the_initramfs(self):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            (d / "config").write_text("CONFIG_SWAP=y\n")
+            (d / "cases").mkdir()
+            fake = d / "mmapconf"
+            fake.write_bytes(b"")
+            km.build_initramfs(d / "t.cpio", fake, d / "cases", [], (), {"release": "6.19.0", "config": d / "config"})
+            names = subprocess.run(["busybox", "cpio", "-t"], stdin=open(d / "t.cpio", "rb"),
+                                   capture_output=True, text=True).stdout.split()
+        self.assertIn("boot/config-6.19.0", names)
+
     def test_the_swap_disk_is_private_and_has_a_swap_signature(self):
         with tempfile.TemporaryDirectory() as d:
             disk = Path(d) / "vm.swap"
