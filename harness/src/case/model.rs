@@ -116,6 +116,11 @@ pub enum Probe {
     /// the memory), or found them free. Cases that need it run one at a
     /// time, since the pool is one for the whole machine.
     HugetlbPool,
+    /// Swap is active: /proc/swaps lists a swap area with free space, so
+    /// MADV_PAGEOUT really writes anonymous and shmem pages out (without
+    /// swap the kernel keeps them resident and a case about swap-in would
+    /// pass without exercising it). Asked at every case, not remembered.
+    Swap,
     /// Target: ordinary files: a new file takes a write(2) of one byte and
     /// an ftruncate(2) to one page (not hugetlbfs: no write(2), sizes in
     /// huge pages). Every case with `files` or an `open` step needs it,
@@ -188,6 +193,7 @@ impl Probe {
                 | Probe::PagemapPfn
                 | Probe::MremapDontunmap
                 | Probe::HugetlbPool
+                | Probe::Swap
         )
     }
 }
@@ -608,6 +614,12 @@ pub enum Op {
         map: String,
         #[serde(default = "zero")]
         at: Size,
+        /// Observe the entry's swap bit (62) instead: `value` is 1 when the
+        /// page is swapped out (its page table entry holds a swap entry),
+        /// else 0. The kernel's cow selftests check that MADV_PAGEOUT took
+        /// effect the same way.
+        #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+        swapped: bool,
     },
     /// Unmount the filesystem cleanly and mount it again: all write-back is
     /// done and its page cache is gone, so reads come from the device. Fails

@@ -617,7 +617,7 @@ impl Walk {
                     self.step(inner, ip, true);
                 }
             }
-            Op::Pagemap { map, at } => {
+            Op::Pagemap { map, at, .. } => {
                 if has_proc {
                     self.map(&path, "map", &p, map);
                 }
@@ -690,7 +690,8 @@ impl Walk {
                 );
             }
         }
-        if let (Op::Pagemap { .. }, false) = (&step.op, self.pagemap_probe) {
+        // The swap bit is shown to every reader; frame numbers only to CAP_SYS_ADMIN.
+        if let (Op::Pagemap { swapped: false, .. }, false) = (&step.op, self.pagemap_probe) {
             self.issue(
                 path.to_vec(),
                 "a case using `pagemap` requires the `pagemap_pfn` probe (frame numbers read as 0 without it)",

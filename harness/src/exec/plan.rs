@@ -181,9 +181,10 @@ pub fn call(step: &Step, ps: u64) -> Result<Option<Call>, String> {
             atomic: *atomic,
             width: *width,
         },
-        Op::Pagemap { map, at } => Call::Pagemap {
+        Op::Pagemap { map, at, swapped } => Call::Pagemap {
             map: map.clone(),
             at: off(at, ps)?,
+            swapped: *swapped,
         },
         Op::Remount { .. }
         | Op::FillFs { .. }

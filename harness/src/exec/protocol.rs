@@ -148,6 +148,7 @@ pub enum Call {
     Pagemap {
         map: String,
         at: i64,
+        swapped: bool,
     },
     /// waitpid(2) for a child this worker forked.
     Wait {

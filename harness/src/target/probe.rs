@@ -127,6 +127,10 @@ pub fn probe(p: Probe) -> Result<(), String> {
     if p == Probe::HugetlbPool {
         return super::hugetlb::probe();
     }
+    // Not remembered either: swap may be switched on or off during a run.
+    if p == Probe::Swap {
+        return swap_active(&std::fs::read_to_string("/proc/swaps").unwrap_or_default());
+    }
     static CACHE: Mutex<Option<HashMap<Probe, Result<(), String>>>> = Mutex::new(None);
     let mut guard = CACHE.lock().unwrap_or_else(|e| e.into_inner());
     let cache = guard.get_or_insert_with(HashMap::new);
@@ -292,6 +296,7 @@ fn try_feature(p: Probe) -> Result<(), String> {
             }
         }
         Probe::HugetlbPool => super::hugetlb::probe(),
+        Probe::Swap => swap_active(&std::fs::read_to_string("/proc/swaps").unwrap_or_default()),
         Probe::MremapDontunmap => {
             let a = Anon::new(ps, libc::MAP_PRIVATE).ok_or("probe mmap failed")?;
             // SAFETY: moves our own mapping; the result is unmapped below.
@@ -314,10 +319,41 @@ fn try_feature(p: Probe) -> Result<(), String> {
     }
 }
 
+/// Whether the text of /proc/swaps lists a swap area with room left: its
+/// lines after the header are `Filename Type Size Used Priority`, sizes in KiB.
+fn swap_active(proc_swaps: &str) -> Result<(), String> {
+    let free: Vec<u64> = proc_swaps
+        .lines()
+        .skip(1)
+        .filter_map(|line| {
+            let f: Vec<&str> = line.split_whitespace().collect();
+            let size = f.get(2)?.parse::<u64>().ok()?;
+            let used = f.get(3)?.parse::<u64>().ok()?;
+            Some(size.saturating_sub(used))
+        })
+        .collect();
+    match free.iter().max() {
+        None => Err("no swap is active (/proc/swaps lists no swap area)".into()),
+        Some(0) => Err("every swap area in /proc/swaps is full".into()),
+        Some(_) => Ok(()),
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
     use crate::target::capability::Measured;
+
+    #[test]
+    fn swap_is_active_with_an_area_that_has_room() {
+        let header = "Filename\t\t\t\tType\t\tSize\t\tUsed\t\tPriority\n";
+        assert!(swap_active(header).unwrap_err().contains("no swap"));
+        assert!(swap_active("").is_err());
+        let full = format!("{header}/dev/zram0 partition 1024 1024 100\n");
+        assert!(swap_active(&full).unwrap_err().contains("full"));
+        let room = format!("{full}/swapfile file 65532 12 -2\n");
+        assert_eq!(swap_active(&room), Ok(()));
+    }
     use std::path::Path;
 
     fn case(requires: serde_json::Value, files: serde_json::Value) -> Case {

@@ -1,0 +1,177 @@
+"""Unit tests of ci/kernel-matrix's VM parts that need no VM: the kernel's complaints on the
+console and their cell, --kernel PATH on build trees, installed trees and bzImages, the host
+tools copied into the initramfs, the swap disk. Run: python3 -m unittest discover -s ci -p 'test_*.py'
+"""
+
+import importlib.machinery
+import importlib.util
+import os
+import shutil
+import struct
+import subprocess
+import tempfile
+import unittest
+from pathlib import Path
+
+HERE = Path(__file__).resolve().parent
+loader = importlib.machinery.SourceFileLoader("kernel_matrix", str(HERE / "kernel-matrix"))
+spec = importlib.util.spec_from_loader(loader.name, loader)
+km = importlib.util.module_from_spec(spec)
+loader.exec_module(km)
+
+SPLAT = """[   12.5] ------------[ cut here ]------------
+[   12.5] WARNING: CPU: 0 PID: 77 at mm/memory.c:1234 do_swap_page+0x42/0x900
+[   12.5] Modules linked in: loop
+[   12.5] CPU: 0 UID: 0 PID: 77 Comm: mmapconf
+[   12.5] RIP: 0010:do_swap_page+0x42/0x900
+"""
+
+
+def fake_bzimage(path, release):
+    """The bytes a bzImage's setup header has where the release is read: HdrS at 0x202 and the
+    kernel_version pointer at 0x20E (relative to 0x200) to a NUL-ended string."""
+    data = bytearray(0x400)
+    data[0x202:0x206] = b"HdrS"
+    struct.pack_into("<H", data, 0x20E, 0x100)
+    text = f"{release} (someone@example) #1 SMP".encode() + b"\0"
+    data[0x300:0x300 + len(text)] = text
+    path.write_bytes(bytes(data))
+
+
+class Complaints(unittest.TestCase):
+    def test_a_warning_splat_is_a_complaint_with_its_next_lines(self):
+        found = km.kernel_complaints("boot line\n" + SPLAT)
+        self.assertEqual(found[0], "[   12.5] WARNING: CPU: 0 PID: 77 at mm/memory.c:1234 do_swap_page+0x42/0x900")
+        self.assertEqual(len(found), 4)
+
+    def test_quiet_console_and_ordinary_warnings_are_not(self):
+        self.assertEqual(km.kernel_complaints("EXT4-fs (loop0): mounted filesystem\nloop0: detected capacity\n"), [])
+        self.assertEqual(km.kernel_complaints("ACPI: WARNING: no BIOS\n"), [])
+
+    def test_bug_oops_kasan_lockdep_count(self):
+        for line in ("BUG: Bad page state in process x", "Oops: general protection fault, 0000",
+                     "BUG: KASAN: use-after-free in foo", "WARNING: possible circular locking dependency detected",
+                     "page dumped because: nonzero mapcount", "watchdog: BUG: soft lockup - CPU#0 stuck"):
+            self.assertTrue(km.kernel_complaints(line), line)
+
+    def test_complaints_belong_to_the_filesystem_whose_run_they_interrupt(self):
+        console = "booting\nmmapconf: begin tmpfs\nfine\nmmapconf: begin ext4\n" + SPLAT
+        self.assertEqual(km.complaints_of(console, "tmpfs"), [])
+        self.assertIn("do_swap_page", km.complaints_of(console, "ext4")[0])
+        booted_badly = "Oops: 0002 at boot\nmmapconf: begin tmpfs\nfine\n"
+        self.assertEqual(km.complaints_of(booted_badly, "tmpfs"), ["Oops: 0002 at boot"])  # up to the marker
+
+
+class Unusable(unittest.TestCase):
+    def test_a_filesystem_the_harness_could_not_make_fails_the_cell(self):
+        skipped = {"summary": {"total": 2, "skip": 2}, "cases": [{"reason": "target xfs: mkfs.xfs is not installed"}] * 2}
+        cell = km.unusable("xfs", "2", skipped, "console")
+        self.assertIsInstance(cell, km.Broken)
+        self.assertIn("mkfs.xfs is not installed", cell.reason)
+        self.assertIs(km.unusable("xfs", "1", skipped, ""), skipped)  # skips of a run that ran
+        ran = {"summary": {"total": 2, "skip": 1}, "cases": []}
+        self.assertIs(km.unusable("xfs", "2", ran, ""), ran)
+
+
+class OwnKernel(unittest.TestCase):
+    def setUp(self):
+        self.dir = Path(tempfile.mkdtemp(prefix="own-kernel-test-"))
+        self.cache = self.dir / "cache"
+        self.cache.mkdir()
+
+    def tearDown(self):
+        shutil.rmtree(self.dir)
+
+    def test_release_from_the_setup_header(self):
+        fake_bzimage(self.dir / "bzImage", "6.19.0-rc3-dirty")
+        self.assertEqual(km.bzimage_release(self.dir / "bzImage"), "6.19.0-rc3-dirty")
+        (self.dir / "notes").write_bytes(b"\0" * 0x400)
+        with self.assertRaises(km.Fatal):
+            km.bzimage_release(self.dir / "notes")
+
+    def test_a_build_tree_gives_its_config_and_no_modules_when_it_built_none(self):
+        tree = self.dir / "linux"
+        (tree / "arch/x86/boot").mkdir(parents=True)
+        fake_bzimage(tree / "arch/x86/boot/bzImage", "6.19.0")
+        (tree / ".config").write_text("CONFIG_SHMEM=y\n")
+        kernel = km.own_kernel(tree, None, self.cache)
+        self.assertEqual((kernel["release"], kernel["config"], kernel["has_modules"]),
+                         ("6.19.0", tree / ".config", False))
+        self.assertEqual(km.module_files(kernel, ["ext4"]), ([], []))
+        self.assertEqual(km.config_of(kernel), ("CONFIG_SHMEM=y\n", str(tree / ".config")))
+
+    def test_an_installed_tree_stages_its_modules_and_leaves_the_tree_alone(self):
+        if not shutil.which("depmod"):
+            self.skipTest("no depmod")
+        release = "6.19.0-test"
+        root = self.dir / "destdir"
+        mods = root / "lib/modules" / release
+        (mods / "kernel/fs").mkdir(parents=True)
+        (root / "boot").mkdir()
+        fake_bzimage(root / "boot" / f"vmlinuz-{release}", release)
+        (root / "boot" / f"config-{release}").write_text("CONFIG_EXT4_FS=m\n")
+        # depmod reads the .ko's ELF; an empty one is reported and skipped, the tree is still staged.
+        (mods / "kernel/fs/toy.ko").write_bytes(b"")
+        before = sorted(p.name for p in mods.rglob("*"))
+        kernel = km.own_kernel(root, None, self.cache)
+        self.assertEqual(kernel["config"], root / "boot" / f"config-{release}")
+        staged = kernel["tree"] / "lib/modules" / release / "kernel/fs/toy.ko"
+        self.assertTrue(staged.is_symlink() and staged.resolve() == (mods / "kernel/fs/toy.ko").resolve())
+        self.assertEqual(sorted(p.name for p in mods.rglob("*")), before, "depmod wrote into the user's tree")
+
+    def test_a_bzimage_takes_the_config_installed_beside_it(self):
+        fake_bzimage(self.dir / "vmlinuz-6.19.0", "6.19.0")
+        (self.dir / "config-6.19.0").write_text("CONFIG_SWAP=y\n")
+        kernel = km.own_kernel(self.dir / "vmlinuz-6.19.0", None, self.cache)
+        self.assertEqual((kernel["config"], kernel["has_modules"]), (self.dir / "config-6.19.0", False))
+
+    def test_a_path_that_is_no_kernel_is_refused(self):
+        with self.assertRaises(km.Fatal):
+            km.own_kernel(self.dir, None, self.cache)
+
+
+class Guest(unittest.TestCase):
+    def test_each_filesystem_brings_its_mkfs_and_fsck(self):
+        self.assertEqual(km.guest_tools(["tmpfs"]), km.GUEST_TOOLS)
+        self.assertTrue({"mkfs.xfs", "xfs_repair", "losetup"} <= set(km.guest_tools(["tmpfs", "xfs"])))
+
+    @unittest.skipUnless(shutil.which("busybox"), "busybox lists the archive")
+    def test_host_tools_arrive_with_their_libraries(self):
+        with tempfile.TemporaryDirectory() as d:
+            with open(Path(d) / "t.cpio", "wb") as f:
+                cpio = km.Cpio(f)
+                km.add_host_tools(cpio, ["losetup"])
+                cpio.close()
+            names = subprocess.run(["busybox", "cpio", "-t"], stdin=open(Path(d) / "t.cpio", "rb"),
+                                   capture_output=True, text=True).stdout.split()
+        self.assertIn("usr/sbin/losetup", names)
+        self.assertTrue(any(n.startswith("lib") and "libc.so" in n for n in names), names)
+        with self.assertRaises(km.Fatal):
+            km.add_host_tools(km.Cpio(open(os.devnull, "wb")), ["no-such-tool-here"])
+
+    @unittest.skipUnless(shutil.which("busybox"), "busybox lists the archive")
+    def test_the_kernel_config_goes_to_boot_in_the_initramfs(self):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            (d / "config").write_text("CONFIG_SWAP=y\n")
+            (d / "cases").mkdir()
+            fake = d / "mmapconf"
+            fake.write_bytes(b"")
+            km.build_initramfs(d / "t.cpio", fake, d / "cases", [], (), {"release": "6.19.0", "config": d / "config"})
+            names = subprocess.run(["busybox", "cpio", "-t"], stdin=open(d / "t.cpio", "rb"),
+                                   capture_output=True, text=True).stdout.split()
+        self.assertIn("boot/config-6.19.0", names)
+
+    def test_the_swap_disk_is_private_and_has_a_swap_signature(self):
+        with tempfile.TemporaryDirectory() as d:
+            disk = Path(d) / "vm.swap"
+            km.make_swap(disk, 16)
+            self.assertEqual(disk.stat().st_mode & 0o777, 0o600)
+            self.assertEqual(disk.stat().st_size, 16 << 20)
+            with open(disk, "rb") as f:
+                f.seek(4096 - 10)
+                self.assertEqual(f.read(10), b"SWAPSPACE2")
+
+
+if __name__ == "__main__":
+    unittest.main()
