@@ -71,6 +71,10 @@ pub enum Command {
         /// The file of named targets (default: ci/targets.json).
         #[arg(long)]
         targets_file: Option<PathBuf>,
+        /// Turn off the health checks around every case (kernel log, taint
+        /// flags, the owned filesystem's fsck at the end).
+        #[arg(long)]
+        no_health: bool,
         #[command(flatten)]
         outputs: reports::OutputArgs,
     },
@@ -262,6 +266,7 @@ pub fn main(cli: Cli) -> ExitCode {
             fs,
             target,
             targets_file,
+            no_health,
             outputs,
         } => run(RunArgs {
             paths: default_paths(paths),
@@ -274,6 +279,7 @@ pub fn main(cli: Cli) -> ExitCode {
             fs,
             target,
             targets_file,
+            no_health,
             outputs,
         }),
         Command::Cleanup { dirs } => {
@@ -382,6 +388,7 @@ struct RunArgs {
     fs: Vec<String>,
     target: Vec<String>,
     targets_file: Option<PathBuf>,
+    no_health: bool,
     outputs: reports::OutputArgs,
 }
 
@@ -460,9 +467,10 @@ fn run(args: RunArgs) -> ExitCode {
     if let Some(f) = &args.filter {
         cases.retain(|c| c.id.contains(f.as_str()));
     }
-    let Some(opts) = reported(run_options(args.timeout)) else {
+    let Some(mut opts) = reported(run_options(args.timeout)) else {
         return ExitCode::from(2);
     };
+    opts.health = !args.no_health;
     let outputs = match reports::Prepared::new(&args.outputs) {
         Ok(o) => o,
         Err(e) => {
@@ -561,6 +569,7 @@ fn skip_all(
         started_at: report::now_rfc3339(),
         summary: report::Summary::of(&cases, 0),
         cases,
+        health: None,
     };
     // Written like any other target's, so KTAP, JUnit and KCIDB show the skips too.
     let written = report::write_json(&report, path);

@@ -30,6 +30,9 @@ pub struct Report {
     /// One entry per case, in the order of case file paths; then one error
     /// entry per case file that did not load.
     pub cases: Vec<CaseReport>,
+    /// The health checks of the run (kernel log, taint, fsck); absent with `--no-health`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::target::health::RunHealth>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -113,6 +116,10 @@ pub struct CaseReport {
     /// it is and why (a filesystem that refuses unlink or rmdir, say).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub leftover: Option<String>,
+    /// What the kernel complained of while the case ran (a WARNING, an
+    /// Oops, new taint flags ...), one line each; such a case fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_log: Vec<String>,
 }
 
 impl CaseReport {
@@ -128,6 +135,7 @@ impl CaseReport {
             failed_step: None,
             steps: Vec::new(),
             leftover: None,
+            kernel_log: Vec::new(),
         }
     }
 }

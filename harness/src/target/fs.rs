@@ -596,6 +596,31 @@ impl OwnedFs {
         }
     }
 
+    /// The read-only fsck of a block filesystem the harness made, on its
+    /// device unmounted for it, mounted again after (`target::health`);
+    /// None for targets without one (memory, FUSE, read-only images).
+    pub fn check(&self) -> Option<super::health::fsck::Outcome> {
+        let dev = self.loop_dev.as_ref()?;
+        if self.is_image() || super::health::fsck::command(&self.config.fs, dev).is_none() {
+            return None;
+        }
+        let _making = live::creating().ok()?;
+        let not_run = |why: String| super::health::fsck::Outcome {
+            command: format!("fsck of {dev}"),
+            clean: false,
+            exit_status: None,
+            output: why,
+        };
+        if let Err(e) = unmount(&self.mount_point) {
+            return Some(not_run(format!("unmount before fsck: {e}")));
+        }
+        let outcome = super::health::fsck::check(&self.config.fs, dev);
+        if let Err(e) = self.mount_again() {
+            eprintln!("mmapconf: mount after fsck: {e}");
+        }
+        outcome
+    }
+
     /// Makes the filesystem writable again if a case left it read-only.
     pub fn ensure_writable(&self) {
         if self.is_image() {

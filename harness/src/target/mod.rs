@@ -5,6 +5,7 @@ pub mod capability;
 pub mod cleanup;
 pub mod fs;
 pub mod fuse;
+pub mod health;
 pub mod hugetlb;
 pub mod image;
 pub mod probe;
