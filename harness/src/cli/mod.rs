@@ -352,6 +352,9 @@ fn list(paths: Vec<PathBuf>) -> ExitCode {
         if !r.mount_options.is_empty() {
             req.push(format!("mount options {}", r.mount_options.join(",")));
         }
+        if !r.config.is_empty() {
+            req.push(format!("config {}", r.config.join(",")));
+        }
         for p in &r.probes {
             req.push(
                 serde_json::to_value(p)

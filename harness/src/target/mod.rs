@@ -8,6 +8,7 @@ pub mod fuse;
 pub mod health;
 pub mod hugetlb;
 pub mod image;
+pub mod kconfig;
 pub mod probe;
 
 use crate::case::model::Probe;

@@ -56,6 +56,9 @@ pub fn unmet(case: &Case, env: &Environment) -> Option<String> {
             env.arch
         ));
     }
+    if let Some(why) = super::kconfig::unmet(&req.config) {
+        return Some(why);
+    }
     if let Some(ps) = req.page_size {
         if ps != env.page_size {
             return Some(format!("needs page size {ps}, running {}", env.page_size));
