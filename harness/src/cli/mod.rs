@@ -75,6 +75,20 @@ pub enum Command {
         /// flags, the owned filesystem's fsck at the end).
         #[arg(long)]
         no_health: bool,
+        /// Make the `--fs` filesystem on this block device and run there, as
+        /// fstests' SCRATCH_DEV (root). Refused when the device is mounted
+        /// or in use, or holds a filesystem (see --force-mkfs). Its data are lost.
+        #[arg(long, value_name = "DEV")]
+        device: Option<PathBuf>,
+        /// With --device: make the filesystem even over one already there.
+        #[arg(long, requires = "device")]
+        force_mkfs: bool,
+        /// Extra mkfs arguments for the targets (split at spaces: "-O ^has_journal").
+        #[arg(long, allow_hyphen_values = true)]
+        mkfs_options: Option<String>,
+        /// Mount options for the targets (mount -o).
+        #[arg(long)]
+        mount_options: Option<String>,
         #[command(flatten)]
         outputs: reports::OutputArgs,
     },
@@ -267,6 +281,10 @@ pub fn main(cli: Cli) -> ExitCode {
             target,
             targets_file,
             no_health,
+            device,
+            force_mkfs,
+            mkfs_options,
+            mount_options,
             outputs,
         } => run(RunArgs {
             paths: default_paths(paths),
@@ -280,6 +298,10 @@ pub fn main(cli: Cli) -> ExitCode {
             target,
             targets_file,
             no_health,
+            device,
+            force_mkfs,
+            mkfs_options,
+            mount_options,
             outputs,
         }),
         Command::Cleanup { dirs } => {
@@ -392,6 +414,10 @@ struct RunArgs {
     target: Vec<String>,
     targets_file: Option<PathBuf>,
     no_health: bool,
+    device: Option<PathBuf>,
+    force_mkfs: bool,
+    mkfs_options: Option<String>,
+    mount_options: Option<String>,
     outputs: reports::OutputArgs,
 }
 
@@ -415,6 +441,23 @@ fn resolve_targets(args: &RunArgs) -> Result<Vec<TargetConfig>, String> {
                 .ok_or_else(|| format!("no target `{name}` in {}", file.display()))?;
             out.push(t.clone());
         }
+    }
+    for t in &mut out {
+        if let Some(o) = &args.mkfs_options {
+            t.mkfs_options
+                .extend(o.split_whitespace().map(str::to_string));
+        }
+        if let Some(o) = &args.mount_options {
+            t.mount_options = o.clone();
+        }
+    }
+    if let Some(dev) = &args.device {
+        // One filesystem on the one device: never another device.
+        let [t] = out.as_slice() else {
+            return Err("--device needs exactly one --fs (or --target)".to_string());
+        };
+        target::device::check(dev, &t.fs, args.force_mkfs)
+            .map_err(|e| format!("refusing --device: {e}"))?;
     }
     Ok(out)
 }
@@ -517,7 +560,11 @@ fn run(args: RunArgs) -> ExitCode {
                 let (args, cases, problems, opts, outputs, base) =
                     (&args, &cases, &problems, &opts, &outputs, &base);
                 let path = report_path(&report_base, Some(&t.name), several);
-                s.spawn(move || match OwnedFs::create_for(t, base, cases) {
+                let made = move || match &args.device {
+                    Some(dev) => OwnedFs::make_on_device(t, &dev.to_string_lossy(), base),
+                    None => OwnedFs::create_for(t, base, cases),
+                };
+                s.spawn(move || match made() {
                     Ok(fs) => {
                         let mount = fs.mount_point.clone();
                         let mut opts = opts.clone();

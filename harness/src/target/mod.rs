@@ -3,6 +3,7 @@
 
 pub mod capability;
 pub mod cleanup;
+pub mod device;
 pub mod fs;
 pub mod fuse;
 pub mod health;
