@@ -27,12 +27,17 @@ fn root() -> bool {
 
 /// Runs one seed case with a kernel-like WARNING written to /dev/kmsg
 /// while it runs; `accept` makes records from userspace count.
-fn planted_run(accept: bool) -> (std::process::Output, serde_json::Value) {
+fn planted_run(accept: bool, extra: &[&str]) -> (std::process::Output, serde_json::Value) {
+    // One planting run at a time: a run that accepts userspace records
+    // would also see the warning another test's run planted meanwhile.
+    static ONE_AT_A_TIME: std::sync::Mutex<()> = std::sync::Mutex::new(());
+    let _alone = ONE_AT_A_TIME.lock().unwrap_or_else(|e| e.into_inner());
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("r.json");
     let mut cmd = exe();
     cmd.args(["run", "--jobs", "1", "--report"])
         .arg(&path)
+        .args(extra)
         .arg(repo("cases/seed/writer-reader.json"))
         .env("MMAPCONF_TEST_PLANT_KMSG", "seed/writer-reader");
     if accept {
@@ -51,7 +56,7 @@ fn a_planted_warning_fails_the_case_with_the_excerpt() {
         eprintln!("SKIPPED: writing to /dev/kmsg needs root");
         return;
     }
-    let (out, r) = planted_run(true);
+    let (out, r) = planted_run(true, &[]);
     assert_eq!(out.status.code(), Some(1), "{}", text(&out));
     let c = case(&r, "seed/writer-reader");
     assert_eq!(c["status"], "fail", "{c}");
@@ -77,12 +82,35 @@ fn a_planted_warning_fails_the_case_with_the_excerpt() {
 }
 
 #[test]
+fn a_baseline_kmsg_line_makes_a_known_warning_a_known_failure() {
+    if !root() {
+        eprintln!("SKIPPED: writing to /dev/kmsg needs root");
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let baseline = dir.path().join("b.txt");
+    std::fs::write(
+        &baseline,
+        "kmsg: at mm/mmapconf_planted\\.c:1 # planted by this test\n",
+    )
+    .unwrap();
+    let b = baseline.to_string_lossy().into_owned();
+    let (out, r) = planted_run(true, &["--baseline", &b]);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    assert_eq!(case(&r, "seed/writer-reader")["status"], "fail");
+    std::fs::write(&baseline, "kmsg: at mm/other\\.c # another message\n").unwrap();
+    let (out, _) = planted_run(true, &["--baseline", &b]);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("new failure"), "{}", text(&out));
+}
+
+#[test]
 fn a_record_written_from_userspace_does_not_fail_a_case_unless_asked() {
     if !root() {
         eprintln!("SKIPPED: writing to /dev/kmsg needs root");
         return;
     }
-    let (out, r) = planted_run(false);
+    let (out, r) = planted_run(false, &[]);
     assert_eq!(out.status.code(), Some(0), "{}", text(&out));
     let c = case(&r, "seed/writer-reader");
     assert_eq!(c["status"], "pass", "{c}");

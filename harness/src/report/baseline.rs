@@ -28,6 +28,8 @@ pub struct Entry {
 #[derive(Debug, Clone, Default)]
 pub struct Baseline {
     pub entries: Vec<Entry>,
+    /// Known kernel complaints, `kmsg: <regex> # reason` (see kmsg_baseline).
+    pub kmsg: Vec<super::kmsg_baseline::KmsgEntry>,
 }
 
 impl Baseline {
@@ -37,10 +39,18 @@ impl Baseline {
         let mut entries: Vec<Entry> = Vec::new();
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut problems = Vec::new();
+        let mut kmsg = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let trimmed = raw.trim();
             if trimmed.is_empty() || trimmed.starts_with('#') {
+                continue;
+            }
+            if let Some(rest) = trimmed.strip_prefix("kmsg:") {
+                match super::kmsg_baseline::parse(rest, line, name) {
+                    Ok(k) => kmsg.push(k),
+                    Err(e) => problems.push(e),
+                }
                 continue;
             }
             let (id, reason) = match trimmed.split_once('#') {
@@ -66,7 +76,7 @@ impl Baseline {
             });
         }
         if problems.is_empty() {
-            Ok(Baseline { entries })
+            Ok(Baseline { entries, kmsg })
         } else {
             Err(problems)
         }
@@ -87,7 +97,10 @@ impl Baseline {
         let mut v = Verdict::default();
         for c in &report.cases {
             match (c.is_failure(), self.get(&c.id)) {
-                (true, None) => v.new_failures.push(c),
+                (true, None) => match super::kmsg_baseline::known(&self.kmsg, c) {
+                    Some(e) => v.known_failures.push((c, e)),
+                    None => v.new_failures.push(c),
+                },
                 (true, Some(e)) => v.known_failures.push((c, e)),
                 (false, Some(e)) if c.status == Status::Pass => v.now_passing.push(e),
                 _ => {}

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod html;
 pub mod junit;
 pub mod kcidb;
+pub mod kmsg_baseline;
 pub mod ktap;
 
 use crate::case::model::Expect;

@@ -221,13 +221,12 @@ impl Monitor {
     pub fn finish(&self, fsck: Option<fsck::Outcome>, cases: &mut Vec<CaseReport>) -> RunHealth {
         let mut health = self.summary();
         health.fsck = fsck;
-        let mut entry = |id: &str, title: &str, reason: String| {
-            cases.push(CaseReport::not_run(
-                id.to_string(),
-                title.to_string(),
-                Status::Fail,
-                reason,
-            ))
+        let mut entry = |id: &str, title: &str, reason: String, log: &[String]| {
+            let mut c =
+                CaseReport::not_run(id.to_string(), title.to_string(), Status::Fail, reason);
+            // So that a baseline's `kmsg:` lines can know them too.
+            c.kernel_log = log.to_vec();
+            cases.push(c)
         };
         if !health.outside_cases.is_empty() {
             entry(
@@ -237,6 +236,7 @@ impl Monitor {
                     "the kernel complained outside the cases (making, checking or removing the target):\n  {}",
                     health.outside_cases.join("\n  ")
                 ),
+                &health.outside_cases,
             );
         }
         if let Some(f) = health.fsck.as_ref().filter(|f| !f.clean) {
@@ -244,6 +244,7 @@ impl Monitor {
                 "health/fsck",
                 "The filesystem is consistent after the run",
                 f.describe(),
+                &[],
             );
         }
         health
