@@ -72,13 +72,14 @@ pub fn complaint_kind(text: &str) -> Option<&'static str> {
         ("BUG: KFENCE", "KFENCE"),
         ("UBSAN:", "UBSAN"),
         ("general protection fault", "general protection fault"),
+        ("soft lockup", "soft lockup"),
         ("kernel BUG at", "BUG"),
         ("BUG:", "BUG"),
-        ("Oops", "Oops"),
+        ("Oops:", "Oops"),
+        ("Internal error:", "Oops"),
         ("WARNING:", "WARNING"),
         ("page dumped because", "bad page"),
         ("blocked for more than", "hung task"),
-        ("soft lockup", "soft lockup"),
         ("hard LOCKUP", "hard lockup"),
         ("rcu_sched self-detected stall", "RCU stall"),
         ("rcu: INFO: rcu_", "RCU stall"),
@@ -185,7 +186,15 @@ mod tests {
                 "INFO: task a:1 blocked for more than 120 seconds.",
                 "hung task",
             ),
-            ("watchdog: BUG: soft lockup - CPU#0 stuck for 22s!", "BUG"),
+            (
+                "watchdog: BUG: soft lockup - CPU#0 stuck for 22s!",
+                "soft lockup",
+            ),
+            ("Watchdog detected hard LOCKUP on cpu 1", "hard lockup"),
+            (
+                "rcu: INFO: rcu_preempt self-detected stall on CPU",
+                "RCU stall",
+            ),
         ] {
             assert_eq!(complaint_kind(text), Some(kind), "{text}");
         }
