@@ -43,8 +43,12 @@ impl LoopDisk {
     }
 
     fn run(&self, extra: &[&str], report: &Path) -> std::process::Output {
+        self.run_fs("ext4", extra, report)
+    }
+
+    fn run_fs(&self, fs: &str, extra: &[&str], report: &Path) -> std::process::Output {
         exe()
-            .args(["run", "--device", &self.dev, "--fs", "ext4", "--report"])
+            .args(["run", "--device", &self.dev, "--fs", fs, "--report"])
             .arg(report)
             .args(extra)
             .arg(repo("cases/durability"))
@@ -108,6 +112,40 @@ fn the_durability_cases_pass_on_a_device_and_a_second_run_needs_force_mkfs() {
     // Nothing of the runs is left mounted.
     let mounts = std::fs::read_to_string("/proc/self/mountinfo").unwrap();
     assert!(!mounts.contains(&format!(" {} ", disk.dev)), "{mounts}");
+}
+
+#[test]
+fn on_a_device_ext2_cannot_crash_so_its_crash_cases_skip_saying_why() {
+    let Some(disk) = LoopDisk::new("dev-ext2") else {
+        return;
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("r.json");
+    let out = disk.run_fs("ext2", &[], &path);
+    assert_eq!(out.status.code(), Some(0), "{}", text(&out));
+    let r: serde_json::Value =
+        serde_json::from_str(&std::fs::read_to_string(&path).unwrap()).unwrap();
+    let crash = r["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "durability/ms-sync-survives-crash")
+        .unwrap();
+    assert_eq!(crash["status"], "skip", "{crash}");
+    assert!(
+        crash["reason"]
+            .as_str()
+            .unwrap()
+            .contains("FS_IOC_SHUTDOWN"),
+        "{crash}"
+    );
+    let remount = r["cases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["id"] == "durability/remount-keeps-unsynced-store")
+        .unwrap();
+    assert_eq!(remount["status"], "pass", "{remount}");
 }
 
 #[test]

@@ -371,6 +371,7 @@ impl OwnedFs {
 
     /// What the run's capabilities say of this target (see `crash`).
     pub fn made(&self) -> crate::target::capability::Made {
+        let device_can_crash = !self.on_device || can_shut_down(&self.mount_point, &self.config.fs);
         crate::target::capability::Made {
             // Data outlive an unmount and a crash on a block device, not in
             // memory (tmpfs, ramfs: a remount or crash loses everything).
@@ -380,9 +381,12 @@ impl OwnedFs {
             // On a given device only a shutdown can cut, and ext2 has no
             // journal to make that a power cut (see `crash`).
             can_crash: !matches!(self.config.fs.as_str(), "overlay" | "hugetlbfs")
-                && (!self.on_device || can_shut_down(&self.mount_point, &self.config.fs))
+                && device_can_crash
                 && self.layout.is_none()
                 && self.fuse.is_none(),
+            no_crash_because: (!device_can_crash).then_some(
+                "on a device given with --device a crash is FS_IOC_SHUTDOWN, which this filesystem does not offer as a power cut (no journal, or no shutdown)",
+            ),
             has_backing_files: self.backing_dir().is_some(),
         }
     }
