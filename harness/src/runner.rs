@@ -5,7 +5,7 @@ use crate::case::model::Op;
 use crate::case::LoadedCase;
 use crate::exec::{live, run_case, RunOptions};
 use crate::report::{now_rfc3339, CaseReport, Report, Status, Summary, SCHEMA_VERSION};
-use crate::target::{probe, Environment, ScratchRoot};
+use crate::target::{health, probe, Environment, ScratchRoot};
 use std::path::Path;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Mutex, RwLock};
@@ -153,7 +153,12 @@ pub fn run_all(
         (0..cases.len()).partition(|&i| cases[i].case.needs_exclusive_fs());
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<CaseReport>>> = Mutex::new(vec![None; cases.len()]);
-    let record = |i: usize, r: CaseReport| {
+    let monitor = opts.health.then(health::Monitor::start);
+    let record = |i: usize| {
+        let r = match &monitor {
+            Some(m) => m.around(&cases[i].id, || run_one(i, &cases[i], &env, &root, opts)),
+            None => run_one(i, &cases[i], &env, &root, opts),
+        };
         progress(&r);
         results.lock().unwrap_or_else(|e| e.into_inner())[i] = Some(r);
     };
@@ -162,20 +167,28 @@ pub fn run_all(
             s.spawn(|| loop {
                 let n = next.fetch_add(1, Ordering::SeqCst);
                 let Some(&i) = shared.get(n) else { break };
-                record(i, run_one(i, &cases[i], &env, &root, opts));
+                record(i);
             });
         }
     });
     for i in exclusive {
-        record(i, run_one(i, &cases[i], &env, &root, opts));
+        record(i);
     }
     drop(root);
-    let cases: Vec<CaseReport> = results
+    let mut cases: Vec<CaseReport> = results
         .into_inner()
         .unwrap_or_else(|e| e.into_inner())
         .into_iter()
         .flatten()
         .collect();
+    let health = monitor.map(|m| {
+        // The filesystem is checked after its cases, before it goes away.
+        let fsck = opts
+            .owned_fs
+            .as_ref()
+            .and_then(|fs| fs.lock().unwrap_or_else(|e| e.into_inner()).check());
+        m.finish(fsck, &mut cases)
+    });
     let summary = Summary::of(&cases, started.elapsed().as_millis() as u64);
     Ok(Report {
         schema_version: SCHEMA_VERSION,
@@ -183,5 +196,6 @@ pub fn run_all(
         started_at,
         summary,
         cases,
+        health,
     })
 }

@@ -83,6 +83,11 @@ pub struct Requires {
     /// Kernel features and target capabilities, probed at run time.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub probes: Vec<Probe>,
+    /// Kernel config options the running kernel must have, read from
+    /// /proc/config.gz or /boot/config-$(uname -r): "CONFIG_X" (set, y or
+    /// m), "CONFIG_X=y", "CONFIG_X=m", "CONFIG_X=n" (not set) or another value.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub config: Vec<String>,
 }
 
 fn is_false(b: &bool) -> bool {

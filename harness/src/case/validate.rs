@@ -91,6 +91,14 @@ pub fn validate(
             w.issue(vec![Seg::from("requires"), Seg::from("kernel")], e);
         }
     }
+    for (i, option) in case.requires.config.iter().enumerate() {
+        if let Err(e) = crate::target::kconfig::Requirement::parse(option) {
+            w.issue(
+                vec![Seg::from("requires"), Seg::from("config"), Seg::Index(i)],
+                e,
+            );
+        }
+    }
     for (name, init) in &case.files {
         let path = vec![Seg::from("files"), Seg::from(name.as_str())];
         w.check_path(&path, None, name);

@@ -73,6 +73,24 @@ pub enum Command {
         /// The file of named targets (default: ci/targets.json).
         #[arg(long)]
         targets_file: Option<PathBuf>,
+        /// Turn off the health checks around every case (kernel log, taint
+        /// flags, the owned filesystem's fsck at the end).
+        #[arg(long)]
+        no_health: bool,
+        /// Make the `--fs` filesystem on this block device and run there, as
+        /// fstests' SCRATCH_DEV (root). Refused when the device is mounted
+        /// or in use, or holds a filesystem (see --force-mkfs). Its data are lost.
+        #[arg(long, value_name = "DEV")]
+        device: Option<PathBuf>,
+        /// With --device: make the filesystem even over one already there.
+        #[arg(long, requires = "device")]
+        force_mkfs: bool,
+        /// Extra mkfs arguments for the targets (split at spaces: "-O ^has_journal").
+        #[arg(long, allow_hyphen_values = true)]
+        mkfs_options: Option<String>,
+        /// Mount options for the targets (mount -o).
+        #[arg(long)]
+        mount_options: Option<String>,
         #[command(flatten)]
         outputs: reports::OutputArgs,
     },
@@ -312,6 +330,11 @@ pub fn main(cli: Cli) -> ExitCode {
             fs,
             target,
             targets_file,
+            no_health,
+            device,
+            force_mkfs,
+            mkfs_options,
+            mount_options,
             outputs,
         } => {
             let (paths, corpus) = corpus_for(paths);
@@ -327,6 +350,11 @@ pub fn main(cli: Cli) -> ExitCode {
                 fs,
                 target,
                 targets_file,
+                no_health,
+                device,
+                force_mkfs,
+                mkfs_options,
+                mount_options,
                 outputs,
             })
         }
@@ -406,6 +434,9 @@ fn list(paths: Vec<PathBuf>, select: &SelectArgs) -> ExitCode {
         if !r.mount_options.is_empty() {
             req.push(format!("mount options {}", r.mount_options.join(",")));
         }
+        if !r.config.is_empty() {
+            req.push(format!("config {}", r.config.join(",")));
+        }
         for p in &r.probes {
             req.push(
                 serde_json::to_value(p)
@@ -444,6 +475,11 @@ struct RunArgs {
     fs: Vec<String>,
     target: Vec<String>,
     targets_file: Option<PathBuf>,
+    no_health: bool,
+    device: Option<PathBuf>,
+    force_mkfs: bool,
+    mkfs_options: Option<String>,
+    mount_options: Option<String>,
     outputs: reports::OutputArgs,
 }
 
@@ -466,6 +502,23 @@ fn resolve_targets(args: &RunArgs) -> Result<Vec<TargetConfig>, String> {
                 .ok_or_else(|| format!("no target `{name}` in {file}"))?;
             out.push(t.clone());
         }
+    }
+    for t in &mut out {
+        if let Some(o) = &args.mkfs_options {
+            t.mkfs_options
+                .extend(o.split_whitespace().map(str::to_string));
+        }
+        if let Some(o) = &args.mount_options {
+            t.mount_options = o.clone();
+        }
+    }
+    if let Some(dev) = &args.device {
+        // One filesystem on the one device: never another device.
+        let [t] = out.as_slice() else {
+            return Err("--device needs exactly one --fs (or --target)".to_string());
+        };
+        target::device::check(dev, &t.fs, args.force_mkfs)
+            .map_err(|e| format!("refusing --device: {e}"))?;
     }
     Ok(out)
 }
@@ -542,9 +595,10 @@ fn run(args: RunArgs) -> ExitCode {
     let Some((cases, problems)) = selected_with_problems(&args.select, cases, problems) else {
         return ExitCode::from(2);
     };
-    let Some(opts) = reported(run_options(args.timeout)) else {
+    let Some(mut opts) = reported(run_options(args.timeout)) else {
         return ExitCode::from(2);
     };
+    opts.health = !args.no_health;
     let outputs = match reports::Prepared::new(&args.outputs, args.report.as_deref()) {
         Ok(o) => o,
         Err(e) => {
@@ -594,7 +648,11 @@ fn run(args: RunArgs) -> ExitCode {
                     (&args, &cases, &problems, &opts, &outputs, &base);
                 let path = report_path(&report_base, Some(&t.name), several);
                 let tag = several.then_some(t.name.as_str());
-                s.spawn(move || match OwnedFs::create_for(t, base, cases) {
+                let made = move || match &args.device {
+                    Some(dev) => OwnedFs::make_on_device(t, &dev.to_string_lossy(), base),
+                    None => OwnedFs::create_for(t, base, cases),
+                };
+                s.spawn(move || match made() {
                     Ok(fs) => {
                         let mount = fs.mount_point.clone();
                         let mut opts = opts.clone();
@@ -651,6 +709,7 @@ fn skip_all(
         started_at: report::now_rfc3339(),
         summary: report::Summary::of(&cases, 0),
         cases,
+        health: None,
     };
     // Written like any other target's, so KTAP, JUnit and KCIDB show the skips too.
     outputs.finish(report, path, tag)

@@ -194,6 +194,7 @@ fn finish(env: Environment, started_at: String, case: CaseReport, path: &Path) -
         started_at,
         summary: report::Summary::of(&cases, cases[0].duration_ms),
         cases,
+        health: None,
     };
     if let Err(e) = report::write_json(&report, path) {
         eprintln!("mmapconf: cannot write {}: {e}", path.display());

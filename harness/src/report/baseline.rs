@@ -36,6 +36,8 @@ pub struct Baseline {
     pub entries: Vec<Entry>,
     /// The `when:` header: where the file applies (None: wherever it is used).
     pub when: Option<When>,
+    /// Known kernel complaints, `kmsg: <regex> # reason` (see kmsg_baseline).
+    pub kmsg: Vec<super::kmsg_baseline::KmsgEntry>,
 }
 
 impl Baseline {
@@ -46,6 +48,7 @@ impl Baseline {
         let mut seen: BTreeMap<String, usize> = BTreeMap::new();
         let mut problems = Vec::new();
         let mut when = None;
+        let mut kmsg = Vec::new();
         for (i, raw) in text.lines().enumerate() {
             let line = i + 1;
             let trimmed = raw.trim();
@@ -73,6 +76,13 @@ impl Baseline {
                 }
                 continue;
             }
+            if let Some(rest) = trimmed.strip_prefix("kmsg:") {
+                match super::kmsg_baseline::parse(rest, line, name) {
+                    Ok(k) => kmsg.push(k),
+                    Err(e) => problems.push(e),
+                }
+                continue;
+            }
             let (id, reason) = match trimmed.split_once('#') {
                 Some((id, reason)) => (id.trim(), reason.trim()),
                 None => (trimmed, ""),
@@ -96,7 +106,7 @@ impl Baseline {
             });
         }
         if problems.is_empty() {
-            Ok(Baseline { entries, when })
+            Ok(Baseline { entries, when, kmsg })
         } else {
             Err(problems)
         }
@@ -152,7 +162,10 @@ impl Baseline {
         let mut v = Verdict::default();
         for c in &report.cases {
             match (c.is_failure(), self.get(&c.id)) {
-                (true, None) => v.new_failures.push(c),
+                (true, None) => match super::kmsg_baseline::known(&self.kmsg, c) {
+                    Some(e) => v.known_failures.push((c, e)),
+                    None => v.new_failures.push(c),
+                },
                 (true, Some(e)) => v.known_failures.push((c, e)),
                 (false, Some(e)) if c.status == Status::Pass => v.now_passing.push(e),
                 _ => {}

@@ -6,6 +6,7 @@ pub mod compare;
 pub mod html;
 pub mod junit;
 pub mod kcidb;
+pub mod kmsg_baseline;
 pub mod ktap;
 pub mod pages;
 
@@ -31,6 +32,9 @@ pub struct Report {
     /// One entry per case, in the order of case file paths; then one error
     /// entry per case file that did not load.
     pub cases: Vec<CaseReport>,
+    /// The health checks of the run (kernel log, taint, fsck); absent with `--no-health`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub health: Option<crate::target::health::RunHealth>,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
@@ -136,6 +140,10 @@ pub struct CaseReport {
     /// (KTAP XFAIL, JUnit skipped, KCIDB waived).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub known: Option<String>,
+    /// What the kernel complained of while the case ran (a WARNING, an
+    /// Oops, new taint flags ...), one line each; such a case fails.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub kernel_log: Vec<String>,
 }
 
 impl CaseReport {
@@ -153,6 +161,7 @@ impl CaseReport {
             leftover: None,
             timed_out: false,
             known: None,
+            kernel_log: Vec::new(),
         }
     }
 }

@@ -26,6 +26,9 @@ pub struct Measured {
 pub struct Made {
     pub persistent: bool,
     pub can_crash: bool,
+    /// Why not, when it is more than "this kind of target cannot be cut"
+    /// (a device given with --device whose filesystem cannot shut down).
+    pub no_crash_because: Option<&'static str>,
     /// The target keeps each file in a backing file the harness can read
     /// (its own FUSE servers' storage).
     pub has_backing_files: bool,
@@ -96,7 +99,10 @@ pub fn measure(dir: &Path, made: Option<Made>) -> BTreeMap<Probe, Measured> {
         Probe::Crash,
         match made {
             Some(m) if m.can_crash => Ok("a filesystem the harness made and can cut".into()),
-            Some(_) => Err("the harness cannot cut the power of this target at one instant".into()),
+            Some(m) => Err(m
+                .no_crash_because
+                .unwrap_or("the harness cannot cut the power of this target at one instant")
+                .into()),
             None => existing(),
         },
     );
@@ -469,6 +475,7 @@ mod tests {
             Some(Made {
                 persistent: false,
                 can_crash: true,
+                no_crash_because: None,
                 has_backing_files: false,
             }),
         );

@@ -150,6 +150,9 @@ pub struct OwnedFs {
     layout: Option<super::image::Layout>,
     /// A FUSE target: its server and what it made (see fuse::targets).
     fuse: Option<super::fuse::targets::FuseTargetMount>,
+    /// Made on a device the user gave (`run --device`), not a loop image:
+    /// a crash can only be a shutdown (FS_IOC_SHUTDOWN), never a copy.
+    on_device: bool,
 }
 
 fn run(cmd: &mut Command) -> Result<String, String> {
@@ -295,6 +298,7 @@ impl OwnedFs {
                 tree: None,
                 layout: None,
                 fuse: Some(fuse),
+                on_device: false,
             });
         }
         let tag = format!("{}-{}", std::process::id(), config.name);
@@ -309,6 +313,7 @@ impl OwnedFs {
             tree: None,
             layout: None,
             fuse: None,
+            on_device: false,
         };
         // Each name is registered before it is made (see exec::live).
         live::set_fs(fs.resources());
@@ -349,6 +354,7 @@ impl OwnedFs {
             tree: None,
             layout: None,
             fuse: None,
+            on_device: false,
         };
         live::set_fs(fs.resources());
         let mounted = std::fs::create_dir_all(mount_point)
@@ -362,17 +368,45 @@ impl OwnedFs {
         Ok(fs)
     }
 
+    /// Makes filesystem `config.fs` on `device` (a disk the user gave,
+    /// checked by `target::device`) and mounts it under `base`, as fstests
+    /// uses SCRATCH_DEV. The device stays as the run leaves it.
+    pub fn make_on_device(
+        config: &TargetConfig,
+        device: &str,
+        base: &Path,
+    ) -> Result<OwnedFs, String> {
+        run(Command::new(format!("mkfs.{}", config.fs))
+            .args(mkfs_args(config))
+            .arg(device))?;
+        let mount_point = base.join(format!(
+            "mmapconf-mnt-{}-{}",
+            std::process::id(),
+            config.name
+        ));
+        let mut fs = OwnedFs::mount_device(config, device, &mount_point)?;
+        fs.on_device = true;
+        Ok(fs)
+    }
+
     /// What the run's capabilities say of this target (see `crash`).
     pub fn made(&self) -> crate::target::capability::Made {
+        let device_can_crash = !self.on_device || can_shut_down(&self.mount_point, &self.config.fs);
         crate::target::capability::Made {
             // Data outlive an unmount and a crash on a block device, not in
             // memory (tmpfs, ramfs: a remount or crash loses everything).
             persistent: self.loop_dev.is_some(),
             // A read-only image holds nothing a power cut could lose; a FUSE
             // target's server cannot be cut at one instant with its storage.
+            // On a given device only a shutdown can cut, and ext2 has no
+            // journal to make that a power cut (see `crash`).
             can_crash: !matches!(self.config.fs.as_str(), "overlay" | "hugetlbfs")
+                && device_can_crash
                 && self.layout.is_none()
                 && self.fuse.is_none(),
+            no_crash_because: (!device_can_crash).then_some(
+                "on a device given with --device a crash is FS_IOC_SHUTDOWN, which this filesystem does not offer as a power cut (no journal, or no shutdown)",
+            ),
             has_backing_files: self.backing_dir().is_some(),
         }
     }
@@ -616,6 +650,31 @@ impl OwnedFs {
         }
     }
 
+    /// The read-only fsck of a block filesystem the harness made, on its
+    /// device unmounted for it, mounted again after (`target::health`);
+    /// None for targets without one (memory, FUSE, read-only images).
+    pub fn check(&self) -> Option<super::health::fsck::Outcome> {
+        let dev = self.loop_dev.as_ref()?;
+        if self.is_image() || super::health::fsck::command(&self.config.fs, dev).is_none() {
+            return None;
+        }
+        let _making = live::creating().ok()?;
+        let not_run = |why: String| super::health::fsck::Outcome {
+            command: format!("fsck of {dev}"),
+            clean: false,
+            exit_status: None,
+            output: why,
+        };
+        if let Err(e) = unmount(&self.mount_point) {
+            return Some(not_run(format!("unmount before fsck: {e}")));
+        }
+        let outcome = super::health::fsck::check(&self.config.fs, dev);
+        if let Err(e) = self.mount_again() {
+            eprintln!("mmapconf: mount after fsck: {e}");
+        }
+        outcome
+    }
+
     /// Makes the filesystem writable again if a case left it read-only.
     pub fn ensure_writable(&self) {
         if self.is_image() {
@@ -669,7 +728,12 @@ impl OwnedFs {
     /// driver writes through to the image file, so the file is the disk),
     /// then mounts the copy where the original was.
     fn crash_by_image_copy(&mut self) -> Result<(), String> {
-        let image = self.image.clone().ok_or("no image")?;
+        let image = self.image.clone().ok_or_else(|| {
+            format!(
+                "{} refused FS_IOC_SHUTDOWN, and a crash by copying the device needs a loop image the harness made, not a device it was given",
+                self.config.fs
+            )
+        })?;
         // Registered with the image (see `resources`).
         let copy = crash_copy_of(&image);
         // Reflink where the host filesystem can, else a sparse copy.
@@ -729,11 +793,12 @@ fn crash_copy_of(image: &Path) -> PathBuf {
     image.with_extension("crash.img")
 }
 
+/// _IOR('X', 125, __u32)
+const FS_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d;
+
 /// FS_IOC_SHUTDOWN with FSOP_GOING_FLAGS_NOLOGFLUSH: the filesystem stops
 /// at once without writing its log, as in fstests' `_scratch_shutdown -f`.
 fn shutdown(mount_point: &Path) -> Result<(), nix::errno::Errno> {
-    // _IOR('X', 125, __u32)
-    const FS_IOC_SHUTDOWN: libc::c_ulong = 0x8004_587d;
     const NOLOGFLUSH: u32 = 2;
     let dir = std::fs::File::open(mount_point).map_err(|_| nix::errno::Errno::EIO)?;
     let flags: u32 = NOLOGFLUSH;
@@ -746,6 +811,28 @@ fn shutdown(mount_point: &Path) -> Result<(), nix::errno::Errno> {
         )
     };
     nix::errno::Errno::result(rc).map(|_| ())
+}
+
+/// Whether the filesystem at `mount_point` knows FS_IOC_SHUTDOWN, asked
+/// harmlessly: with a flag no filesystem defines, one that knows the ioctl
+/// answers EINVAL, one that does not ENOTTY. ext2 knows it but has no
+/// journal, so a shutdown is no power cut there.
+fn can_shut_down(mount_point: &Path, fs: &str) -> bool {
+    let Ok(dir) = std::fs::File::open(mount_point) else {
+        return false;
+    };
+    let flags: u32 = 0xff;
+    // SAFETY: the ioctl reads one u32 from a valid pointer; no filesystem
+    // acts on this flag.
+    let rc = unsafe {
+        libc::ioctl(
+            std::os::fd::AsRawFd::as_raw_fd(&dir),
+            FS_IOC_SHUTDOWN,
+            &flags,
+        )
+    };
+    let errno = std::io::Error::last_os_error().raw_os_error();
+    rc != 0 && errno == Some(libc::EINVAL) && fs != "ext2"
 }
 
 /// Unmounts, and fails if anything still uses the filesystem: `remount`

@@ -3,10 +3,13 @@
 
 pub mod capability;
 pub mod cleanup;
+pub mod device;
 pub mod fs;
 pub mod fuse;
+pub mod health;
 pub mod hugetlb;
 pub mod image;
+pub mod kconfig;
 pub mod probe;
 
 use crate::case::model::Probe;

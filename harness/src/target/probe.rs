@@ -56,6 +56,9 @@ pub fn unmet(case: &Case, env: &Environment) -> Option<String> {
             env.arch
         ));
     }
+    if let Some(why) = super::kconfig::unmet(&req.config) {
+        return Some(why);
+    }
     if let Some(ps) = req.page_size {
         if ps != env.page_size {
             return Some(format!("needs page size {ps}, running {}", env.page_size));
@@ -87,11 +90,18 @@ pub fn unmet(case: &Case, env: &Environment) -> Option<String> {
     let holes = case.files.values().any(|f| f.zeros == Some(Zeros::Hole));
     let storage = case.reads_storage();
     let fills = case.fills_fs();
+    // A `crash` step needs a target the harness can cut, whatever the case
+    // says it requires (on a device given with --device, ext2 cannot be).
+    let crashes = case
+        .steps
+        .iter()
+        .any(|s| matches!(s.op, crate::case::model::Op::Crash));
     let needed = req
         .probes
         .iter()
         .copied()
         .chain(fills.then_some(Probe::FillsUp))
+        .chain(crashes.then_some(Probe::Crash))
         .chain(holes.then_some(Probe::SparseFiles))
         .chain(storage.then_some(Probe::StorageView));
     for p in needed {

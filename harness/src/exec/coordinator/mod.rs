@@ -43,6 +43,8 @@ pub struct RunOptions {
     /// Power-cut mode (`mmapconf power-cut`): a `crash` step hands the
     /// coordinator's state to this instead of simulating the crash.
     pub power_cut: Option<std::sync::Arc<dyn PowerCut>>,
+    /// Health checks around every case (`target::health`); off with `--no-health`.
+    pub health: bool,
 }
 
 impl RunOptions {
@@ -53,6 +55,7 @@ impl RunOptions {
             force_timeout: None,
             owned_fs: None,
             power_cut: None,
+            health: true,
         }
     }
 }
@@ -121,6 +124,7 @@ pub fn run_case_from(
         leftover: None,
         timed_out: false,
         known: None,
+        kernel_log: Vec::new(),
     };
     let dirfd = match nix::fcntl::open(
         dir,
