@@ -106,7 +106,11 @@ impl Baseline {
             });
         }
         if problems.is_empty() {
-            Ok(Baseline { entries, when, kmsg })
+            Ok(Baseline {
+                entries,
+                when,
+                kmsg,
+            })
         } else {
             Err(problems)
         }
@@ -122,6 +126,14 @@ impl Baseline {
         self.entries.iter().find(|e| e.id == id)
     }
 
+    /// The entry that makes a failed case known: its id listed, or (for a
+    /// case that failed only for the kernel's complaints) `kmsg:` lines
+    /// matching every complaint.
+    fn entry_for(&self, c: &CaseReport) -> Option<&Entry> {
+        self.get(&c.id)
+            .or_else(|| super::kmsg_baseline::known(&self.kmsg, c))
+    }
+
     /// Whether the file's `when:` header (if any) describes `env`.
     pub fn applies_to(&self, env: &Environment) -> bool {
         self.when
@@ -134,7 +146,7 @@ impl Baseline {
     /// as expected.
     pub fn mark(&self, report: &mut Report, name: &str) {
         for c in report.cases.iter_mut().filter(|c| c.is_failure()) {
-            if let Some(e) = self.get(&c.id) {
+            if let Some(e) = self.entry_for(c) {
                 c.known = Some(if e.reason.is_empty() {
                     format!("{name}:{}", e.line)
                 } else {
@@ -149,9 +161,12 @@ impl Baseline {
     /// one target); the first file listing an id gives its entry.
     pub fn merged(parts: Vec<Baseline>) -> Baseline {
         let mut out = Baseline::default();
-        for e in parts.into_iter().flat_map(|b| b.entries) {
-            if out.get(&e.id).is_none() {
-                out.entries.push(e);
+        for b in parts {
+            out.kmsg.extend(b.kmsg);
+            for e in b.entries {
+                if out.get(&e.id).is_none() {
+                    out.entries.push(e);
+                }
             }
         }
         out
@@ -162,11 +177,10 @@ impl Baseline {
         let mut v = Verdict::default();
         for c in &report.cases {
             match (c.is_failure(), self.get(&c.id)) {
-                (true, None) => match super::kmsg_baseline::known(&self.kmsg, c) {
+                (true, _) => match self.entry_for(c) {
                     Some(e) => v.known_failures.push((c, e)),
                     None => v.new_failures.push(c),
                 },
-                (true, Some(e)) => v.known_failures.push((c, e)),
                 (false, Some(e)) if c.status == Status::Pass => v.now_passing.push(e),
                 _ => {}
             }
