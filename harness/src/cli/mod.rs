@@ -1,6 +1,7 @@
 //! The `mmapconf` command line.
 
 mod explain;
+mod model_check;
 mod mutate;
 mod power_cut;
 mod progress;
@@ -121,6 +122,35 @@ pub enum Command {
         /// (as `run --fs`), so remount and crash cases are mutated too.
         #[arg(long)]
         fs: Option<String>,
+    },
+    /// Compare the reference model with every case's expectations on a
+    /// target (made and measured as `run` does; no case runs): print each
+    /// disagreement, and the counts of cases that agree, disagree or are
+    /// not modelled. Exit status 1 on any disagreement.
+    ModelCheck {
+        /// Case files or directories (default: the cases/ directory).
+        paths: Vec<PathBuf>,
+        /// Directory to make scratch directories in (default: $TMPDIR).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Only cases whose id contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Also print every step the model does not predict, with the reason.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Make a scratch filesystem of each type (as `run --fs`) and check against each.
+        #[arg(long, value_delimiter = ',')]
+        fs: Vec<String>,
+        /// Named target configurations from the targets file (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        target: Vec<String>,
+        /// The file of named targets (default: ci/targets.json).
+        #[arg(long)]
+        targets_file: Option<PathBuf>,
+        /// Write every case's and step's verdict as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
     },
     /// Run the cases many times and list every case whose verdict changed
     /// between runs (a flakiness check); exit 1 when one did.
@@ -246,6 +276,25 @@ pub fn main(cli: Cli) -> ExitCode {
             jobs,
             filter,
             fs,
+        }),
+        Command::ModelCheck {
+            paths,
+            dir,
+            filter,
+            verbose,
+            fs,
+            target,
+            targets_file,
+            json,
+        } => model_check::model_check(model_check::ModelCheckArgs {
+            paths: default_paths(paths),
+            dir,
+            filter,
+            verbose,
+            fs,
+            target,
+            targets_file,
+            json,
         }),
         Command::Schema => {
             println!("{}", case_schema());
@@ -388,17 +437,25 @@ struct RunArgs {
 /// The targets a run asks for: `--fs` types and `--target` names, or none
 /// (cases then run in a scratch directory of `--dir`).
 fn resolve_targets(args: &RunArgs) -> Result<Vec<TargetConfig>, String> {
-    let mut out: Vec<TargetConfig> = target::fs::expand_fs_names(&args.fs)
+    targets_of(&args.fs, &args.target, args.targets_file.as_deref())
+}
+
+/// `--fs` types and `--target` names (looked up in `targets_file`) as target configurations.
+pub(crate) fn targets_of(
+    fs: &[String],
+    targets: &[String],
+    targets_file: Option<&Path>,
+) -> Result<Vec<TargetConfig>, String> {
+    let mut out: Vec<TargetConfig> = target::fs::expand_fs_names(fs)
         .iter()
         .map(|f| TargetConfig::plain(f))
         .collect();
-    if !args.target.is_empty() {
-        let file = args
-            .targets_file
-            .clone()
+    if !targets.is_empty() {
+        let file = targets_file
+            .map(Path::to_path_buf)
             .unwrap_or_else(|| project_root().join("ci").join("targets.json"));
         let known = target::fs::load_targets(&file)?;
-        for name in &args.target {
+        for name in targets {
             let t = known
                 .iter()
                 .find(|t| &t.name == name)
