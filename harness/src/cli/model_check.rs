@@ -343,6 +343,7 @@ impl std::fmt::Display for Allowed {
             Allowed::Exit(crate::exec::protocol::ExitStatus::Killed(s)) => {
                 write!(f, "killed by {s}")
             }
+            Allowed::Stat { size } => write!(f, "st_size {size}"),
             Allowed::OneOf(v) => {
                 let parts: Vec<String> = v.iter().map(|a| a.to_string()).collect();
                 write!(f, "one of: {}", parts.join("; "))

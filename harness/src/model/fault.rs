@@ -55,7 +55,7 @@ pub fn page_at<'a>(w: &'a World, proc: &str, region: usize, page: i64) -> Result
         let run = (end - start) as u64;
         if p.placements[before..].iter().any(|l| open || *l <= run) {
             return Err(unmodeled(
-                "the case unmapped this address and a later mmap may have been placed there",
+                "the case unmapped this address and a later mmap or mremap may have put memory there",
             ));
         }
     }
@@ -239,5 +239,31 @@ fn set_copy(
             *maybe_zero = mz.filter(|m| m.iter().any(|b| *b));
         }
         (Back::Anon { copy, .. }, None) => *copy = Some(c),
+    }
+}
+
+/// A write fault without a store: a private page gets its own copy of
+/// what it shows (MADV_POPULATE_WRITE); shared pages stay as they are.
+pub fn make_private_copy(w: &mut World, proc: &str, region: usize, page: i64) -> Result<(), Stop> {
+    let pg = page_at(w, proc, region, page)?.clone();
+    match &pg.back {
+        Back::Object { shared: true, .. } | Back::Object { copy: Some(_), .. } => Ok(()),
+        Back::Object { .. } => {
+            let (bytes, alt) = page_bytes(w, &pg)?;
+            if !alt.is_empty() {
+                return Err(unmodeled(
+                    "a private copy of a page whose bytes are uncertain (after a power cut)",
+                ));
+            }
+            set_copy(w, proc, region, page, bytes, None);
+            Ok(())
+        }
+        Back::Anon { copy, maybe_zero } => {
+            if copy.is_none() {
+                let zeros = vec![0; w.ps as usize];
+                set_copy(w, proc, region, page, zeros, Some(maybe_zero.clone()));
+            }
+            Ok(())
+        }
     }
 }

@@ -14,6 +14,8 @@ pub mod fs_table;
 pub mod ops;
 pub mod remap;
 pub mod state;
+#[cfg(test)]
+mod tests;
 
 pub use allowed::{Allowed, PossibleBytes};
 

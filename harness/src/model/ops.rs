@@ -151,8 +151,35 @@ pub fn perform(w: &mut World, env: &Environment, step: &Step) -> Outcome {
         }
         Op::FillFs { .. } => Err("filling the filesystem (ENOSPC) is not modelled".to_string()),
         Op::Together { .. } => Err("a `together` inside `together`".to_string()),
-        Op::Fstat { .. } | Op::Futimens { .. } => {
-            Err("timestamps, st_blocks and fstat are not modelled".to_string())
+        Op::Fstat { fd } => {
+            let judged = std::iter::once(&step.expect)
+                .chain(step.variants.iter().map(|v| &v.expect))
+                .flatten()
+                .filter_map(|e| e.stat.as_ref())
+                .any(|s| s.blocks.is_some() || s.mtime.is_some() || s.ctime.is_some());
+            if judged {
+                return Err("timestamps and st_blocks are not modelled".to_string());
+            }
+            let p = proc_name(w, step)?;
+            let o = &w.ofds[ofd_of(w, &p, fd)?];
+            let ino = &w.inodes[o.inode];
+            if !ino.size_alt.is_empty() {
+                let sizes = std::iter::once(ino.size).chain(ino.size_alt.iter().copied());
+                return Ok(Allowed::one_of(
+                    sizes.map(|s| Allowed::Stat { size: s as i64 }).collect(),
+                ));
+            }
+            Ok(Allowed::Stat {
+                size: ino.size as i64,
+            })
+        }
+        Op::Futimens { fd, .. } => {
+            let p = proc_name(w, step)?;
+            if w.ofds[ofd_of(w, &p, fd)?].path_only {
+                return Err("futimens of an O_PATH fd".to_string());
+            }
+            // It changes only timestamps, which the model does not follow.
+            Ok(Allowed::Success)
         }
         Op::Mlock { .. } | Op::Munlock { .. } | Op::Mincore { .. } | Op::Pagemap { .. } => {
             Err(format!(
@@ -1047,7 +1074,16 @@ fn madvise(w: &mut World, env: &Environment, p: &str, span: &Span, advice: i32) 
         libc::MADV_WIPEONFORK,
         libc::MADV_KEEPONFORK,
     ];
-    if !simple.contains(&advice) && !modelled.contains(&advice) {
+    let populate = [MADV_POPULATE_READ, MADV_POPULATE_WRITE].contains(&advice);
+    if populate && env.kernel() < crate::names::KernelVersion(5, 14, 0) {
+        return errno("EINVAL");
+    }
+    if !simple.contains(&advice) && !modelled.contains(&advice) && !populate {
+        // madvise_behavior_valid: advice no kernel knows is EINVAL; what a
+        // kernel knows since some version (or does to residency) is not modelled.
+        if advice > MADV_HIGHEST_KNOWN || (26..100).contains(&advice) {
+            return errno("EINVAL");
+        }
         return Err(format!("madvise advice {advice} is not modelled"));
     }
     let Some(rounded) = len.checked_next_multiple_of(w.ps) else {
@@ -1058,6 +1094,9 @@ fn madvise(w: &mut World, env: &Environment, p: &str, span: &Span, advice: i32) 
     }
     let n = (rounded / w.ps) as i64;
     within_extent(w, r, first, n)?;
+    if populate {
+        return populate_range(w, p, r, first, n, advice == MADV_POPULATE_WRITE);
+    }
     let (mapped, hole) = mapped_pages(w, p, r, first, n)?;
     // Refusals that depend on the kind of mapping come before any effect.
     for i in &mapped {
@@ -1125,6 +1164,46 @@ fn madvise(w: &mut World, env: &Environment, p: &str, span: &Span, advice: i32) 
     }
     if hole {
         return errno("ENOMEM");
+    }
+    Ok(Allowed::Success)
+}
+
+const MADV_POPULATE_READ: i32 = 22;
+const MADV_POPULATE_WRITE: i32 = 23;
+/// MADV_GUARD_REMOVE (Linux 6.13), the highest advice a kernel knows today.
+const MADV_HIGHEST_KNOWN: i32 = 103;
+
+/// MADV_POPULATE_READ/WRITE: faults every page in, in order, as a load (or
+/// a store of nothing) would, and stops at the first that cannot be:
+/// ENOMEM where nothing is mapped, EINVAL where the protection forbids
+/// the access, EFAULT where the access would raise SIGBUS.
+fn populate_range(w: &mut World, p: &str, r: usize, first: i64, n: i64, write: bool) -> Outcome {
+    for i in first..first + n {
+        let pg = match fault::page_at(w, p, r, i) {
+            Ok(pg) => pg.clone(),
+            Err(Stop::Fault(..)) => return errno("ENOMEM"),
+            Err(Stop::Unmodeled(why)) => return Err(why),
+        };
+        let allowed = if write {
+            pg.prot & libc::PROT_WRITE != 0
+        } else {
+            pg.prot & (libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC) != 0
+        };
+        if !allowed {
+            return errno("EINVAL");
+        }
+        match fault::page_bytes(w, &pg) {
+            Ok(_) => {}
+            Err(Stop::Fault(..)) => return errno("EFAULT"),
+            Err(Stop::Unmodeled(why)) => return Err(why),
+        }
+        if write {
+            // A write fault: a private page gets its own copy now.
+            fault::make_private_copy(w, p, r, i).map_err(|s| match s {
+                Stop::Unmodeled(why) => why,
+                Stop::Fault(..) => "a populate fault".to_string(),
+            })?;
+        }
     }
     Ok(Allowed::Success)
 }

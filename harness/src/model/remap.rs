@@ -107,7 +107,7 @@ pub fn mremap(
     let old_n = (old_r / ps) as i64;
     let new_n = (new_r / ps) as i64;
     // The destination of MREMAP_FIXED.
-    let mut dest: Option<i64> = None;
+    let mut dest: Option<(usize, i64)> = None;
     if fixed || dontunmap {
         if fixed {
             let Some(place) = new_addr else {
@@ -127,16 +127,12 @@ pub fn mremap(
             if doff.rem_euclid(ps as i64) != 0 {
                 return errno("EINVAL");
             }
-            if dr != r {
-                return Err(
-                    "MREMAP_FIXED into another region (their distance is unknown)".to_string(),
-                );
-            }
             let dfirst = doff.div_euclid(ps as i64);
-            if first + old_n > dfirst && dfirst + new_n > first {
+            // Two regions never overlap; within one, the offsets tell.
+            if dr == r && first + old_n > dfirst && dfirst + new_n > first {
                 return errno("EINVAL");
             }
-            dest = Some(dfirst);
+            dest = Some((dr, dfirst));
         }
     } else if old_r >= new_r {
         // Shrinking: the tail is unmapped, whatever it held.
@@ -219,12 +215,12 @@ pub fn mremap(
             }
         }
     };
-    if let Some(d) = dest {
+    if let Some((dr, d)) = dest {
         // MREMAP_FIXED: whatever is at the destination is unmapped first.
-        let (lo, hi) = w.regions[r];
-        w.regions[r] = (lo.min(d), hi.max(d + new_n));
+        let (lo, hi) = w.regions[dr];
+        w.regions[dr] = (lo.min(d), hi.max(d + new_n));
         unmap_old(w, placed_before);
-        install(w, p, name, r, d, moved, new_len);
+        install(w, p, name, dr, d, moved, new_len);
         return Ok(Allowed::Success);
     }
     // Growing: in place when the pages after the old range are known to be free.
@@ -245,9 +241,13 @@ pub fn mremap(
             install(w, p, name, r, first, moved, new_len);
             return Ok(Allowed::Success);
         }
-        if !occupied {
-            return Err("whether the memory after the mapping is free is unknown, so mremap may grow it in place or move it".to_string());
+        if !occupied && !maymove {
+            return Err("whether the memory after the mapping is free is unknown, so mremap may grow it in place or fail".to_string());
         }
+        // Else it moves, or (where the memory after it was free after all)
+        // grows in place: the new range shows the same either way, and the
+        // old one, unmapped below as after a move, counts as a place a
+        // later placement may have reused, so the model says nothing of it.
         if !maymove {
             return errno("ENOMEM");
         }
@@ -259,7 +259,7 @@ pub fn mremap(
     let nr = w.new_region(new_n);
     w.procs.get_mut(p).unwrap().placements.push(new_n as u64);
     if old_n > 0 {
-        unmap_old(w, placed_before + 1);
+        unmap_old(w, placed_before);
     }
     install(w, p, name, nr, 0, moved, new_len);
     Ok(Allowed::Success)
