@@ -181,12 +181,7 @@ pub fn perform(w: &mut World, env: &Environment, step: &Step) -> Outcome {
             // It changes only timestamps, which the model does not follow.
             Ok(Allowed::Success)
         }
-        Op::Mlock { .. } | Op::Munlock { .. } | Op::Mincore { .. } | Op::Pagemap { .. } => {
-            Err(format!(
-                "{} (residency and page frames) is not modelled",
-                step.op.name()
-            ))
-        }
+        Op::Pagemap { .. } => Err("page frame numbers (pagemap) are not modelled".to_string()),
         _ => {
             let p = proc_name(w, step)?;
             let call = plan::call(step, w.ps)?.ok_or("not a worker call")?;
@@ -230,6 +225,7 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
             if *at < 0 {
                 return errno("EINVAL");
             }
+            direct_aligned(w, &o, *at as u64, *len)?;
             read_file(w, o.inode, *at as u64, Some(*len))
         }
         Call::Pwrite { fd, at, data } => {
@@ -364,13 +360,26 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
                 Err(s) => from_stop(s),
             }
         }
-        Call::Fstat { .. }
-        | Call::Futimens { .. }
-        | Call::Mlock { .. }
-        | Call::Munlock { .. }
-        | Call::Mincore { .. }
-        | Call::Pagemap { .. }
-        | Call::Wait { .. } => Err("not modelled".to_string()),
+        Call::Mlock { .. } if env.euid != 0 => {
+            Err("mlock under RLIMIT_MEMLOCK (an unprivileged user) is not modelled".to_string())
+        }
+        Call::Mlock { span, flags } => lock(w, p, span, *flags, true),
+        Call::Munlock { span } => lock(w, p, span, None, false),
+        Call::Mincore { span } => {
+            let (r, first, len) = match range_start(w, p, span)? {
+                Ok(v) => v,
+                Err(e) => return errno(e),
+            };
+            let n = len.div_ceil(w.ps) as i64;
+            within_extent(w, r, first, n)?;
+            if mapped_pages(w, p, r, first, n)?.1 {
+                return errno("ENOMEM");
+            }
+            Err("which pages are resident (mincore) is not modelled".to_string())
+        }
+        Call::Fstat { .. } | Call::Futimens { .. } | Call::Pagemap { .. } | Call::Wait { .. } => {
+            Err("not modelled".to_string())
+        }
     }
 }
 
@@ -407,6 +416,7 @@ fn write_fd(
         return errno("EBADF");
     }
     let bytes = data.materialize()?;
+    direct_aligned(w, &o, at.unwrap_or(o.offset), bytes.len() as u64)?;
     // O_APPEND writes at the end, pwrite(2) included (its BUGS section).
     let start = if o.append {
         w.inodes[o.inode].size
@@ -435,6 +445,18 @@ fn write_fd(
         w.ofds[id].offset = end;
     }
     Ok(Allowed::value(bytes.len() as i64))
+}
+
+/// O_DIRECT I/O whose offset or length is not a multiple of the page size
+/// meets the filesystem's own alignment rules (EINVAL on most, none on
+/// tmpfs): not modelled.
+fn direct_aligned(w: &World, o: &Ofd, at: u64, len: u64) -> Result<(), String> {
+    if o.direct && (!at.is_multiple_of(w.ps) || !len.is_multiple_of(w.ps)) {
+        return Err(
+            "O_DIRECT I/O not aligned to pages (alignment rules differ by filesystem)".to_string(),
+        );
+    }
+    Ok(())
 }
 
 /// ftruncate: the new size; private copies of pages wholly past a new,
@@ -480,6 +502,7 @@ fn add_fd(
         write,
         append,
         path_only,
+        direct: false,
         offset: 0,
     });
     let id = w.ofds.len() - 1;
@@ -579,6 +602,7 @@ fn fork(w: &mut World, step: &Step) -> Outcome {
         c.unmapped.insert(k, c.placements.len());
     }
     for pg in c.pages.values_mut() {
+        pg.locked = false;
         if pg.wipeonfork {
             pg.back = Back::Anon {
                 copy: None,
@@ -735,6 +759,9 @@ fn mmap(
         }
         within_extent(w, r, first, pages)?;
     }
+    if !anon && prot & libc::PROT_EXEC != 0 && env.has_mount_options(&["noexec".to_string()]) {
+        return Err("PROT_EXEC on a noexec mount (EPERM, or not: memfds differ)".to_string());
+    }
     // The type and the file's access modes.
     let shared;
     let mut droppable = false;
@@ -781,7 +808,7 @@ fn mmap(
                 } else {
                     Probe::SharedMmap
                 };
-                if !fs_table::has(env, cap)? {
+                if w.inodes[o.inode].on_target && !fs_table::has(env, cap)? {
                     return Err(
                         "a target that refuses shared mappings (FUSE direct I/O)".to_string()
                     );
@@ -874,6 +901,7 @@ fn mmap(
             back,
             dontfork: false,
             wipeonfork: false,
+            locked: flags & libc::MAP_LOCKED != 0,
             vma,
         };
         if populate_copy {
@@ -979,6 +1007,38 @@ fn mprotect(w: &mut World, p: &str, span: &Span, prot: i32) -> Outcome {
     Ok(Allowed::Success)
 }
 
+/// mlock/mlock2/munlock: the range is rounded out to whole pages (no
+/// EINVAL for an unaligned start on Linux); ENOMEM where a page is not
+/// mapped; mlock2 knows only MLOCK_ONFAULT. Locking changes what
+/// MADV_DONTNEED and msync(MS_INVALIDATE) accept, nothing a load sees.
+fn lock(w: &mut World, p: &str, span: &Span, flags: Option<u32>, on: bool) -> Outcome {
+    if flags.is_some_and(|f| f & !libc::MLOCK_ONFAULT != 0) {
+        return errno("EINVAL");
+    }
+    let (r, at, len) = span_of(w, p, span)?;
+    let ps = ps_i(w);
+    let first = at.div_euclid(ps);
+    let end = (at + len as i64 + ps - 1).div_euclid(ps);
+    if end <= first {
+        return Ok(Allowed::Success);
+    }
+    within_extent(w, r, first, end - first)?;
+    let (mapped, hole) = mapped_pages(w, p, r, first, end - first)?;
+    if hole {
+        return Err(
+            "mlock over a hole: which pages it locked before ENOMEM is not modelled".to_string(),
+        );
+    }
+    for i in mapped {
+        let pg = w.procs.get_mut(p).unwrap().pages.get_mut(&(r, i)).unwrap();
+        if on && pg.prot == libc::PROT_NONE {
+            return Err("mlock of PROT_NONE pages".to_string());
+        }
+        pg.locked = on;
+    }
+    Ok(Allowed::Success)
+}
+
 /// The pages of a range that are mapped, and whether some are not
 /// (madvise and msync then fail with ENOMEM, having acted on the rest).
 fn mapped_pages(
@@ -1030,6 +1090,10 @@ fn msync(w: &mut World, p: &str, span: &Span, flags: i32) -> Outcome {
     if first + n > hi && !hole {
         // Whether something maps the rest is unknown; a hole already means ENOMEM.
         return Err("the range reaches past the mappings the case made".to_string());
+    }
+    if flags & libc::MS_INVALIDATE != 0 && mapped.iter().any(|i| w.procs[p].pages[&(r, *i)].locked)
+    {
+        return errno("EBUSY");
     }
     if flags & libc::MS_SYNC != 0 {
         let ps = w.ps;
@@ -1103,6 +1167,9 @@ fn madvise(w: &mut World, env: &Environment, p: &str, span: &Span, advice: i32) 
         let pg = &w.procs[p].pages[&(r, *i)];
         let anon_private = matches!(pg.back, Back::Anon { .. });
         match advice {
+            libc::MADV_DONTNEED | libc::MADV_FREE | libc::MADV_REMOVE if pg.locked => {
+                return errno("EINVAL")
+            }
             libc::MADV_WIPEONFORK | libc::MADV_FREE if !anon_private => return errno("EINVAL"),
             libc::MADV_REMOVE => match &pg.back {
                 Back::Anon { .. } => return errno("EINVAL"),

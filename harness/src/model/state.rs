@@ -137,6 +137,8 @@ pub struct Ofd {
     pub append: bool,
     /// O_PATH: no I/O, no mapping.
     pub path_only: bool,
+    /// O_DIRECT: I/O bypasses the page cache, with alignment rules.
+    pub direct: bool,
     pub offset: u64,
 }
 
@@ -171,6 +173,8 @@ pub struct Page {
     pub back: Back,
     pub dontfork: bool,
     pub wipeonfork: bool,
+    /// mlock'ed (not inherited by a fork child).
+    pub locked: bool,
     /// The mapping (mmap call) the page came from: mremap moves whole ones.
     pub vma: u64,
 }
