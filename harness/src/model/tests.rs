@@ -294,3 +294,30 @@ fn allowed_sets_judge_observations_and_expectations() {
     assert_eq!(zeros(8).as_expect().and_then(|e| e.fill), Some(0));
     assert_eq!(Allowed::value(4).as_expect().and_then(|e| e.value), Some(4));
 }
+
+#[test]
+fn mremap_of_a_range_split_by_madvise_is_efault_and_merged_back_is_not() {
+    let c = case(
+        "{}",
+        r#"{"in":"p","do":"mmap","len":"2p","prot":"READ|WRITE","flags":"PRIVATE|ANONYMOUS","as":"m"},
+        {"in":"p","do":"madvise","map":"m","len":1,"advice":"DONTFORK"},
+        {"in":"p","do":"mremap","map":"m","old_len":"2p","new_len":"1p","flags":"MAYMOVE|FIXED","new_addr":{"map":"m","at":"4p"}},
+        {"in":"p","do":"madvise","map":"m","len":1,"advice":"DOFORK"},
+        {"in":"p","do":"mmap","len":"8p","prot":"NONE","flags":"PRIVATE|ANONYMOUS","as":"far"},
+        {"in":"p","do":"mremap","map":"m","old_len":"2p","new_len":"2p","flags":"MAYMOVE|FIXED","new_addr":{"map":"far"}}"#,
+    );
+    let a = predict_all(&c, &env("tmpfs", &[]));
+    assert_eq!(a[2], Allowed::errno("EFAULT"));
+    assert_eq!(a[5], Allowed::Success);
+}
+
+#[test]
+fn annotate_leaves_a_short_read_to_observe() {
+    let c = case(
+        r#"{"f":{"text":"abc"}}"#,
+        &format!(r#"{OPEN}, {{"in":"p","do":"pread","fd":"fd","at":1,"len":10}}"#),
+    );
+    let out = annotate(&c, &env("ext4", &[])).unwrap();
+    assert!(out.steps[1].observe && out.steps[1].expect.is_none());
+    assert_eq!(predict_all(&c, &env("ext4", &[]))[1], text("bc"));
+}
