@@ -891,15 +891,11 @@ fn mmap(
             }
             _ => return errno("EINVAL"),
         }
-        let size = w.inodes[o.inode].size;
-        if !w.inodes[o.inode].size_alt.is_empty() {
-            let _ = size;
-        }
-        if offset as u64 > i64::MAX as u64 - rounded || offset < 0 {
+        // file_mmap_ok: a regular file's mapping must end by MAX_LFS_FILESIZE
+        // (LLONG_MAX), whatever the filesystem's own limit.
+        let room = (i64::MAX as u64).checked_sub(rounded);
+        if room.is_none_or(|room| pgoff > room / ps) {
             return errno("EOVERFLOW");
-        }
-        if (offset as u64).saturating_add(rounded) > (1u64 << 44) {
-            return Err("a mapping offset near the filesystem's maximum file size".to_string());
         }
     } else {
         match typ {
@@ -908,6 +904,9 @@ fn mmap(
                     return errno("EINVAL");
                 }
                 shared = true;
+            }
+            libc::MAP_PRIVATE if flags & libc::MAP_GROWSDOWN != 0 => {
+                return Err("a MAP_GROWSDOWN stack mapping is not modelled".to_string())
             }
             libc::MAP_PRIVATE => shared = false,
             MAP_DROPPABLE if env.kernel() >= crate::names::KernelVersion(6, 11, 0) => {
@@ -1042,19 +1041,30 @@ fn munmap(w: &mut World, p: &str, span: &Span) -> Outcome {
 }
 
 fn mprotect(w: &mut World, p: &str, span: &Span, prot: i32) -> Outcome {
+    // do_mprotect_pkey's order: both growth bits, alignment, length 0,
+    // unknown bits, then the mappings.
+    let grows = prot & (libc::PROT_GROWSDOWN | libc::PROT_GROWSUP);
+    if grows == libc::PROT_GROWSDOWN | libc::PROT_GROWSUP {
+        return errno("EINVAL");
+    }
     let (r, first, len) = match range_start(w, p, span)? {
         Ok(v) => v,
         Err(e) => return errno(e),
     };
-    let known = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC | 0x8 /* PROT_SEM */ | libc::PROT_GROWSDOWN | libc::PROT_GROWSUP;
-    if prot & !known != 0 {
-        return errno("EINVAL");
-    }
-    if prot & (libc::PROT_GROWSDOWN | libc::PROT_GROWSUP) != 0 {
-        return Err("PROT_GROWSDOWN/GROWSUP".to_string());
-    }
     if len == 0 {
         return Ok(Allowed::Success);
+    }
+    let known = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC | 0x8 /* PROT_SEM */;
+    if prot & !(known | grows) != 0 {
+        return errno("EINVAL");
+    }
+    if grows != 0 {
+        // Only a MAP_GROWSDOWN mapping takes it, and the model makes none.
+        return match fault::page_at(w, p, r, first) {
+            Ok(_) => errno("EINVAL"),
+            Err(Stop::Fault(..)) => errno("ENOMEM"),
+            Err(Stop::Unmodeled(why)) => Err(why),
+        };
     }
     let n = len.div_ceil(w.ps) as i64;
     for i in first..first + n {
