@@ -1,6 +1,7 @@
 //! The `mmapconf` command line.
 
 mod explain;
+mod model_check;
 mod mutate;
 mod power_cut;
 mod progress;
@@ -144,6 +145,38 @@ pub enum Command {
         /// (as `run --fs`), so remount and crash cases are mutated too.
         #[arg(long)]
         fs: Option<String>,
+    },
+    /// Compare the reference model with every case's expectations on a
+    /// target (made and measured as `run` does; no case runs): print each
+    /// disagreement, and the counts of cases that agree, disagree or are
+    /// not modelled. Exit status 1 on any disagreement.
+    ModelCheck {
+        /// Case files or directories (default: the cases/ directory).
+        paths: Vec<PathBuf>,
+        /// Directory to make scratch directories in (default: $TMPDIR).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        #[command(flatten)]
+        select: SelectArgs,
+        /// Also print every step the model does not predict, with the reason.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Make a scratch filesystem of each type (as `run --fs`) and check against each.
+        #[arg(long, value_delimiter = ',')]
+        fs: Vec<String>,
+        /// Named target configurations from the targets file (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        target: Vec<String>,
+        /// The file of named targets (default: ci/targets.json).
+        #[arg(long)]
+        targets_file: Option<PathBuf>,
+        /// Write every case's and step's verdict as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+        /// Judge the observations of a run's JSON report (in its
+        /// environment) instead of the cases' expectations; no target is made.
+        #[arg(long, value_name = "REPORT")]
+        observed: Option<PathBuf>,
     },
     /// Run the cases many times and list every case whose verdict changed
     /// between runs (a flakiness check); exit 1 when one did.
@@ -296,6 +329,27 @@ pub fn main(cli: Cli) -> ExitCode {
             jobs,
             select,
             fs,
+        }),
+        Command::ModelCheck {
+            paths,
+            dir,
+            select,
+            verbose,
+            fs,
+            target,
+            targets_file,
+            json,
+            observed,
+        } => model_check::model_check(model_check::ModelCheckArgs {
+            paths: default_paths(paths),
+            dir,
+            select,
+            verbose,
+            fs,
+            target,
+            targets_file,
+            json,
+            observed,
         }),
         Command::Schema => {
             println!("{}", case_schema());
@@ -486,23 +540,7 @@ struct RunArgs {
 /// The targets a run asks for: `--fs` types and `--target` names, or none
 /// (cases then run in a scratch directory of `--dir`).
 fn resolve_targets(args: &RunArgs) -> Result<Vec<TargetConfig>, String> {
-    let mut out: Vec<TargetConfig> = target::fs::expand_fs_names(&args.fs)
-        .iter()
-        .map(|f| TargetConfig::plain(f))
-        .collect();
-    if !args.target.is_empty() {
-        let (file, known) = match &args.targets_file {
-            Some(file) => (file.display().to_string(), target::fs::load_targets(file)?),
-            None => target::fs::default_targets()?,
-        };
-        for name in &args.target {
-            let t = known
-                .iter()
-                .find(|t| &t.name == name)
-                .ok_or_else(|| format!("no target `{name}` in {file}"))?;
-            out.push(t.clone());
-        }
-    }
+    let mut out = targets_of(&args.fs, &args.target, args.targets_file.as_deref())?;
     for t in &mut out {
         if let Some(o) = &args.mkfs_options {
             t.mkfs_options
@@ -519,6 +557,33 @@ fn resolve_targets(args: &RunArgs) -> Result<Vec<TargetConfig>, String> {
         };
         target::device::check(dev, &t.fs, args.force_mkfs)
             .map_err(|e| format!("refusing --device: {e}"))?;
+    }
+    Ok(out)
+}
+
+/// `--fs` types and `--target` names (looked up in `targets_file`, else the
+/// built-in targets) as target configurations.
+pub(crate) fn targets_of(
+    fs: &[String],
+    targets: &[String],
+    targets_file: Option<&Path>,
+) -> Result<Vec<TargetConfig>, String> {
+    let mut out: Vec<TargetConfig> = target::fs::expand_fs_names(fs)
+        .iter()
+        .map(|f| TargetConfig::plain(f))
+        .collect();
+    if !targets.is_empty() {
+        let (file, known) = match targets_file {
+            Some(file) => (file.display().to_string(), target::fs::load_targets(file)?),
+            None => target::fs::default_targets()?,
+        };
+        for name in targets {
+            let t = known
+                .iter()
+                .find(|t| &t.name == name)
+                .ok_or_else(|| format!("no target `{name}` in {file}"))?;
+            out.push(t.clone());
+        }
     }
     Ok(out)
 }
