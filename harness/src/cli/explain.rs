@@ -9,16 +9,7 @@ use std::process::ExitCode;
 const LANE: usize = 38;
 
 pub fn explain(which: &str, html: Option<&std::path::Path>) -> ExitCode {
-    let path = {
-        let p = std::path::PathBuf::from(which);
-        if p.is_file() {
-            p
-        } else {
-            super::project_root()
-                .join("cases")
-                .join(format!("{which}.json"))
-        }
-    };
+    let path = super::case_file(which);
     let loaded = match crate::case::load_file(&path, crate::target::page_size()) {
         Ok(c) => c,
         Err(problems) => {

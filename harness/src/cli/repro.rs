@@ -1,0 +1,56 @@
+//! `mmapconf repro CASE --c`: the case as a standalone C program (see crate::repro).
+
+use crate::target::Environment;
+use std::path::Path;
+use std::process::ExitCode;
+
+pub fn repro(which: &str, output: Option<&Path>, fs: Option<&str>, dir: Option<&Path>) -> ExitCode {
+    let loaded = match crate::case::load_file(&super::case_file(which), crate::target::page_size())
+    {
+        Ok(c) => c,
+        Err(problems) => {
+            for p in problems {
+                eprintln!("{p}");
+            }
+            return ExitCode::from(2);
+        }
+    };
+    let base = dir
+        .map(Path::to_path_buf)
+        .unwrap_or_else(std::env::temp_dir);
+    let mut env = Environment::probe(&base);
+    if let Some(fs) = fs {
+        // As `run --fs` would see it: that filesystem, a target of that name.
+        env.fs_type = fs.to_string();
+        env.fs_subtype = fs.strip_prefix("fuse.").map(str::to_string);
+        env.target = Some(fs.to_string());
+        env.mount_options = String::new();
+    }
+    let program = match crate::repro::c_program(&loaded, &env) {
+        Ok(p) => p,
+        Err(e) => {
+            eprintln!(
+                "mmapconf: {}: cannot be written as a C program: {e}",
+                loaded.id
+            );
+            return ExitCode::from(1);
+        }
+    };
+    let written = match output {
+        None => {
+            use std::io::Write;
+            std::io::stdout().write_all(program.as_bytes())
+        }
+        Some(path) => std::fs::write(path, program),
+    };
+    match written {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!(
+                "mmapconf: cannot write {}: {e}",
+                output.map_or("standard output".into(), |p| p.display().to_string())
+            );
+            ExitCode::from(2)
+        }
+    }
+}
