@@ -7,7 +7,7 @@ mod progress;
 mod reports;
 mod repro;
 
-pub use reports::baseline_file_name;
+pub use reports::{baseline_file_for, baseline_file_name};
 mod soak;
 mod swimlanes;
 

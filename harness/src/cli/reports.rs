@@ -59,12 +59,13 @@ impl Baselines {
 /// `6.18-ext4.txt`: the kernel's major.minor and the target's name (the
 /// filesystem type when the run was on an existing mount).
 pub fn baseline_file_name(report: &Report) -> String {
-    let k = report.environment.kernel();
-    let target = report
-        .environment
-        .target
-        .clone()
-        .unwrap_or_else(|| report.environment.fs_type.clone());
+    baseline_file_for(&report.environment)
+}
+
+/// The baseline file name of an environment: `<major>.<minor>-<target or fs>.txt`.
+pub fn baseline_file_for(env: &crate::target::Environment) -> String {
+    let k = env.kernel();
+    let target = env.target.clone().unwrap_or_else(|| env.fs_type.clone());
     format!("{}.{}-{target}.txt", k.0, k.1)
 }
 

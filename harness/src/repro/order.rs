@@ -56,13 +56,19 @@ impl Processes {
     }
 }
 
+/// A worker step's C function: its step number ("3", "4.1"), name and text.
+pub struct StepFunction {
+    pub index: String,
+    pub name: String,
+    pub text: String,
+}
+
 /// Everything the walk produces besides `main`'s body.
 #[derive(Default)]
 pub struct Walk {
     pub main: Vec<String>,
-    /// Worker step functions, in step-id order (id = position + 1), with
-    /// their step numbers ("3", "4.1").
-    pub functions: Vec<(String, String)>,
+    /// Worker step functions, in step-id order (id = position + 1).
+    pub functions: Vec<StepFunction>,
     pub names: Names,
     pub recorded: Recorded,
     pub errnos: BTreeSet<String>,
@@ -110,11 +116,16 @@ impl Walk {
     fn function(&mut self, index: &str, step: &Step) -> Result<usize, String> {
         let body = calls::body(&step.op, step.name.as_deref(), &mut self.names)?;
         let id = self.functions.len() + 1;
+        let function = format!("step_{}", index.replace('.', "_"));
         let text = format!(
-            "/* {index}. {} */\nstatic void step_{id}(struct obs *o)\n{{\n{body}\n}}\n",
+            "/* {index}. {} */\nstatic void {function}(struct obs *o)\n{{\n{body}\n}}\n",
             c::comment(&plan::summary(step))
         );
-        self.functions.push((index.to_string(), text));
+        self.functions.push(StepFunction {
+            index: index.to_string(),
+            name: function,
+            text,
+        });
         Ok(id)
     }
 
