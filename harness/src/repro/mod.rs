@@ -67,7 +67,14 @@ pub fn c_program(case: &LoadedCase, env: &Environment) -> Result<String, String>
     let procs = order::Processes::of(steps);
     let mut walk = order::Walk::new(&procs);
     for (i, s) in steps.iter().enumerate() {
-        walk.step(&(i + 1).to_string(), s, &procs, env)?;
+        let index = (i + 1).to_string();
+        walk.step(&index, s, &procs, env).map_err(|e| {
+            if e.starts_with("step ") {
+                e
+            } else {
+                format!("step {index} ({}): {e}", crate::exec::plan::summary(s))
+            }
+        })?;
     }
     let files = make_files(&case.case)?;
     let mut out = String::new();

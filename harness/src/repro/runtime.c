@@ -565,10 +565,25 @@ RUNTIME void start_fresh(int p)
     if (getppid() != coordinator_pid)
         _exit(1);
     signal(SIGPIPE, SIG_DFL);
+    signal(SIGINT, SIG_DFL);
+    signal(SIGTERM, SIG_DFL);
+    signal(SIGHUP, SIG_DFL);
     if (mc_install_fault_handlers() != 0)
         _exit(1);
     become(p);
     worker();
+}
+
+/* Interrupted: every process of the case goes with us, reaped (kill(2)
+ * and waitpid(2) are async-signal-safe). */
+RUNTIME void interrupted(int sig)
+{
+    for (int p = 0; p < NPROC; p++)
+        if (pid_of[p] > 0 && !reaped[p])
+            kill(pid_of[p], SIGKILL);
+    while (waitpid(-1, NULL, __WALL) > 0 || errno == EINTR)
+        ;
+    _exit(128 + sig);
 }
 
 RUNTIME void start(int argc, char **argv)
@@ -583,6 +598,9 @@ RUNTIME void start(int argc, char **argv)
     /* Children whose parent ended come to us, to be reaped at the end. */
     prctl(PR_SET_CHILD_SUBREAPER, 1);
     signal(SIGPIPE, SIG_IGN);
+    signal(SIGINT, interrupted);
+    signal(SIGTERM, interrupted);
+    signal(SIGHUP, interrupted);
     deadline = now_ms() + TIMEOUT_MS;
     for (int p = 0; p < NPROC; p++)
         if (pipe(cmd_fd[p]) != 0 || pipe(reply_fd[p]) != 0)
