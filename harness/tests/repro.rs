@@ -120,6 +120,9 @@ fn every_expressible_corpus_case_judges_as_the_harness_does() {
     let started = Instant::now();
     let root = scratch_root();
     let env = Environment::of_run(root.path(), None);
+    // As `run` does: huge pages for the cases that need them (as root),
+    // given back when the test ends.
+    let _pool = mmapconf::target::hugetlb::reserve();
     let known = known_failures(&env);
     let (cases, problems) = mmapconf::cli::load_all(&[repo("cases")]).unwrap();
     assert!(problems.is_empty(), "{problems:?}");
