@@ -307,6 +307,22 @@ fn the_command_writes_the_program_and_refuses_what_it_cannot_write() {
     assert!(
         program.contains("mmap(NULL, (size_t)64, PROT_READ | PROT_WRITE, MAP_SHARED, fd_fd, 0)")
     );
+    // The variant that applies to the target is the one the program checks.
+    let residency = |fs: &str| {
+        let out = exe()
+            .args([
+                "repro",
+                "madvise/willneed-sparse-file-residency",
+                "--fs",
+                fs,
+            ])
+            .output()
+            .unwrap();
+        assert!(out.status.success(), "{}", text(&out));
+        String::from_utf8(out.stdout).unwrap()
+    };
+    assert!(residency("tmpfs").contains(".bytes = \"\\000\\000\", .nbytes = 2"));
+    assert!(residency("ext4").contains(".bytes = \"\\001\\001\", .nbytes = 2"));
     let out = exe()
         .args(["repro", "durability/ms-sync-survives-crash", "--c"])
         .output()

@@ -20,9 +20,18 @@ pub fn repro(which: &str, output: Option<&Path>, fs: Option<&str>, dir: Option<&
         .unwrap_or_else(std::env::temp_dir);
     let mut env = Environment::probe(&base);
     if let Some(fs) = fs {
-        // As `run --fs` would see it: that filesystem, a target of that name.
-        env.fs_type = fs.to_string();
-        env.fs_subtype = fs.strip_prefix("fuse.").map(str::to_string);
+        // As `run --fs` would see it: a target of that name, whose mount
+        // has that type, except FUSE targets: the own server's mounts are
+        // fuse.mmapconf; a packaged server's exact type is known only once
+        // mounted (`--dir` on its mount), so it counts as the family `fuse`.
+        use crate::target::fuse::targets::{parse, FuseTarget};
+        let (fs_type, subtype) = match parse(fs) {
+            Some(FuseTarget::Own(_)) => ("fuse.mmapconf", Some("mmapconf".to_string())),
+            Some(FuseTarget::Packaged(_)) => ("fuse", None),
+            None => (fs, None),
+        };
+        env.fs_type = fs_type.to_string();
+        env.fs_subtype = subtype;
         env.target = Some(fs.to_string());
         env.mount_options = String::new();
     }
