@@ -11,29 +11,33 @@ use std::collections::{BTreeMap, BTreeSet};
 /// as three-digit octal escapes (which, unlike `\x`, never swallow the
 /// digit after them), split into lines of 32 bytes when long.
 pub fn string(bytes: &[u8]) -> String {
-    let pieces: Vec<String> = bytes
-        .chunks(32)
-        .map(|chunk| {
-            let mut s = String::from("\"");
-            for &b in chunk {
-                match b {
-                    b'"' | b'\\' | b'?' => {
-                        s.push('\\');
-                        s.push(b as char);
-                    }
-                    0x20..=0x7e => s.push(b as char),
-                    _ => s.push_str(&format!("\\{b:03o}")),
-                }
-            }
-            s.push('"');
-            s
-        })
-        .collect();
+    let pieces: Vec<String> = bytes.chunks(32).map(literal).collect();
     if pieces.is_empty() {
         "\"\"".to_string()
     } else {
         pieces.join("\n        ")
     }
+}
+
+/// A C string literal on one line, for names and descriptions.
+pub fn text(s: &str) -> String {
+    literal(s.as_bytes())
+}
+
+fn literal(bytes: &[u8]) -> String {
+    let mut s = String::from("\"");
+    for &b in bytes {
+        match b {
+            b'"' | b'\\' | b'?' => {
+                s.push('\\');
+                s.push(b as char);
+            }
+            0x20..=0x7e => s.push(b as char),
+            _ => s.push_str(&format!("\\{b:03o}")),
+        }
+    }
+    s.push('"');
+    s
 }
 
 /// Text for a C comment: no `*/` inside, one line.

@@ -52,7 +52,7 @@ impl Body<'_> {
         let id = self.names.fd(name);
         self.line(format!(
             "if (!need_fd(o, {id}, {}))\n        return;",
-            c::string(name.as_bytes())
+            c::text(name)
         ));
         id
     }
@@ -61,7 +61,7 @@ impl Body<'_> {
         let id = self.names.map(name);
         self.line(format!(
             "if (!need_map(o, &{id}, {}))\n        return;",
-            c::string(name.as_bytes())
+            c::text(name)
         ));
         id
     }
@@ -164,7 +164,7 @@ pub fn body(op: &Op, name: Option<&str>, names: &mut Names) -> Result<String, St
             };
             b.line(format!(
                 "int fd = open({}, {f} | O_CLOEXEC{mode});",
-                c::string(path.as_bytes())
+                c::text(path)
             ));
             b.keep_fd(as_name()?);
         }
@@ -216,17 +216,14 @@ pub fn body(op: &Op, name: Option<&str>, names: &mut Names) -> Result<String, St
             b.line(format!("check(o, futimens({id}, t));"));
         }
         Op::Unlink { path } => {
-            b.line(format!("check(o, unlink({}));", c::string(path.as_bytes())));
+            b.line(format!("check(o, unlink({}));", c::text(path)));
         }
         Op::MemfdCreate { name: label, flags } => {
             let f = match flags {
                 Some(f) => b.flags(FlagKind::Memfd, f)?,
                 None => "0".to_string(),
             };
-            b.line(format!(
-                "int fd = memfd_create({}, {f});",
-                c::string(label.as_bytes())
-            ));
+            b.line(format!("int fd = memfd_create({}, {f});", c::text(label)));
             b.keep_fd(as_name()?);
         }
         Op::Mmap {

@@ -192,7 +192,7 @@ fn tables(
     let mut t = String::from("/* ---- the case's tables ---- */\n\n");
     t.push_str(&format!(
         "static const char TITLE[] = {};\n",
-        c::string(format!("{}: {}", case.id, case.case.title).as_bytes())
+        c::text(&format!("{}: {}", case.id, case.case.title))
     ));
     t.push_str(&format!("#define GENERATED_PAGE_SIZE {}\n", env.page_size));
     let timeout_ms = (case.case.timeout.unwrap_or(10.0) * 1000.0).ceil() as u64;
@@ -201,10 +201,7 @@ fn tables(
     ids.push("NPROC".into());
     t.push_str(&format!("enum {{ {} }};\n", ids.join(", ")));
     let quoted = |names: &mut dyn Iterator<Item = &String>| {
-        names
-            .map(|n| c::string(n.as_bytes()))
-            .collect::<Vec<_>>()
-            .join(", ")
+        names.map(|n| c::text(n)).collect::<Vec<_>>().join(", ")
     };
     t.push_str(&format!(
         "static const char *const PROC_NAME[] = {{ {} }};\n",
@@ -314,7 +311,7 @@ fn make_files(case: &Case) -> Result<String, String> {
         };
         let call = format!(
             "make_file({}, {content}, {size}, {}, 0{:o});\n",
-            c::string(name.as_bytes()),
+            c::text(name),
             (init.zeros == Some(Zeros::Allocated)) as u8,
             init.mode.unwrap_or(0o644)
         );

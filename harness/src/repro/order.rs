@@ -164,7 +164,7 @@ impl Walk {
                 rows.push(format!(
                     "            {{ {p}, {id}, \"{}\", {}, &e{} }},",
                     inner.op.name(),
-                    c::string(what(inner).as_bytes()),
+                    c::text(&what(inner)),
                     j + 1
                 ));
             }
@@ -200,7 +200,7 @@ impl Walk {
                 from,
             } => format!(
                 "check_file(&o, {}, {}, {}, {});",
-                c::string(path.as_bytes()),
+                c::text(path),
                 c::size(at)?,
                 match len {
                     Some(l) => c::size(l)?,
@@ -226,7 +226,7 @@ impl Walk {
         self.line(format!("        {call}"));
         self.line(format!(
             "        if (!judge(\"{index}\", \"{op}\", {}, &e, &o))",
-            c::string(what(step).as_bytes())
+            c::text(&what(step))
         ));
         self.line("            goto out;");
         self.line("    }");
