@@ -2,7 +2,7 @@
 //!
 //! `case` reads and checks case files, `exec` runs them in real processes,
 //! `target` describes where they run, `report` records what happened, and
-//! `runner` runs many cases at once.
+//! `runner` runs many cases at once; `repro` writes a case as a C program.
 
 pub mod case;
 pub mod cli;
@@ -11,5 +11,6 @@ pub mod model;
 pub mod mutate;
 pub mod names;
 pub mod report;
+pub mod repro;
 pub mod runner;
 pub mod target;

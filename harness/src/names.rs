@@ -157,24 +157,46 @@ const MEMFD_FLAGS: &[(&str, i64)] = &[
 /// Unknown bits are allowed as numbers on purpose: cases pass flags the kernel
 /// must reject (MAP_SHARED_VALIDATE with an unknown bit), so this never filters.
 pub fn parse_flags(kind: FlagKind, text: &str) -> Result<i64, String> {
+    Ok(flag_tokens(kind, text)?
+        .iter()
+        .fold(0, |value, t| value | t.value()))
+}
+
+/// One token of a flag field, resolved: a name of the table, spelt in full
+/// ("MAP_SHARED" for "shared"), or a number the case wrote as one.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum FlagToken {
+    Name(&'static str, i64),
+    Number(i64),
+}
+
+impl FlagToken {
+    pub fn value(self) -> i64 {
+        match self {
+            FlagToken::Name(_, v) | FlagToken::Number(v) => v,
+        }
+    }
+}
+
+/// The tokens of a flag field ("READ|WRITE"), each resolved, in the order written.
+pub fn flag_tokens(kind: FlagKind, text: &str) -> Result<Vec<FlagToken>, String> {
     let text = text.trim();
     if text.is_empty() {
         return Err(format!("empty {} flags", kind.prefix()));
     }
-    let mut value = 0i64;
     let parts: Vec<&str> = text.split('|').map(str::trim).collect();
     if kind.is_choice() && parts.len() > 1 {
         return Err(format!("madvise takes one advice, not `{text}`"));
     }
-    for part in parts {
-        value |= parse_flag_token(kind, part)?;
-    }
-    Ok(value)
+    parts
+        .into_iter()
+        .map(|part| parse_flag_token(kind, part))
+        .collect()
 }
 
-fn parse_flag_token(kind: FlagKind, token: &str) -> Result<i64, String> {
+fn parse_flag_token(kind: FlagKind, token: &str) -> Result<FlagToken, String> {
     if let Some(n) = parse_int(token) {
-        return Ok(n);
+        return Ok(FlagToken::Number(n));
     }
     let upper = token.to_ascii_uppercase();
     let full = if upper.starts_with(kind.prefix()) {
@@ -185,7 +207,7 @@ fn parse_flag_token(kind: FlagKind, token: &str) -> Result<i64, String> {
     kind.table()
         .iter()
         .find(|(name, _)| *name == full)
-        .map(|(_, v)| *v)
+        .map(|(name, v)| FlagToken::Name(name, *v))
         .ok_or_else(|| {
             let known: Vec<&str> = kind.table().iter().map(|(n, _)| *n).collect();
             format!("unknown flag `{token}`; known: {}", known.join(", "))
@@ -248,6 +270,11 @@ const SI_CODES: &[(&str, i32, i32)] = &[
     ("SEGV_BNDERR", libc::SIGSEGV, 3),
     ("SEGV_PKUERR", libc::SIGSEGV, 4),
 ];
+
+/// Every si_code name with its signal and value, for programs that print them.
+pub fn si_codes() -> &'static [(&'static str, i32, i32)] {
+    SI_CODES
+}
 
 /// The name of an si_code for a given signal, or its number as text.
 pub fn si_code_name(signo: i32, code: i32) -> String {

@@ -35,9 +35,32 @@ pub fn human_bytes(n: u64) -> String {
 impl Size {
     /// The size in bytes for a given page size. "2p+100" = 2 pages and 100 bytes.
     pub fn resolve(&self, page_size: u64) -> Result<i128, String> {
+        let mut total: i128 = 0;
+        for t in self.terms()? {
+            let unit = match t.unit {
+                SizeUnit::Bytes => 1,
+                SizeUnit::Pages => page_size,
+                SizeUnit::HugePages => huge_page_size(),
+            };
+            let v = i128::from(t.count)
+                .checked_mul(unit as i128)
+                .ok_or_else(|| format!("size {self:?} is out of range"))?;
+            total += if t.negative { -v } else { v };
+        }
+        Ok(total)
+    }
+
+    /// The terms of the size as written, unresolved: "2p+100" is 2 pages
+    /// plus 100 bytes. `resolve` sums them for one page size; a C
+    /// reproducer writes them as an expression of the page size it runs with.
+    pub fn terms(&self) -> Result<Vec<SizeTerm>, String> {
         match self {
-            Size::Bytes(n) => Ok(*n as i128),
-            Size::Expr(text) => parse_size_expr(text, page_size),
+            Size::Bytes(n) => Ok(vec![SizeTerm {
+                negative: *n < 0,
+                count: n.unsigned_abs(),
+                unit: SizeUnit::Bytes,
+            }]),
+            Size::Expr(text) => parse_size_expr(text),
         }
     }
 
@@ -54,44 +77,65 @@ impl Size {
     }
 }
 
-fn parse_size_expr(text: &str, page_size: u64) -> Result<i128, String> {
+/// What a term of a size counts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SizeUnit {
+    Bytes,
+    /// The page size.
+    Pages,
+    /// The default huge page size (`h`).
+    HugePages,
+}
+
+/// One term of a size: `count` units, added or subtracted.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct SizeTerm {
+    pub negative: bool,
+    pub count: u64,
+    pub unit: SizeUnit,
+}
+
+fn parse_size_expr(text: &str) -> Result<Vec<SizeTerm>, String> {
     let compact: String = text.chars().filter(|c| !c.is_whitespace()).collect();
     if compact.is_empty() {
         return Err("empty size".to_string());
     }
-    let mut total: i128 = 0;
+    let mut terms = Vec::new();
     let mut rest = compact.as_str();
-    let mut sign: i128 = 1;
+    let mut negative = false;
     if let Some(r) = rest.strip_prefix('-') {
-        sign = -1;
+        negative = true;
         rest = r;
     }
     loop {
         let end = rest.find(['+', '-']).unwrap_or(rest.len());
-        let term = &rest[..end];
-        total += sign
-            * parse_term(term, page_size).ok_or_else(|| {
-                format!("bad size `{text}`: terms are N, 0xN, Np (N pages), p, Nh (N huge pages) or h, joined by + or -")
-            })?;
+        let (count, unit) = parse_term(&rest[..end]).ok_or_else(|| {
+            format!("bad size `{text}`: terms are N, 0xN, Np (N pages), p, Nh (N huge pages) or h, joined by + or -")
+        })?;
+        terms.push(SizeTerm {
+            negative,
+            count,
+            unit,
+        });
         if end == rest.len() {
             break;
         }
-        sign = if rest.as_bytes()[end] == b'+' { 1 } else { -1 };
+        negative = rest.as_bytes()[end] == b'-';
         rest = &rest[end + 1..];
     }
-    Ok(total)
+    Ok(terms)
 }
 
-fn parse_term(term: &str, page_size: u64) -> Option<i128> {
-    for (unit, size) in [('p', page_size), ('h', huge_page_size())] {
-        if term.len() == 1 && term.starts_with(unit) {
-            return Some(size as i128);
+fn parse_term(term: &str) -> Option<(u64, SizeUnit)> {
+    for (letter, unit) in [('p', SizeUnit::Pages), ('h', SizeUnit::HugePages)] {
+        if term.len() == 1 && term.starts_with(letter) {
+            return Some((1, unit));
         }
-        if let Some(n) = term.strip_suffix(unit) {
-            return parse_unsigned(n)?.checked_mul(size as i128);
+        if let Some(n) = term.strip_suffix(letter) {
+            return Some((parse_unsigned(n)?, unit));
         }
     }
-    parse_unsigned(term)
+    Some((parse_unsigned(term)?, SizeUnit::Bytes))
 }
 
 /// The size of `h`: the kernel's default huge page size, what MAP_HUGETLB
@@ -105,11 +149,11 @@ pub fn huge_page_size() -> u64 {
     })
 }
 
-fn parse_unsigned(s: &str) -> Option<i128> {
+fn parse_unsigned(s: &str) -> Option<u64> {
     if let Some(hex) = s.strip_prefix("0x") {
-        u64::from_str_radix(hex, 16).ok().map(i128::from)
+        u64::from_str_radix(hex, 16).ok()
     } else if s.chars().all(|c| c.is_ascii_digit()) && !s.is_empty() {
-        s.parse::<u64>().ok().map(i128::from)
+        s.parse::<u64>().ok()
     } else {
         None
     }

@@ -31,16 +31,7 @@ fn width() -> usize {
 }
 
 pub fn explain(which: &str, html: Option<&std::path::Path>) -> ExitCode {
-    let path = {
-        let p = std::path::PathBuf::from(which);
-        if p.is_file() {
-            p
-        } else {
-            // An id: in the corpus a run would use.
-            let corpus = super::corpus_for(Vec::new()).1;
-            corpus.root().join(format!("{which}.json"))
-        }
-    };
+    let path = super::case_file(which);
     let loaded = match crate::case::load_file(&path, crate::target::page_size()) {
         Ok(c) => c,
         Err(problems) => {

@@ -6,8 +6,9 @@ mod mutate;
 mod power_cut;
 mod progress;
 mod reports;
+mod repro;
 
-pub use reports::baseline_file_name;
+pub use reports::{baseline_file_for, baseline_file_name};
 mod soak;
 mod swimlanes;
 
@@ -122,6 +123,27 @@ pub enum Command {
         /// Draw it as an HTML page of swimlanes instead, to FILE (`-` or no FILE: standard output).
         #[arg(long, value_name = "FILE", num_args = 0..=1, default_missing_value = "-")]
         html: Option<PathBuf>,
+    },
+    /// Write a case as a standalone C program (one file, libc only) that
+    /// performs its steps in the same processes and order and checks the
+    /// expectations that apply to the target: for a kernel bug report.
+    Repro {
+        /// A case id ("seed/writer-reader") or file.
+        case: String,
+        /// Write C (the one format there is; accepted for clarity).
+        #[arg(long = "c")]
+        c: bool,
+        /// Where to write the program (default: standard output).
+        #[arg(short = 'o', long = "output", value_name = "FILE")]
+        output: Option<PathBuf>,
+        /// The filesystem type the program is for, as `run --fs`: picks the
+        /// case's variants for it (nothing is mounted).
+        #[arg(long, conflicts_with = "dir")]
+        fs: Option<String>,
+        /// The directory the program will run in, as `run --dir`: its
+        /// filesystem picks the case's variants (default: $TMPDIR).
+        #[arg(long)]
+        dir: Option<PathBuf>,
     },
     /// Show where reports from several kernels and filesystems differ, case by case.
     Compare(reports::CompareArgs),
@@ -251,6 +273,19 @@ fn corpus_for(paths: Vec<PathBuf>) -> (Vec<PathBuf>, Corpus) {
     }
 }
 
+/// The file of a case named on the command line: a file as given, else
+/// an id under the project's `cases/`.
+pub(crate) fn case_file(which: &str) -> PathBuf {
+    let p = PathBuf::from(which);
+    if p.is_file() {
+        p
+    } else {
+        // An id: in the corpus a run would use.
+        let corpus = corpus_for(Vec::new()).1;
+        corpus.root().join(format!("{which}.json"))
+    }
+}
+
 fn default_paths(paths: Vec<PathBuf>) -> Vec<PathBuf> {
     corpus_for(paths).0
 }
@@ -298,6 +333,13 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::List { paths, select } => list(default_paths(paths), &select),
         Command::Explain { case, html } => explain::explain(&case, html.as_deref()),
         Command::Compare(args) => reports::compare(args),
+        Command::Repro {
+            case,
+            c: _,
+            output,
+            fs,
+            dir,
+        } => repro::repro(&case, output.as_deref(), fs.as_deref(), dir.as_deref()),
         Command::ReportSchema => reports::print_report_schema(),
         Command::PowerCut(args) => power_cut::power_cut(args),
         Command::Mutate {

@@ -2,9 +2,7 @@
 //! of a run, and `compare`.
 
 use super::progress::{self, Console, Written};
-use crate::report::{
-    self, baseline::Baseline, compare::Matrix, html, junit, kcidb, ktap, CaseReport, Report,
-};
+use crate::report::{self, baseline::Baseline, compare::Matrix, html, junit, kcidb, ktap, Report};
 use clap::Args;
 use std::io::Write;
 use std::path::{Path, PathBuf};
@@ -109,8 +107,14 @@ impl Baselines {
 /// `6.18-ext4.txt`: the kernel's major.minor and the target's name (the
 /// filesystem type when the run was on an existing mount).
 pub fn baseline_file_name(report: &Report) -> String {
-    let k = report.environment.kernel();
-    format!("{}.{}-{}.txt", k.0, k.1, CaseReport::target_of(report))
+    baseline_file_for(&report.environment)
+}
+
+/// The baseline file name of an environment: `<major>.<minor>-<target or fs>.txt`.
+pub fn baseline_file_for(env: &crate::target::Environment) -> String {
+    let k = env.kernel();
+    let target = env.target.clone().unwrap_or_else(|| env.fs_type.clone());
+    format!("{}.{}-{target}.txt", k.0, k.1)
 }
 
 /// The writers of a run, by the option that names each.

@@ -379,7 +379,8 @@ impl WorkerState {
         let mut entry = [0u8; 8];
         file.read_exact_at(&mut entry, (addr / self.page_size) * 8)
             .map_err(|e| Observation::errno(e.raw_os_error().unwrap_or(libc::EIO)))?;
-        let e = u64::from_le_bytes(entry);
+        // Entries are in the machine's own byte order.
+        let e = u64::from_ne_bytes(entry);
         let mut obs = Observation::ok();
         obs.value = Some(if swapped {
             (e >> 62 & 1) as i64
