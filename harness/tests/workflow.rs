@@ -22,6 +22,15 @@ fn static_harness() -> Option<PathBuf> {
     path.is_file().then_some(path)
 }
 
+/// Whether the harness takes this tree's corpus (a stale build in the cache does not).
+fn of_this_tree(harness: &PathBuf) -> bool {
+    Command::new(harness)
+        .arg("list")
+        .arg(repo("cases"))
+        .output()
+        .is_ok_and(|o| o.status.success())
+}
+
 fn ready() -> Option<PathBuf> {
     let yaml = Command::new("python3")
         .args(["-c", "import yaml"])
@@ -33,6 +42,10 @@ fn ready() -> Option<PathBuf> {
         "python3 has no yaml module (apt-get install python3-yaml)"
     } else if static_harness().is_none() {
         "no static mmapconf (run ci/kernel-matrix once, or set MMAPCONF_STATIC_HARNESS)"
+    } else if !of_this_tree(&static_harness().unwrap()) {
+        // A build of another tree, left in the cache, rejects this corpus: that says nothing
+        // about the workflow. .ci/run builds it afresh and runs check-workflow after.
+        "the static mmapconf is of another tree (its `list` rejects this corpus): rebuild it (ci/package)"
     } else {
         return static_harness();
     };
