@@ -8,6 +8,7 @@ pub mod case;
 pub mod cli;
 pub mod exec;
 pub mod explore;
+pub mod model;
 pub mod mutate;
 pub mod names;
 pub mod report;
