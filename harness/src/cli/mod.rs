@@ -1,6 +1,7 @@
 //! The `mmapconf` command line.
 
 mod explain;
+mod explore;
 mod mutate;
 mod power_cut;
 mod progress;
@@ -56,21 +57,8 @@ pub enum Command {
         /// Print every case, not only those that did not pass.
         #[arg(long, short)]
         verbose: bool,
-        /// Make a scratch filesystem of each type (comma-separated: tmpfs,
-        /// ramfs, ext2, ext3, ext4, xfs, btrfs, f2fs, overlay, hugetlbfs, the
-        /// read-only images erofs and squashfs, the own FUSE server's
-        /// fuse-<mode>, ntfs-3g, exfat-fuse, fuse2fs, bindfs, fuse-overlayfs;
-        /// `host` for tmpfs, ramfs, ext4, hugetlbfs, the images and every
-        /// FUSE target) and run the cases on each, one report per
-        /// filesystem. Needs root.
-        #[arg(long, value_delimiter = ',')]
-        fs: Vec<String>,
-        /// Named target configurations from the targets file (comma-separated).
-        #[arg(long, value_delimiter = ',')]
-        target: Vec<String>,
-        /// The file of named targets (default: ci/targets.json).
-        #[arg(long)]
-        targets_file: Option<PathBuf>,
+        #[command(flatten)]
+        targets: TargetArgs,
         #[command(flatten)]
         outputs: reports::OutputArgs,
     },
@@ -122,6 +110,9 @@ pub enum Command {
         #[arg(long)]
         fs: Option<String>,
     },
+    /// Generate random cases, judge what they observe by the reference
+    /// model, and shrink every divergence to a minimal case (saved in --out).
+    Explore(explore::ExploreArgs),
     /// Run the cases many times and list every case whose verdict changed
     /// between runs (a flakiness check); exit 1 when one did.
     Soak {
@@ -162,6 +153,34 @@ pub enum Command {
         backing: PathBuf,
         mount_point: PathBuf,
     },
+}
+
+/// Where cases run: scratch filesystems the harness makes (`run`, `explore`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// Make a scratch filesystem of each type (comma-separated: tmpfs,
+    /// ramfs, ext2, ext3, ext4, xfs, btrfs, f2fs, overlay, hugetlbfs, the
+    /// read-only images erofs and squashfs, the own FUSE server's
+    /// fuse-<mode>, ntfs-3g, exfat-fuse, fuse2fs, bindfs, fuse-overlayfs;
+    /// `host` for tmpfs, ramfs, ext4, hugetlbfs, the images and every
+    /// FUSE target) and run the cases on each, one report per
+    /// filesystem. Needs root.
+    #[arg(long, value_delimiter = ',')]
+    pub fs: Vec<String>,
+    /// Named target configurations from the targets file (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub target: Vec<String>,
+    /// The file of named targets (default: ci/targets.json).
+    #[arg(long)]
+    pub targets_file: Option<PathBuf>,
+}
+
+impl TargetArgs {
+    /// The targets asked for: `--fs` types and `--target` names, or none
+    /// (cases then run in a scratch directory of `--dir`).
+    pub(crate) fn resolve(&self) -> Result<Vec<TargetConfig>, String> {
+        resolve_targets(&self.fs, &self.target, self.targets_file.as_deref())
+    }
 }
 
 /// The repository's top directory: the nearest ancestor of the current
@@ -215,6 +234,7 @@ pub fn main(cli: Cli) -> ExitCode {
         Command::List { paths } => list(default_paths(paths)),
         Command::Explain { case, html } => explain::explain(&case, html.as_deref()),
         Command::Compare(args) => reports::compare(args),
+        Command::Explore(args) => explore::explore(args),
         Command::ReportSchema => reports::print_report_schema(),
         Command::PowerCut(args) => power_cut::power_cut(args),
         Command::Mutate {
@@ -259,9 +279,7 @@ pub fn main(cli: Cli) -> ExitCode {
             filter,
             timeout,
             verbose,
-            fs,
-            target,
-            targets_file,
+            targets,
             outputs,
         } => run(RunArgs {
             paths: default_paths(paths),
@@ -271,9 +289,7 @@ pub fn main(cli: Cli) -> ExitCode {
             filter,
             timeout,
             verbose,
-            fs,
-            target,
-            targets_file,
+            targets,
             outputs,
         }),
         Command::Cleanup { dirs } => {
@@ -379,26 +395,27 @@ struct RunArgs {
     filter: Option<String>,
     timeout: Option<f64>,
     verbose: bool,
-    fs: Vec<String>,
-    target: Vec<String>,
-    targets_file: Option<PathBuf>,
+    targets: TargetArgs,
     outputs: reports::OutputArgs,
 }
 
 /// The targets a run asks for: `--fs` types and `--target` names, or none
 /// (cases then run in a scratch directory of `--dir`).
-fn resolve_targets(args: &RunArgs) -> Result<Vec<TargetConfig>, String> {
-    let mut out: Vec<TargetConfig> = target::fs::expand_fs_names(&args.fs)
+fn resolve_targets(
+    fs: &[String],
+    targets: &[String],
+    targets_file: Option<&Path>,
+) -> Result<Vec<TargetConfig>, String> {
+    let mut out: Vec<TargetConfig> = target::fs::expand_fs_names(fs)
         .iter()
         .map(|f| TargetConfig::plain(f))
         .collect();
-    if !args.target.is_empty() {
-        let file = args
-            .targets_file
-            .clone()
+    if !targets.is_empty() {
+        let file = targets_file
+            .map(Path::to_path_buf)
             .unwrap_or_else(|| project_root().join("ci").join("targets.json"));
         let known = target::fs::load_targets(&file)?;
-        for name in &args.target {
+        for name in targets {
             let t = known
                 .iter()
                 .find(|t| &t.name == name)
@@ -470,7 +487,7 @@ fn run(args: RunArgs) -> ExitCode {
             return ExitCode::from(2);
         }
     };
-    let targets = match resolve_targets(&args) {
+    let targets = match args.targets.resolve() {
         Ok(t) => t,
         Err(e) => {
             eprintln!("mmapconf: {e}");

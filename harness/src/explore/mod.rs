@@ -5,4 +5,5 @@
 pub mod gen;
 pub mod judge;
 pub mod rng;
+pub mod run;
 pub mod shrink;
