@@ -54,7 +54,16 @@ fn the_same_seed_gives_the_same_cases_and_verdicts() {
     assert!(ran >= 20, "only {ran} of 40 cases ran and agreed: {a:?}");
     // Another seed, other cases.
     let other = exe()
-        .args(["explore", "--seed", "8", "--cases", "3", "--shrink-runs", "0", "--dir"])
+        .args([
+            "explore",
+            "--seed",
+            "8",
+            "--cases",
+            "3",
+            "--shrink-runs",
+            "0",
+            "--dir",
+        ])
         .arg(dir.path())
         .arg("--log")
         .arg(dir.path().join("c.jsonl"))
@@ -82,10 +91,12 @@ fn a_planted_defect_is_found_within_a_minute_and_shrunk_to_six_steps() {
     let out_dir = dir.path().join("findings");
     let explore = |plant: bool| {
         let mut cmd = exe();
-        cmd.args(["explore", "--seed", "12", "--cases", "400", "-j", "2", "--dir"])
-            .arg(dir.path())
-            .arg("--out")
-            .arg(&out_dir);
+        cmd.args([
+            "explore", "--seed", "12", "--cases", "400", "-j", "2", "--dir",
+        ])
+        .arg(dir.path())
+        .arg("--out")
+        .arg(&out_dir);
         if plant {
             cmd.env(PLANT.0, PLANT.1);
         } else {
@@ -114,7 +125,9 @@ fn a_planted_defect_is_found_within_a_minute_and_shrunk_to_six_steps() {
             serde_json::from_str(&std::fs::read_to_string(f).unwrap()).unwrap();
         let steps = case["steps"].as_array().unwrap();
         largest = largest.max(steps.len());
-        let private_store = steps.iter().any(|s| s["do"] == "mmap" && s["flags"] == "PRIVATE")
+        let private_store = steps
+            .iter()
+            .any(|s| s["do"] == "mmap" && s["flags"] == "PRIVATE")
             && steps.iter().any(|s| s["do"] == "store");
         assert!(private_store, "{name}: {case:#}");
         assert!(case["description"].as_str().unwrap().contains("--seed 12"));

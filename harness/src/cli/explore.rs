@@ -195,11 +195,13 @@ fn summary(target: &str, results: &[CaseResult], elapsed: Duration) -> String {
         match &r.judged {
             Judged::Unmodeled(u) => *unmodeled.entry(u.why.clone()).or_default() += 1,
             Judged::Verdict(crate::explore::judge::Verdict::Broke(why)) => {
-                *broke.entry(why.clone()).or_default() += 1;
+                *broke.entry(masked(why)).or_default() += 1;
                 steps += step_count(&r.case.steps);
             }
             Judged::BadAnnotation(e) => {
-                *broke.entry(format!("bad annotation: {e}")).or_default() += 1
+                *broke
+                    .entry(format!("bad annotation: {}", masked(e)))
+                    .or_default() += 1
             }
             _ => steps += step_count(&r.case.steps),
         }
@@ -224,12 +226,30 @@ fn summary(target: &str, results: &[CaseResult], elapsed: Duration) -> String {
         let mut v: Vec<(&String, &u64)> = m.iter().collect();
         v.sort_by(|a, b| b.1.cmp(a.1).then(a.0.cmp(b.0)));
         for (why, k) in v.into_iter().take(5) {
-            let line = crate::report::first_line(why);
-            out.push_str(&format!("  {what} {k}×: {line}\n"));
+            out.push_str(&format!("  {what} {k}×: {why}\n"));
         }
     };
     top(&unmodeled, "unmodeled", &mut out);
     top(&broke, "broke", &mut out);
+    out
+}
+
+/// The first line of a reason with its numbers as `N`, so reasons that
+/// differ only in a step number or a position are counted together.
+fn masked(why: &str) -> String {
+    let mut out = String::new();
+    let mut in_number = false;
+    for c in crate::report::first_line(why).chars() {
+        if c.is_ascii_digit() {
+            if !in_number {
+                out.push('N');
+            }
+            in_number = true;
+        } else {
+            in_number = false;
+            out.push(c);
+        }
+    }
     out
 }
 
@@ -244,6 +264,7 @@ fn write_log(path: &Path, results: &[CaseResult]) -> std::io::Result<()> {
             "index": r.index,
             "verdict": r.judged.word(),
             "divergence": d,
+            "why": r.judged.why(),
             "case": r.case,
         });
         writeln!(f, "{line}")?;

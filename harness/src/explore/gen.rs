@@ -215,6 +215,14 @@ impl Gen {
         pages_plus(page, within)
     }
 
+    /// An offset for an access of `len` bytes inside a mapping of `pages`
+    /// pages (what lies beyond a mapping is not the case's to know).
+    fn access_at(&mut self, pages: u64, len: u64) -> Size {
+        let at = self.offset_in(pages).resolve(self.ps).unwrap_or(0) as u64;
+        let at = at.min((pages * self.ps).saturating_sub(len));
+        pages_plus(at / self.ps, at % self.ps)
+    }
+
     fn data(&mut self) -> Data {
         if self.rng.chance(60) {
             let n = self.rng.range(1, 12) as usize;
@@ -336,14 +344,7 @@ impl Gen {
                 })
             }),
             7 => self.mmap(p),
-            8 => self.map_op(p, |g, m| {
-                let range = if g.rng.chance(50) {
-                    g.whole(m)
-                } else {
-                    g.page_range(m)
-                };
-                Op::Munmap { range }
-            }),
+            8 => self.munmap(p),
             9 => self.map_op(p, |g, m| Op::Mprotect {
                 range: g.whole(m),
                 prot: g.rng.pick(&["READ", "READ|WRITE", "NONE"]).to_string(),
@@ -374,17 +375,29 @@ impl Gen {
             }),
             12 => self.mremap(p),
             13 => self.map_op(p, |g, m| {
-                let at = g.offset_in(m.pages);
+                let mut data = g.data();
+                let limit = m.pages * g.ps;
+                if data
+                    .len
+                    .as_ref()
+                    .is_some_and(|l| l.resolve(g.ps).unwrap_or(0) > limit as i128)
+                {
+                    data.len = Some(Size::Bytes(limit as i64));
+                }
+                let len = data.resolve(g.ps, None).map(|b| b.len()).unwrap_or(1);
                 Op::Store {
                     map: m.name.clone(),
-                    at,
-                    data: g.data(),
+                    at: g.access_at(m.pages, len),
+                    data,
                 }
             }),
-            14 => self.map_op(p, |g, m| Op::Load {
-                map: m.name.clone(),
-                at: g.offset_in(m.pages),
-                len: Size::Bytes(g.rng.range(1, 64) as i64),
+            14 => self.map_op(p, |g, m| {
+                let len = g.rng.range(1, 64);
+                Op::Load {
+                    map: m.name.clone(),
+                    at: g.access_at(m.pages, len),
+                    len: Size::Bytes(len as i64),
+                }
             }),
             15 => self.check_file(),
             16 => self.fork(p),
@@ -520,6 +533,30 @@ impl Gen {
         );
     }
 
+    /// munmap of the whole mapping (the name is then left alone: a later
+    /// mmap may take its place) or of one page (accesses stay below it).
+    fn munmap(&mut self, p: usize) {
+        if self.procs[p].maps.is_empty() {
+            return;
+        }
+        let i = self.rng.below(self.procs[p].maps.len() as u64) as usize;
+        let m = self.procs[p].maps[i].clone();
+        let range = if self.rng.chance(50) {
+            self.procs[p].maps.remove(i);
+            self.whole(&m)
+        } else {
+            let r = self.page_range(&m);
+            let page = r.at.resolve(self.ps).unwrap_or(0) as u64 / self.ps;
+            if page == 0 {
+                self.procs[p].maps.remove(i);
+            } else {
+                self.procs[p].maps[i].pages = page;
+            }
+            r
+        };
+        self.push(p, Op::Munmap { range }, None);
+    }
+
     fn mremap(&mut self, p: usize) {
         if self.procs[p].maps.is_empty() {
             return;
@@ -527,7 +564,7 @@ impl Gen {
         let i = self.rng.below(self.procs[p].maps.len() as u64) as usize;
         let old = self.procs[p].maps[i].clone();
         let new_pages = self.rng.range(1, MAX_PAGES + 1);
-        self.procs[p].maps[i].pages = old.pages.max(new_pages);
+        self.procs[p].maps[i].pages = new_pages;
         self.push(
             p,
             Op::Mremap {

@@ -46,6 +46,18 @@ impl Judged {
         }
     }
 
+    /// Why the case did not simply agree: the model's reason, the bad
+    /// annotation, the harness's error, or the divergence's detail.
+    pub fn why(&self) -> Option<String> {
+        match self {
+            Judged::Verdict(Verdict::Agrees) => None,
+            Judged::Verdict(Verdict::Diverges(d)) => Some(d.detail.clone()),
+            Judged::Verdict(Verdict::Broke(w) | Verdict::Skipped(w)) => Some(w.clone()),
+            Judged::Unmodeled(u) => Some(format!("step {}: {}", u.step, u.why)),
+            Judged::BadAnnotation(e) => Some(e.clone()),
+        }
+    }
+
     pub fn divergence(&self) -> Option<&Divergence> {
         match self {
             Judged::Verdict(Verdict::Diverges(d)) => Some(d),
