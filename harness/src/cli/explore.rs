@@ -113,6 +113,7 @@ fn explore_on(args: &ExploreArgs, s: &Settings, opts: &RunOptions, base: &Path) 
         env: &env,
         root: &root,
         opts,
+        spent: Default::default(),
     };
     let bar = match s.cases {
         Some(n) => ProgressBar::with_draw_target(Some(n), ProgressDrawTarget::stderr()),
@@ -146,6 +147,7 @@ fn explore_on(args: &ExploreArgs, s: &Settings, opts: &RunOptions, base: &Path) 
         }
     }
     print!("{}", summary(&target, &results, elapsed));
+    println!("  time: {}", bench.spent.per_case(results.len()));
     let out = args
         .out
         .clone()

@@ -124,11 +124,7 @@ pub fn judge(report: &CaseReport, prediction: &Prediction, page_size: u64) -> Ve
                 let e = s.expected.clone().unwrap_or_default();
                 Some((
                     kind(&[expect_class(&e)], obs, content_kind(&e)),
-                    format!(
-                        "expected {}; {}",
-                        serde_json::to_string(&e).unwrap_or_default(),
-                        s.message.as_deref().unwrap_or("")
-                    ),
+                    s.message.clone().unwrap_or_default(),
                 ))
             }
             StepStatus::Observed => {

@@ -171,6 +171,7 @@ pub fn shrink(
         s.drop_chunks();
         s.drop_processes();
         s.merge_forks();
+        s.merge_fresh();
         s.unwrap_together();
         s.simplify();
         s.drop_files();
@@ -258,6 +259,44 @@ impl Shrinker<'_> {
         }
     }
 
+    /// A fresh process's steps are done by another process instead (names
+    /// of fds and mappings are unique in a generated case, so none clash).
+    fn merge_fresh(&mut self) {
+        let forked: BTreeSet<String> = self
+            .best
+            .steps
+            .iter()
+            .filter(|s| matches!(s.op, Op::Fork))
+            .filter_map(|s| s.name.clone())
+            .collect();
+        let mut order: Vec<String> = Vec::new();
+        for s in &self.best.steps {
+            let inner: Vec<&Step> = match &s.op {
+                Op::Together { steps } => steps.iter().collect(),
+                _ => vec![s],
+            };
+            for t in inner {
+                if let Some(p) = &t.process {
+                    if !order.contains(p) {
+                        order.push(p.clone());
+                    }
+                }
+            }
+        }
+        for (i, b) in order.iter().enumerate() {
+            if forked.contains(b) {
+                continue;
+            }
+            for a in &order[..i] {
+                let mut c = self.best.clone();
+                rename_process(&mut c, b, a);
+                if self.try_accept(c) {
+                    break;
+                }
+            }
+        }
+    }
+
     /// A forked child's steps are done by its parent instead, without the
     /// fork (and without the child's exit and the wait for it).
     fn merge_forks(&mut self) {
@@ -276,17 +315,7 @@ impl Shrinker<'_> {
                 Op::Wait { target } => target != &child,
                 _ => true,
             });
-            for s in c.steps.iter_mut() {
-                let inner: Vec<&mut Step> = match &mut s.op {
-                    Op::Together { steps } => steps.iter_mut().collect(),
-                    _ => vec![s],
-                };
-                for t in inner {
-                    if t.process.as_ref() == Some(&child) {
-                        t.process = Some(parent.clone());
-                    }
-                }
-            }
+            rename_process(&mut c, &child, &parent);
             self.try_accept(c);
         }
     }
@@ -379,6 +408,21 @@ impl Shrinker<'_> {
                         break;
                     }
                 }
+            }
+        }
+    }
+}
+
+/// Every step of process `from` (inside `together` too) is done by `to`.
+fn rename_process(c: &mut Case, from: &str, to: &str) {
+    for s in c.steps.iter_mut() {
+        let inner: Vec<&mut Step> = match &mut s.op {
+            Op::Together { steps } => steps.iter_mut().collect(),
+            _ => vec![s],
+        };
+        for t in inner {
+            if t.process.as_deref() == Some(from) {
+                t.process = Some(to.to_string());
             }
         }
     }
