@@ -2,6 +2,7 @@
 
 mod explain;
 mod explore;
+mod model_check;
 mod mutate;
 mod power_cut;
 mod progress;
@@ -113,6 +114,35 @@ pub enum Command {
     /// Generate random cases, judge what they observe by the reference
     /// model, and shrink every divergence to a minimal case (saved in --out).
     Explore(explore::ExploreArgs),
+    /// Compare the reference model with every case's expectations on a
+    /// target (made and measured as `run` does; no case runs): print each
+    /// disagreement, and the counts of cases that agree, disagree or are
+    /// not modelled. Exit status 1 on any disagreement.
+    ModelCheck {
+        /// Case files or directories (default: the cases/ directory).
+        paths: Vec<PathBuf>,
+        /// Directory to make scratch directories in (default: $TMPDIR).
+        #[arg(long)]
+        dir: Option<PathBuf>,
+        /// Only cases whose id contains this text.
+        #[arg(long)]
+        filter: Option<String>,
+        /// Also print every step the model does not predict, with the reason.
+        #[arg(long, short)]
+        verbose: bool,
+        /// Make a scratch filesystem of each type (as `run --fs`) and check against each.
+        #[arg(long, value_delimiter = ',')]
+        fs: Vec<String>,
+        /// Named target configurations from the targets file (comma-separated).
+        #[arg(long, value_delimiter = ',')]
+        target: Vec<String>,
+        /// The file of named targets (default: ci/targets.json).
+        #[arg(long)]
+        targets_file: Option<PathBuf>,
+        /// Write every case's and step's verdict as JSON to FILE.
+        #[arg(long, value_name = "FILE")]
+        json: Option<PathBuf>,
+    },
     /// Run the cases many times and list every case whose verdict changed
     /// between runs (a flakiness check); exit 1 when one did.
     Soak {
@@ -179,7 +209,7 @@ impl TargetArgs {
     /// The targets asked for: `--fs` types and `--target` names, or none
     /// (cases then run in a scratch directory of `--dir`).
     pub(crate) fn resolve(&self) -> Result<Vec<TargetConfig>, String> {
-        resolve_targets(&self.fs, &self.target, self.targets_file.as_deref())
+        targets_of(&self.fs, &self.target, self.targets_file.as_deref())
     }
 }
 
@@ -266,6 +296,25 @@ pub fn main(cli: Cli) -> ExitCode {
             jobs,
             filter,
             fs,
+        }),
+        Command::ModelCheck {
+            paths,
+            dir,
+            filter,
+            verbose,
+            fs,
+            target,
+            targets_file,
+            json,
+        } => model_check::model_check(model_check::ModelCheckArgs {
+            paths: default_paths(paths),
+            dir,
+            filter,
+            verbose,
+            fs,
+            target,
+            targets_file,
+            json,
         }),
         Command::Schema => {
             println!("{}", case_schema());
@@ -401,7 +450,7 @@ struct RunArgs {
 
 /// The targets a run asks for: `--fs` types and `--target` names, or none
 /// (cases then run in a scratch directory of `--dir`).
-fn resolve_targets(
+pub(crate) fn targets_of(
     fs: &[String],
     targets: &[String],
     targets_file: Option<&Path>,

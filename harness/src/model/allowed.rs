@@ -63,6 +63,8 @@ pub enum Allowed {
     Signal { signal: String, si_code: String },
     /// `wait` sees the process end so.
     Exit(ExitStatus),
+    /// fstat succeeds with this st_size (timestamps and st_blocks are not modelled).
+    Stat { size: i64 },
     /// Any one of these (never nested, never empty).
     OneOf(Vec<Allowed>),
 }
@@ -146,6 +148,13 @@ impl Allowed {
                 killed_by: Some(sig.clone()),
                 ..e
             },
+            Allowed::Stat { size } => Expect {
+                stat: Some(crate::case::model::StatExpect {
+                    size: Some(crate::case::model::Size::Bytes(*size)),
+                    ..Default::default()
+                }),
+                ..e
+            },
             Allowed::OneOf(_) => return None,
         })
     }
@@ -198,6 +207,7 @@ fn admits_one(a: &Allowed, obs: &Observation) -> bool {
             Outcome::Signal { signal: s, si_code: c, .. } if s == signal && c == si_code
         ),
         Allowed::Exit(want) => ok && obs.exit.as_ref() == Some(want),
+        Allowed::Stat { size } => ok && obs.stat.as_ref().is_some_and(|s| s.size == *size),
         Allowed::OneOf(v) => v.iter().any(|a| admits_one(a, obs)),
     }
 }
@@ -253,8 +263,20 @@ fn admits_expect_one(a: &Allowed, e: &Expect, page_size: u64) -> bool {
             return false;
         }
     }
-    if e.same_as.is_some() || e.differs_from.is_some() || e.stat.is_some() {
+    if e.same_as.is_some() || e.differs_from.is_some() {
         return false;
+    }
+    if let Some(st) = &e.stat {
+        let Allowed::Stat { size } = a else {
+            return false;
+        };
+        let stated_size_ok = st
+            .size
+            .as_ref()
+            .is_none_or(|s| s.resolve(page_size).is_ok_and(|v| v == *size as i128));
+        if !stated_size_ok || st.blocks.is_some() || st.mtime.is_some() || st.ctime.is_some() {
+            return false;
+        }
     }
     match (&e.exit, &e.killed_by) {
         (Some(code), _) => matches!(a, Allowed::Exit(ExitStatus::Exited(c)) if c == code),
