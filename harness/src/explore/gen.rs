@@ -629,8 +629,8 @@ impl Gen {
         self.push(p, Op::Fork, Some(name));
     }
 
-    /// A forked child without children of its own exits, and its parent
-    /// (the harness does the waitpid in it) reaps it.
+    /// A forked child without children of its own exits (or is killed with
+    /// SIGKILL), and its parent (the harness does the waitpid in it) reaps it.
     fn exit(&mut self) {
         let candidates: Vec<usize> = self
             .live()
@@ -652,10 +652,19 @@ impl Gen {
             return;
         }
         let c = *self.rng.pick(&candidates);
-        let code = self.rng.below(4) as i32;
-        self.push(c, Op::Exit { code }, None);
-        self.procs[c].exited = true;
         let target = self.procs[c].name.clone();
+        if self.rng.chance(30) {
+            // Killed instead: the model says the wait sees SIGKILL.
+            let kill = Op::Kill {
+                target: target.clone(),
+                signal: "SIGKILL".to_string(),
+            };
+            self.steps.push(step(None, kill, None));
+        } else {
+            let code = self.rng.below(4) as i32;
+            self.push(c, Op::Exit { code }, None);
+        }
+        self.procs[c].exited = true;
         // `wait` must say how the process ends; the model fills in the exit.
         let mut wait = step(None, Op::Wait { target }, None);
         wait.observe = true;

@@ -67,6 +67,18 @@ fn keep(s: &Step, procs: &mut BTreeMap<String, View>, files: &BTreeSet<String>) 
     let Some(p) = s.process.clone() else {
         return match &s.op {
             Op::CheckFile { path, .. } => files.contains(path),
+            Op::Kill { target, .. } => {
+                let orphans = procs
+                    .values()
+                    .any(|c| c.parent.as_ref() == Some(target) && !c.exited);
+                match procs.get_mut(target) {
+                    Some(v) if !v.exited && v.parent.is_some() && !orphans => {
+                        v.exited = true;
+                        true
+                    }
+                    _ => false,
+                }
+            }
             Op::Wait { target } => {
                 let parent_live = |v: &View| {
                     v.parent
@@ -312,7 +324,7 @@ impl Shrinker<'_> {
             c.steps.remove(i);
             c.steps.retain(|s| match &s.op {
                 Op::Exit { .. } => s.process.as_ref() != Some(&child),
-                Op::Wait { target } => target != &child,
+                Op::Wait { target } | Op::Kill { target, .. } => target != &child,
                 _ => true,
             });
             rename_process(&mut c, &child, &parent);
