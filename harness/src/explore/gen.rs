@@ -172,12 +172,18 @@ impl Gen {
             self.files.push(name);
         }
         let wanted = self.rng.range(MIN_STEPS, MAX_STEPS) as usize;
+        // One case in ten on a target that can crash ends with a power cut
+        // and reads what survived (such cases run alone, so not more).
+        let crash_at = (self.caps.crash && self.rng.chance(10))
+            .then(|| self.rng.range(MIN_STEPS / 2, wanted as u64) as usize);
         let mut tries = 0;
         while self.count() < wanted && tries < wanted * 20 {
             tries += 1;
-            if self.one_step() {
+            if crash_at.is_some_and(|n| self.count() >= n) {
+                self.crash();
                 break;
             }
+            self.one_step();
         }
         Case {
             title: format!("explore seed {seed} case {index}"),
@@ -294,34 +300,21 @@ impl Gen {
         self.steps.push(step(Some(&who), op, name));
     }
 
-    /// Adds one step (or a few that belong together). Returns true when the
-    /// case must end here (after a crash only `check_file` steps follow).
-    fn one_step(&mut self) -> bool {
+    /// A power cut, then reads of what survived (the processes are gone).
+    fn crash(&mut self) {
+        self.steps.push(step(None, Op::Crash, None));
+        for _ in 0..self.rng.range(1, 3) {
+            self.check_file();
+        }
+    }
+
+    /// Adds one step (or a few that belong together).
+    fn one_step(&mut self) {
         // open, memfd, ftruncate, pwrite, write, pread, fsync, mmap, munmap,
         // mprotect, msync, madvise, mremap, store, load, check_file, fork,
-        // exit+wait, together, crash.
-        let weights = [
-            8,
-            2,
-            5,
-            5,
-            2,
-            5,
-            2,
-            12,
-            3,
-            3,
-            4,
-            3,
-            2,
-            18,
-            16,
-            5,
-            3,
-            2,
-            3,
-            if self.caps.crash { 1 } else { 0 },
-        ];
+        // exit+wait, together.
+        #[rustfmt::skip]
+        let weights = [8, 2, 5, 5, 2, 5, 2, 12, 3, 3, 4, 3, 2, 18, 16, 5, 3, 2, 3];
         let p = self.actor();
         match self.rng.weighted(&weights) {
             0 => self.open(p),
@@ -420,16 +413,8 @@ impl Gen {
             15 => self.check_file(),
             16 => self.fork(p),
             17 => self.exit(),
-            18 => self.together(),
-            _ => {
-                self.steps.push(step(None, Op::Crash, None));
-                for _ in 0..self.rng.range(1, 3) {
-                    self.check_file();
-                }
-                return true;
-            }
+            _ => self.together(),
         }
-        false
     }
 
     fn whole(&mut self, m: &Map) -> Range {
