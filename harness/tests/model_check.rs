@@ -93,3 +93,64 @@ fn a_wrong_expectation_is_a_disagreement_naming_its_step() {
     );
     assert!(all.contains("0 agree, 1 disagree, 0 unmodeled"), "{all}");
 }
+
+#[test]
+fn observations_of_a_run_are_admitted_and_a_tampered_one_is_not() {
+    let dir = scratch();
+    let report = dir.path().join("run.json");
+    let out = exe()
+        .args(["run", "--jobs", "2", "--report"])
+        .arg(&report)
+        .arg("--dir")
+        .arg(dir.path())
+        .arg(repo("cases/private"))
+        .arg(repo("cases/fork"))
+        .output()
+        .unwrap();
+    assert!(out.status.success(), "{}", text(&out));
+    let judge = |path: &Path| {
+        exe()
+            .arg("model-check")
+            .arg(repo("cases"))
+            .arg("--observed")
+            .arg(path)
+            .output()
+            .unwrap()
+    };
+    let out = judge(&report);
+    let all = text(&out);
+    assert!(out.status.success(), "{all}");
+    assert!(all.contains(" 0 not admitted"), "{all}");
+    assert!(!all.contains(" 0 observations admitted"), "{all}");
+
+    // The first load that read bytes now reports other bytes.
+    let mut v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let (id, index) = v["cases"]
+        .as_array_mut()
+        .unwrap()
+        .iter_mut()
+        .find_map(|c| {
+            let id = c["id"].as_str().unwrap().to_string();
+            let step = c["steps"].as_array_mut()?.iter_mut().find(|s| {
+                s["op"] == "load"
+                    && s["observed"]["bytes"]
+                        .as_str()
+                        .is_some_and(|b| !b.is_empty())
+            })?;
+            let bytes = step["observed"]["bytes"].as_str().unwrap();
+            let flipped = if bytes.starts_with("ff") { "00" } else { "ff" };
+            step["observed"]["bytes"] = format!("{flipped}{}", &bytes[2..]).into();
+            Some((id, step["index"].as_str().unwrap().to_string()))
+        })
+        .expect("a load that read bytes");
+    let tampered = dir.path().join("tampered.json");
+    std::fs::write(&tampered, serde_json::to_vec(&v).unwrap()).unwrap();
+    let out = judge(&tampered);
+    let all = text(&out);
+    assert_eq!(out.status.code(), Some(1), "{all}");
+    assert!(
+        all.contains(&format!("NOT ADMITTED {id} step {index} ")),
+        "{all}"
+    );
+}

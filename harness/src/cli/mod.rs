@@ -142,6 +142,10 @@ pub enum Command {
         /// Write every case's and step's verdict as JSON to FILE.
         #[arg(long, value_name = "FILE")]
         json: Option<PathBuf>,
+        /// Judge the observations of a run's JSON report (in its
+        /// environment) instead of the cases' expectations; no target is made.
+        #[arg(long, value_name = "REPORT")]
+        observed: Option<PathBuf>,
     },
     /// Run the cases many times and list every case whose verdict changed
     /// between runs (a flakiness check); exit 1 when one did.
@@ -306,6 +310,7 @@ pub fn main(cli: Cli) -> ExitCode {
             target,
             targets_file,
             json,
+            observed,
         } => model_check::model_check(model_check::ModelCheckArgs {
             paths: default_paths(paths),
             dir,
@@ -315,6 +320,7 @@ pub fn main(cli: Cli) -> ExitCode {
             target,
             targets_file,
             json,
+            observed,
         }),
         Command::Schema => {
             println!("{}", case_schema());

@@ -23,6 +23,8 @@ pub struct ModelCheckArgs {
     pub target: Vec<String>,
     pub targets_file: Option<PathBuf>,
     pub json: Option<PathBuf>,
+    /// A report of a run: judge its observations instead of the cases' expectations.
+    pub observed: Option<PathBuf>,
 }
 
 /// What became of one step.
@@ -250,6 +252,9 @@ pub fn model_check(args: ModelCheckArgs) -> ExitCode {
     if let Some(f) = &run.filter {
         cases.retain(|c| c.id.contains(f.as_str()));
     }
+    if let Some(report) = &args.observed {
+        return judge_report(&cases, report);
+    }
     let targets = match targets_of(&run.fs, &run.target, run.targets_file.as_deref()) {
         Ok(t) => t,
         Err(e) => {
@@ -302,6 +307,57 @@ pub fn model_check(args: ModelCheckArgs) -> ExitCode {
         ExitCode::from(1)
     } else if failed {
         ExitCode::from(2)
+    } else {
+        ExitCode::SUCCESS
+    }
+}
+
+/// Every observation of a run's report against what the model allows in
+/// the report's environment: a model that admits less than a kernel does
+/// (on a step that passed) is wrong, or the kernel is.
+fn judge_report(cases: &[LoadedCase], path: &Path) -> ExitCode {
+    let report: crate::report::Report = match std::fs::read(path)
+        .map_err(|e| e.to_string())
+        .and_then(|b| serde_json::from_slice(&b).map_err(|e| e.to_string()))
+    {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("mmapconf: {}: {e}", path.display());
+            return ExitCode::from(2);
+        }
+    };
+    let env = &report.environment;
+    let (mut admitted, mut refused, mut unmodeled) = (0, 0, 0);
+    for ran in &report.cases {
+        let Some(case) = cases.iter().find(|c| c.id == ran.id) else {
+            continue;
+        };
+        let (predicted, _) = model::predict_prefix(&case.case, env);
+        for step in &ran.steps {
+            let Some(obs) = &step.observed else { continue };
+            match predicted.iter().find(|p| p.number == step.index) {
+                None => unmodeled += 1,
+                Some(p) if p.allowed.admits(obs, env.page_size) => admitted += 1,
+                Some(p) => {
+                    refused += 1;
+                    println!(
+                        "NOT ADMITTED {} step {} ({:?}): observed {}, the model allows {}",
+                        ran.id,
+                        step.index,
+                        step.status,
+                        serde_json::to_string(obs).unwrap_or_default(),
+                        p.allowed
+                    );
+                }
+            }
+        }
+    }
+    println!(
+        "{}: {admitted} observations admitted, {refused} not admitted, {unmodeled} unmodeled",
+        env.fs_type
+    );
+    if refused > 0 {
+        ExitCode::from(1)
     } else {
         ExitCode::SUCCESS
     }

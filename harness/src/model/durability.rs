@@ -51,6 +51,11 @@ pub fn crash(w: &mut World, persistent: bool) -> Result<(), String> {
         return Err("a second power cut".to_string());
     }
     w.crashed = true;
+    if let Some(name) = w.unlinked.first() {
+        return Err(format!(
+            "whether the unlink of `{name}` reached the storage before the power cut depends on its directory being synced"
+        ));
+    }
     let ps = w.ps;
     let names: Vec<(String, usize)> = w.dir.iter().map(|(n, i)| (n.clone(), *i)).collect();
     for (name, id) in names {

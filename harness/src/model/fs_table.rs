@@ -31,6 +31,10 @@ pub const TABLE: &[Difference] = &[
         why: "a read-only filesystem (erofs, squashfs) refuses to make or write files: EROFS",
     },
     Difference {
+        probe: Probe::StorageView,
+        why: "`check_file from: storage` reads a FUSE target's backing files (what its server was sent, which write-back decides) or, elsewhere, with O_DIRECT, which writes the range's dirty pages back first and so reads what the page cache holds",
+    },
+    Difference {
         probe: Probe::SharedMmap,
         why: "a FUSE file opened with FOPEN_DIRECT_IO refuses shared mappings",
     },
@@ -53,5 +57,20 @@ pub fn has(env: &Environment, probe: Probe) -> Result<bool, String> {
                 .and_then(|v| v.as_str().map(str::to_string))
                 .unwrap_or_default()
         )),
+    }
+}
+
+/// Whether a storage read shows what the page cache holds: an O_DIRECT
+/// read writes back the range's dirty pages before it reads (the probe's
+/// detail names the method, `target::capability::measure`). Err where the
+/// target reads its backing files, whose content write-back decides.
+pub fn storage_is_cache(env: &Environment) -> Result<(), String> {
+    match env.capabilities.get(&Probe::StorageView) {
+        Some(m) if m.present && m.detail.contains("O_DIRECT") => Ok(()),
+        Some(m) if m.present => Err(format!(
+            "what reached the target's storage ({}) before write-back is not modelled",
+            m.detail
+        )),
+        _ => Err("the target has no storage view".to_string()),
     }
 }

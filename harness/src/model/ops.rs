@@ -118,9 +118,7 @@ pub fn perform(w: &mut World, env: &Environment, step: &Step) -> Outcome {
             from,
         } => {
             if *from == ReadFrom::Storage {
-                return Err(
-                    "what reached the storage before write-back is not modelled".to_string()
-                );
+                fs_table::storage_is_cache(env)?;
             }
             let at = at.resolve_offset(w.ps)?;
             let len = len.as_ref().map(|l| l.resolve_len(w.ps)).transpose()?;
@@ -244,6 +242,10 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
             if o.path_only {
                 return errno("EBADF");
             }
+            // A read-only image (erofs, squashfs) has no fsync method.
+            if w.inodes[o.inode].on_target && !fs_table::has(env, Probe::Writable)? {
+                return errno("EINVAL");
+            }
             durability::sync(w, o.inode, None);
             Ok(Allowed::Success)
         }
@@ -257,7 +259,11 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
             if w.read_only || !fs_table::has(env, Probe::Writable)? {
                 return errno("EROFS");
             }
-            w.dir.remove(path);
+            if let Some(i) = w.dir.remove(path) {
+                if !w.inodes[i].created {
+                    w.unlinked.push(path.clone());
+                }
+            }
             Ok(Allowed::Success)
         }
         Call::MemfdCreate { label, flags, name } => {

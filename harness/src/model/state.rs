@@ -238,6 +238,9 @@ pub struct World {
     /// The case crashes: track what reaches storage.
     pub track_durability: bool,
     pub crashed: bool,
+    /// Starting files the case unlinked: whether the removal of the name
+    /// reached the storage before a power cut is not modelled.
+    pub unlinked: Vec<String>,
     /// x86: PROT_WRITE and PROT_EXEC imply PROT_READ.
     pub arch_x86: bool,
 }
