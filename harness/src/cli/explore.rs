@@ -129,10 +129,20 @@ fn explore_on(args: &ExploreArgs, s: &Settings, opts: &RunOptions, base: &Path) 
     let progress = |r: &CaseResult| {
         if let Some(d) = r.judged.divergence() {
             let n = diverged.fetch_add(1, Ordering::SeqCst) + 1;
-            bar.println(format!(
+            let line = format!(
                 "DIVERGES case {} step {} ({} {}): {}",
-                r.index, d.step, d.op, d.kind, d.detail
-            ));
+                r.index,
+                d.step,
+                d.op,
+                d.kind,
+                crate::report::first_line(&d.detail)
+            );
+            // A hidden bar (not a terminal) prints nothing, not even this.
+            if bar.is_hidden() {
+                println!("{line}");
+            } else {
+                bar.println(line);
+            }
             bar.set_message(format!("{n} divergences"));
         }
         bar.inc(1);
