@@ -184,6 +184,7 @@ pub fn shrink(
         s.drop_processes();
         s.merge_forks();
         s.merge_fresh();
+        s.merge_fds();
         s.unwrap_together();
         s.simplify();
         s.drop_files();
@@ -302,6 +303,38 @@ impl Shrinker<'_> {
             for a in &order[..i] {
                 let mut c = self.best.clone();
                 rename_process(&mut c, b, a);
+                if self.try_accept(c) {
+                    break;
+                }
+            }
+        }
+    }
+
+    /// Uses of an fd go to an fd opened before it instead, and its own open
+    /// goes: three opens of one file often shrink to one.
+    fn merge_fds(&mut self) {
+        let opens: Vec<(usize, String)> = self
+            .best
+            .steps
+            .iter()
+            .enumerate()
+            .filter(|(_, s)| matches!(s.op, Op::Open { .. } | Op::MemfdCreate { .. }))
+            .filter_map(|(i, s)| s.name.clone().map(|n| (i, n)))
+            .collect();
+        for (k, (i, b)) in opens.iter().enumerate().rev() {
+            for (_, a) in &opens[..k] {
+                let mut c = self.best.clone();
+                if c.steps.get(*i).and_then(|s| s.name.as_ref()) != Some(b) {
+                    break;
+                }
+                c.steps.remove(*i);
+                for s in c.steps.iter_mut() {
+                    if let Some(fd) = fd_mut(&mut s.op) {
+                        if fd == b {
+                            *fd = a.clone();
+                        }
+                    }
+                }
                 if self.try_accept(c) {
                     break;
                 }
@@ -468,6 +501,23 @@ fn sizes_mut(op: &mut Op) -> Vec<&mut Size> {
             v
         }
         _ => Vec::new(),
+    }
+}
+
+/// The fd an operation uses, if it names one.
+fn fd_mut(op: &mut Op) -> Option<&mut String> {
+    match op {
+        Op::Close { fd }
+        | Op::Ftruncate { fd, .. }
+        | Op::Pread { fd, .. }
+        | Op::Pwrite { fd, .. }
+        | Op::Write { fd, .. }
+        | Op::Fsync { fd }
+        | Op::Fdatasync { fd }
+        | Op::Fstat { fd }
+        | Op::Futimens { fd, .. } => Some(fd),
+        Op::Mmap { fd, .. } => fd.as_mut(),
+        _ => None,
     }
 }
 
