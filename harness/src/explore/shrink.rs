@@ -103,35 +103,28 @@ fn keep(s: &Step, procs: &mut BTreeMap<String, View>, files: &BTreeSet<String>) 
     }
     let has_fd = |fd: &String| v.fds.contains(fd);
     let has_map = |m: &String| v.maps.contains(m);
-    let ok = match &s.op {
-        Op::Open { path, .. } => files.contains(path),
-        Op::Close { fd }
-        | Op::Ftruncate { fd, .. }
-        | Op::Pread { fd, .. }
-        | Op::Pwrite { fd, .. }
-        | Op::Write { fd, .. }
-        | Op::Fsync { fd }
-        | Op::Fdatasync { fd }
-        | Op::Fstat { fd }
-        | Op::Futimens { fd, .. } => has_fd(fd),
-        Op::Mmap { fd, .. } => fd.as_ref().is_none_or(has_fd),
-        Op::Munmap { range }
-        | Op::Mprotect { range, .. }
-        | Op::Msync { range, .. }
-        | Op::Madvise { range, .. }
-        | Op::Mlock { range, .. }
-        | Op::Munlock { range }
-        | Op::Mincore { range } => has_map(&range.map),
-        Op::Mremap { map, .. }
-        | Op::Store { map, .. }
-        | Op::Load { map, .. }
-        | Op::Increment { map, .. }
-        | Op::Pagemap { map, .. } => has_map(map),
-        Op::Exit { .. } => !procs
-            .values()
-            .any(|c| c.parent.as_ref() == Some(&p) && !c.exited),
-        _ => true,
-    };
+    // The fd a step uses (a clone of the op, as fd_mut borrows mutably).
+    let fd_ok = fd_mut(&mut s.op.clone()).is_none_or(|fd| has_fd(fd));
+    let ok = fd_ok
+        && match &s.op {
+            Op::Open { path, .. } => files.contains(path),
+            Op::Munmap { range }
+            | Op::Mprotect { range, .. }
+            | Op::Msync { range, .. }
+            | Op::Madvise { range, .. }
+            | Op::Mlock { range, .. }
+            | Op::Munlock { range }
+            | Op::Mincore { range } => has_map(&range.map),
+            Op::Mremap { map, .. }
+            | Op::Store { map, .. }
+            | Op::Load { map, .. }
+            | Op::Increment { map, .. }
+            | Op::Pagemap { map, .. } => has_map(map),
+            Op::Exit { .. } => !procs
+                .values()
+                .any(|c| c.parent.as_ref() == Some(&p) && !c.exited),
+            _ => true,
+        };
     if !ok {
         return false;
     }
