@@ -51,6 +51,9 @@ pub fn crash(w: &mut World, persistent: bool) -> Result<(), String> {
         return Err("a second power cut".to_string());
     }
     w.crashed = true;
+    if w.inodes.iter().any(|i| !i.counters.is_empty()) {
+        return Err("a power cut after racing increments".to_string());
+    }
     if let Some(name) = w.unlinked.first() {
         return Err(format!(
             "whether the unlink of `{name}` reached the storage before the power cut depends on its directory being synced"

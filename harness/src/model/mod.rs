@@ -144,39 +144,108 @@ fn together(
             allowed: a,
         });
     }
+    // Increments of one integer that raced: (object, offset, width) -> counts.
+    let mut races: std::collections::BTreeMap<(usize, u64, u64), Vec<(usize, u64)>> =
+        Default::default();
     for (a, fa) in &touched {
         for (b, fb) in &touched {
             if a >= b || !(fa.writes || fb.writes) || (fa.atomic && fb.atomic) {
                 continue;
             }
-            if fa.cells.iter().any(|c| fb.cells.contains(c)) {
-                return Err((
-                    format!("{number}.{}", b + 1),
-                    "steps that run at the same time touch the same memory: the outcome depends on their interleaving".to_string(),
-                ));
+            let overlap = fa
+                .cells
+                .iter()
+                .any(|(c, lo, hi)| fb.cells.iter().any(|(d, l, h)| c == d && lo < h && l < hi));
+            if !overlap {
+                continue;
+            }
+            match (&fa.increment, &fb.increment) {
+                (Some((la, ca)), Some((lb, cb))) if la == lb => {
+                    let e = races.entry(*la).or_default();
+                    for (step, count) in [(*a, *ca), (*b, *cb)] {
+                        if !e.iter().any(|(s, _)| *s == step) {
+                            e.push((step, count));
+                        }
+                    }
+                }
+                _ => {
+                    return Err((
+                        format!("{number}.{}", b + 1),
+                        "steps that run at the same time touch the same memory: the outcome depends on their interleaving".to_string(),
+                    ))
+                }
             }
         }
+    }
+    for ((inode, at, width), counts) in races {
+        let racing: Vec<u64> = counts.iter().map(|(_, c)| *c).filter(|c| *c > 0).collect();
+        let total: u64 = racing.iter().sum();
+        // The steps ran in order above: the value now is the start plus every count.
+        let bytes: Vec<u8> = (at..at + width)
+            .map(|o| w.inodes[inode].byte(w.ps, o))
+            .collect();
+        let mut raw = [0u8; 8];
+        raw[..width as usize].copy_from_slice(&bytes);
+        let now = u64::from_ne_bytes(raw);
+        let start = now.wrapping_sub(total);
+        let max = if width == 4 {
+            u32::MAX as u64
+        } else {
+            u64::MAX
+        };
+        if start > now || now > max || w.inodes[inode].alt.range(at..at + width).next().is_some() {
+            return Err((
+                number.to_string(),
+                "racing increments of an integer that wraps or is already uncertain".to_string(),
+            ));
+        }
+        if racing.len() < 2 {
+            continue;
+        }
+        // Plain increments lose updates: the last store may write any value
+        // from the start + 1 (+ 2 when every process increments at least
+        // twice) up to the start plus every increment.
+        let least = if racing.iter().all(|c| *c >= 2) { 2 } else { 1 };
+        let ps = w.ps;
+        w.inodes[inode].set_counter(
+            ps,
+            state::Counter {
+                at,
+                width,
+                lo: start + least,
+                hi: now,
+            },
+        );
     }
     Ok(out)
 }
 
-/// The memory a step inside `together` touches, whether it writes, and
-/// whether it is an atomic increment.
+/// The memory a step inside `together` touches (each page with the bytes
+/// in it), whether it writes, and for an increment the integer it adds to
+/// (object, offset, width, when it lies in one page of an object) and its count.
 struct Footprint {
-    cells: Vec<ops::Cell>,
+    cells: Vec<(ops::Cell, usize, usize)>,
     writes: bool,
     atomic: bool,
+    increment: Option<((usize, u64, u64), u64)>,
 }
 
 fn footprint(w: &mut state::World, s: &crate::case::model::Step) -> Footprint {
-    let (map, at, len, writes, atomic) = match &s.op {
-        Op::Load { map, at, len } => (map, at, len.resolve_len(w.ps).unwrap_or(0), false, false),
+    let mut f = Footprint {
+        cells: Vec::new(),
+        writes: true,
+        atomic: false,
+        increment: None,
+    };
+    let (map, at, len) = match &s.op {
+        Op::Load { map, at, len } => {
+            f.writes = false;
+            (map, at, len.resolve_len(w.ps).unwrap_or(0))
+        }
         Op::Store { map, at, data } => (
             map,
             at,
             data.resolve(w.ps, None).map(|b| b.len()).unwrap_or(0),
-            true,
-            false,
         ),
         Op::Increment {
             map,
@@ -184,36 +253,33 @@ fn footprint(w: &mut state::World, s: &crate::case::model::Step) -> Footprint {
             width,
             atomic,
             ..
-        } => (map, at, *width as u64, true, *atomic),
-        _ => {
-            return Footprint {
-                cells: Vec::new(),
-                writes: true,
-                atomic: false,
-            }
+        } => {
+            f.atomic = *atomic;
+            (map, at, *width as u64)
         }
-    };
-    let none = Footprint {
-        cells: Vec::new(),
-        writes,
-        atomic,
+        _ => return f,
     };
     let Some(p) = s.process.as_ref() else {
-        return none;
+        return f;
     };
     let Some(m) = w.procs.get(p).and_then(|pr| pr.maps.get(map)).copied() else {
-        return none;
+        return f;
     };
     let start = m.at + at.resolve_offset(w.ps).unwrap_or(0);
     let ps = w.ps as i64;
-    let cells = (start.div_euclid(ps)..=(start + len.max(1) as i64 - 1).div_euclid(ps))
-        .filter_map(|pg| ops::memory_of(w, p, m.region, pg))
-        .collect();
-    Footprint {
-        cells,
-        writes,
-        atomic,
+    let end = start + len.max(1) as i64;
+    for pg in start.div_euclid(ps)..=(end - 1).div_euclid(ps) {
+        let lo = (start - pg * ps).max(0) as usize;
+        let hi = (end - pg * ps).min(ps) as usize;
+        if let Some(c) = ops::memory_of(w, p, m.region, pg) {
+            f.cells.push((c, lo, hi));
+        }
     }
+    if let Op::Increment { count, .. } = &s.op {
+        f.increment = ops::object_at(w, p, m.region, start, len)
+            .map(|(inode, off)| ((inode, off, len), *count));
+    }
+    f
 }
 
 /// The case with every step's `expect` replaced by the model's (`observe: true` where several outcomes are
@@ -235,7 +301,16 @@ pub fn annotate(case: &Case, env: &Environment) -> Result<Case, Unmodeled> {
                 });
             };
             s.variants.clear();
-            match p.allowed.as_expect() {
+            // A short read (past the end of file) returns fewer bytes than
+            // `len`, which an expectation cannot state: the step observes.
+            let short = match (&s.op, &p.allowed) {
+                (Op::Pread { len, .. }, Allowed::Bytes(b))
+                | (Op::CheckFile { len: Some(len), .. }, Allowed::Bytes(b)) => {
+                    len.resolve_len(env.page_size).ok() != Some(b.len() as u64)
+                }
+                _ => false,
+            };
+            match p.allowed.as_expect().filter(|_| !short) {
                 Some(e) => {
                     s.expect = (e != crate::case::model::Expect::default()).then_some(e);
                     s.observe = false;

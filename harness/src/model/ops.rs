@@ -6,7 +6,7 @@ use super::allowed::{Allowed, PossibleBytes};
 use super::durability;
 use super::fault::{self, Stop};
 use super::fs_table;
-use super::state::{Back, End, Inode, MapRef, Ofd, Page, Proc, World};
+use super::state::{self, Back, End, Inode, MapRef, Ofd, Page, Proc, World};
 use crate::case::model::{Op, Probe, ReadFrom, Step};
 use crate::exec::plan;
 use crate::exec::protocol::{Call, ExitStatus, Place, Span};
@@ -332,7 +332,13 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
         Call::Load { map, at, len } => {
             let m = map_of(w, p, map)?;
             match fault::load(w, p, m.region, m.at + at, *len) {
-                Ok(b) => Ok(Allowed::Bytes(b)),
+                Ok(b) => Ok(match counter_at(w, p, m.region, m.at + at, *len) {
+                    Some(c) => Allowed::Value {
+                        lo: c.lo as i64,
+                        hi: c.hi as i64,
+                    },
+                    None => Allowed::Bytes(b),
+                }),
                 Err(s) => from_stop(s),
             }
         }
@@ -345,8 +351,9 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
         } => {
             let m = map_of(w, p, map)?;
             let start = m.at + at;
+            let raced = counter_at(w, p, m.region, start, *width as u64);
             let cur = match fault::load(w, p, m.region, start, *width as u64) {
-                Ok(b) if b.is_exact() => b.first,
+                Ok(b) if b.is_exact() || raced.is_some() => b.first,
                 Ok(_) => return Err("an increment of uncertain bytes".to_string()),
                 Err(s) => return from_stop(s),
             };
@@ -361,10 +368,35 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
                     .to_vec(),
                 _ => return Err(format!("an increment of width {width}")),
             };
-            match fault::store(w, p, m.region, start, &next) {
-                Ok(()) => Ok(Allowed::Success),
-                Err(s) => from_stop(s),
+            if let Err(s) = fault::store(w, p, m.region, start, &next) {
+                return from_stop(s);
             }
+            if let (Some(c), Some((inode, at))) =
+                (raced, object_at(w, p, m.region, start, *width as u64))
+            {
+                // A counter known to a range, incremented alone: the range moves.
+                let max = if *width == 4 {
+                    u32::MAX as u64
+                } else {
+                    u64::MAX
+                };
+                if c.hi.checked_add(*count).is_none_or(|h| h > max) {
+                    return Err(
+                        "an increment past the width of a counter known to a range".to_string()
+                    );
+                }
+                let ps = w.ps;
+                w.inodes[inode].set_counter(
+                    ps,
+                    state::Counter {
+                        at,
+                        lo: c.lo + count,
+                        hi: c.hi + count,
+                        ..c
+                    },
+                );
+            }
+            Ok(Allowed::Success)
         }
         Call::Mlock { .. } if env.euid != 0 => {
             Err("mlock under RLIMIT_MEMLOCK (an unprivileged user) is not modelled".to_string())
@@ -389,9 +421,37 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
     }
 }
 
+/// The object byte a process's access at `start` of `region` reaches,
+/// when the `len` bytes lie in one page that shows an object.
+pub fn object_at(w: &World, p: &str, region: usize, start: i64, len: u64) -> Option<(usize, u64)> {
+    let ps = ps_i(w);
+    let page = start.div_euclid(ps);
+    if (start + len.max(1) as i64 - 1).div_euclid(ps) != page {
+        return None;
+    }
+    let (_, inode, _, index) = memory_of(w, p, region, page).filter(|c| c.0.is_empty())?;
+    Some((inode, index * w.ps + start.rem_euclid(ps) as u64))
+}
+
+/// The counter a load of `len` bytes at `start` reads exactly, if any.
+fn counter_at(w: &World, p: &str, region: usize, start: i64, len: u64) -> Option<state::Counter> {
+    let (inode, at) = object_at(w, p, region, start, len)?;
+    w.inodes[inode].counter(at, len)
+}
+
 /// Bytes of a file from `at`, `len` of them or to its end (pread, check_file).
 fn read_file(w: &World, inode: usize, at: u64, len: Option<u64>) -> Outcome {
     let ino = &w.inodes[inode];
+    let end = len.map_or(ino.size, |l| at.saturating_add(l).min(ino.size));
+    if let (Some(c), true) = (
+        ino.counter(at, end.saturating_sub(at)),
+        ino.size_alt.is_empty(),
+    ) {
+        return Ok(Allowed::Value {
+            lo: c.lo as i64,
+            hi: c.hi as i64,
+        });
+    }
     let end_of = |size: u64| len.map_or(size, |l| at.saturating_add(l).min(size)).max(at);
     if ino.size_alt.iter().any(|s| end_of(*s) != end_of(ino.size)) {
         let mut options = Vec::new();
@@ -831,15 +891,11 @@ fn mmap(
             }
             _ => return errno("EINVAL"),
         }
-        let size = w.inodes[o.inode].size;
-        if !w.inodes[o.inode].size_alt.is_empty() {
-            let _ = size;
-        }
-        if offset as u64 > i64::MAX as u64 - rounded || offset < 0 {
+        // file_mmap_ok: a regular file's mapping must end by MAX_LFS_FILESIZE
+        // (LLONG_MAX), whatever the filesystem's own limit.
+        let room = (i64::MAX as u64).checked_sub(rounded);
+        if room.is_none_or(|room| pgoff > room / ps) {
             return errno("EOVERFLOW");
-        }
-        if (offset as u64).saturating_add(rounded) > (1u64 << 44) {
-            return Err("a mapping offset near the filesystem's maximum file size".to_string());
         }
     } else {
         match typ {
@@ -848,6 +904,9 @@ fn mmap(
                     return errno("EINVAL");
                 }
                 shared = true;
+            }
+            libc::MAP_PRIVATE if flags & libc::MAP_GROWSDOWN != 0 => {
+                return Err("a MAP_GROWSDOWN stack mapping is not modelled".to_string())
             }
             libc::MAP_PRIVATE => shared = false,
             MAP_DROPPABLE if env.kernel() >= crate::names::KernelVersion(6, 11, 0) => {
@@ -982,19 +1041,30 @@ fn munmap(w: &mut World, p: &str, span: &Span) -> Outcome {
 }
 
 fn mprotect(w: &mut World, p: &str, span: &Span, prot: i32) -> Outcome {
+    // do_mprotect_pkey's order: both growth bits, alignment, length 0,
+    // unknown bits, then the mappings.
+    let grows = prot & (libc::PROT_GROWSDOWN | libc::PROT_GROWSUP);
+    if grows == libc::PROT_GROWSDOWN | libc::PROT_GROWSUP {
+        return errno("EINVAL");
+    }
     let (r, first, len) = match range_start(w, p, span)? {
         Ok(v) => v,
         Err(e) => return errno(e),
     };
-    let known = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC | 0x8 /* PROT_SEM */ | libc::PROT_GROWSDOWN | libc::PROT_GROWSUP;
-    if prot & !known != 0 {
-        return errno("EINVAL");
-    }
-    if prot & (libc::PROT_GROWSDOWN | libc::PROT_GROWSUP) != 0 {
-        return Err("PROT_GROWSDOWN/GROWSUP".to_string());
-    }
     if len == 0 {
         return Ok(Allowed::Success);
+    }
+    let known = libc::PROT_READ | libc::PROT_WRITE | libc::PROT_EXEC | 0x8 /* PROT_SEM */;
+    if prot & !(known | grows) != 0 {
+        return errno("EINVAL");
+    }
+    if grows != 0 {
+        // Only a MAP_GROWSDOWN mapping takes it, and the model makes none.
+        return match fault::page_at(w, p, r, first) {
+            Ok(_) => errno("EINVAL"),
+            Err(Stop::Fault(..)) => errno("ENOMEM"),
+            Err(Stop::Unmodeled(why)) => Err(why),
+        };
     }
     let n = len.div_ceil(w.ps) as i64;
     for i in first..first + n {

@@ -163,8 +163,16 @@ pub fn mremap(
     };
     for i in first..first + old_n {
         match fault::page_at(w, p, r, i) {
-            Ok(pg) if pg.vma == head.vma => {}
-            Ok(_) => return errno("EFAULT"),
+            Ok(pg) if pg.vma == head.vma && same_attributes(pg, &head) => {}
+            // madvise, mprotect or mlock of part of the mapping split it:
+            // the old range is not one VMA (vma_to_resize: EFAULT).
+            Ok(pg) if pg.vma == head.vma => return errno("EFAULT"),
+            Ok(_) => {
+                return Err(
+                    "the old range spans two mappings, which the kernel may have merged into one"
+                        .to_string(),
+                )
+            }
             Err(Stop::Fault(..)) => return errno("EFAULT"),
             Err(Stop::Unmodeled(why)) => return Err(why),
         }
@@ -263,6 +271,13 @@ pub fn mremap(
     }
     install(w, p, name, nr, 0, moved, new_len);
     Ok(Allowed::Success)
+}
+
+/// Whether two pages of one mapping are still in one VMA: a change of
+/// protection, fork behaviour or locking to part of a mapping splits it
+/// (and changing it back merges the parts again).
+fn same_attributes(a: &Page, b: &Page) -> bool {
+    (a.prot, a.dontfork, a.wipeonfork, a.locked) == (b.prot, b.dontfork, b.wipeonfork, b.locked)
 }
 
 /// Puts `pages` at page `first` of region `r` and points `name` at them.

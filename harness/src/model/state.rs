@@ -43,6 +43,19 @@ pub struct Inode {
     pub created: bool,
     /// Tracked only for targets that can crash.
     pub durable: Option<Durable>,
+    /// Integers plain increments raced on (`together`): where, their
+    /// width, and the range the value lies in. Their bytes also have
+    /// every value the range allows as alternatives, so any other read is judged too.
+    pub counters: Vec<Counter>,
+}
+
+/// An integer in an object whose value is known to a range only.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Counter {
+    pub at: u64,
+    pub width: u64,
+    pub lo: u64,
+    pub hi: u64,
 }
 
 impl Inode {
@@ -54,6 +67,9 @@ impl Inode {
 
     /// Sets bytes, page by page; records what a power cut may now keep.
     pub fn write(&mut self, ps: u64, off: u64, data: &[u8]) {
+        let end = off + data.len() as u64;
+        self.counters
+            .retain(|c| c.at + c.width <= off || end <= c.at);
         for (i, b) in data.iter().enumerate() {
             let at = off + i as u64;
             self.alt.remove(&at);
@@ -109,6 +125,38 @@ impl Inode {
         if let Some(d) = &mut self.durable {
             d.pending_sizes.insert(new);
         }
+    }
+
+    /// Makes the `width` bytes at `at` an integer in `lo..=hi` (native
+    /// endian): the bytes hold `hi` first, with every byte value the range
+    /// allows as alternatives.
+    pub fn set_counter(&mut self, ps: u64, c: Counter) {
+        let bytes = c.hi.to_ne_bytes();
+        self.write(ps, c.at, &bytes[..c.width as usize]);
+        for k in 0..c.width {
+            let values: Vec<u8> = if c.hi - c.lo >= 1 << 16 {
+                (0..=255).collect()
+            } else {
+                let mut v: Vec<u8> = (c.lo..=c.hi).map(|x| x.to_ne_bytes()[k as usize]).collect();
+                v.sort_unstable();
+                v.dedup();
+                v
+            };
+            let first = bytes[k as usize];
+            let others: Vec<u8> = values.into_iter().filter(|v| *v != first).collect();
+            if !others.is_empty() {
+                self.alt.insert(c.at + k, others);
+            }
+        }
+        self.counters.push(c);
+    }
+
+    /// The counter that is exactly the bytes `at..at + len`, if any.
+    pub fn counter(&self, at: u64, len: u64) -> Option<Counter> {
+        self.counters
+            .iter()
+            .copied()
+            .find(|c| c.at == at && c.width == len)
     }
 
     /// The file's data and size are on the storage now.

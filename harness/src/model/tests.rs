@@ -217,25 +217,6 @@ fn a_crash_keeps_what_ms_sync_covered_and_may_keep_the_rest() {
 }
 
 #[test]
-fn atomic_increments_at_the_same_time_add_up() {
-    let c = case(
-        "{}",
-        r#"{"in":"p","do":"mmap","len":"1p","prot":"READ|WRITE","flags":"SHARED|ANONYMOUS","as":"m"},
-        {"in":"p","do":"fork","as":"c"},
-        {"do":"together","steps":[
-            {"in":"p","do":"increment","map":"m","count":1000,"atomic":true},
-            {"in":"c","do":"increment","map":"m","count":1000,"atomic":true}]},
-        {"in":"p","do":"load","map":"m","len":4}"#,
-    );
-    let a = predict_all(&c, &env("tmpfs", &[]));
-    assert_eq!(a.len(), 5);
-    assert!(a[4].admits(
-        &crate::exec::ops::with_bytes(2000u32.to_ne_bytes().to_vec()),
-        4096
-    ));
-}
-
-#[test]
 fn a_hole_a_later_mmap_may_fill_is_not_predicted() {
     let c = case(
         "{}",
@@ -293,4 +274,62 @@ fn allowed_sets_judge_observations_and_expectations() {
     assert!(!Allowed::Success.admits_expect(&e, 4096));
     assert_eq!(zeros(8).as_expect().and_then(|e| e.fill), Some(0));
     assert_eq!(Allowed::value(4).as_expect().and_then(|e| e.value), Some(4));
+}
+
+#[test]
+fn mremap_of_a_range_split_by_madvise_is_efault_and_merged_back_is_not() {
+    let c = case(
+        "{}",
+        r#"{"in":"p","do":"mmap","len":"2p","prot":"READ|WRITE","flags":"PRIVATE|ANONYMOUS","as":"m"},
+        {"in":"p","do":"madvise","map":"m","len":1,"advice":"DONTFORK"},
+        {"in":"p","do":"mremap","map":"m","old_len":"2p","new_len":"1p","flags":"MAYMOVE|FIXED","new_addr":{"map":"m","at":"4p"}},
+        {"in":"p","do":"madvise","map":"m","len":1,"advice":"DOFORK"},
+        {"in":"p","do":"mmap","len":"8p","prot":"NONE","flags":"PRIVATE|ANONYMOUS","as":"far"},
+        {"in":"p","do":"mremap","map":"m","old_len":"2p","new_len":"2p","flags":"MAYMOVE|FIXED","new_addr":{"map":"far"}}"#,
+    );
+    let a = predict_all(&c, &env("tmpfs", &[]));
+    assert_eq!(a[2], Allowed::errno("EFAULT"));
+    assert_eq!(a[5], Allowed::Success);
+}
+
+#[test]
+fn annotate_leaves_a_short_read_to_observe() {
+    let c = case(
+        r#"{"f":{"text":"abc"}}"#,
+        &format!(r#"{OPEN}, {{"in":"p","do":"pread","fd":"fd","at":1,"len":10}}"#),
+    );
+    let out = annotate(&c, &env("ext4", &[])).unwrap();
+    assert!(out.steps[1].observe && out.steps[1].expect.is_none());
+    assert_eq!(predict_all(&c, &env("ext4", &[]))[1], text("bc"));
+}
+
+#[test]
+fn plain_increments_that_race_give_a_range() {
+    let c = case(
+        "{}",
+        r#"{"in":"p","do":"mmap","len":"1p","prot":"READ|WRITE","flags":"SHARED|ANONYMOUS","as":"m"},
+        {"in":"p","do":"fork","as":"c"},
+        {"do":"together","steps":[
+            {"in":"p","do":"increment","map":"m","count":1000},
+            {"in":"c","do":"increment","map":"m","count":1000},
+            {"in":"p","do":"increment","map":"m","at":8,"count":5}]},
+        {"in":"p","do":"load","map":"m","len":4},
+        {"in":"c","do":"increment","map":"m","count":1,"atomic":true},
+        {"in":"c","do":"load","map":"m","len":4},
+        {"in":"c","do":"load","map":"m","at":8,"len":4}"#,
+    );
+    let a = predict_all(&c, &env("tmpfs", &[]));
+    assert_eq!(a[5], Allowed::Value { lo: 2, hi: 2000 });
+    assert_eq!(a[7], Allowed::Value { lo: 3, hi: 2001 });
+    assert!(a[8].admits(
+        &crate::exec::ops::with_bytes(5u32.to_ne_bytes().to_vec()),
+        4096
+    ));
+    let e: crate::case::model::Expect = serde_json::from_str(r#"{"range":[1000,2000]}"#).unwrap();
+    assert!(a[5].admits_expect(&e, 4096));
+    let e: crate::case::model::Expect = serde_json::from_str(r#"{"value":2000}"#).unwrap();
+    assert!(
+        a[5].admits_expect(&e, 4096),
+        "a case may expect one allowed value"
+    );
 }
