@@ -51,7 +51,7 @@ fn the_same_seed_gives_the_same_cases_and_verdicts() {
     assert_eq!(indexes, (0..40).collect::<Vec<_>>());
     // The verdicts are the model's over cases that ran, not a wall of "unmodeled".
     let ran = a.iter().filter(|l| l["verdict"] == "agrees").count();
-    assert!(ran >= 10, "only {ran} of 40 cases ran and agreed: {a:?}");
+    assert!(ran >= 30, "only {ran} of 40 cases ran and agreed: {a:?}");
     // Another seed, other cases.
     let other = exe()
         .args([
