@@ -166,6 +166,17 @@ pub fn load(
     Ok(out)
 }
 
+/// Whether a write access to `len` bytes at `at` passes the protection
+/// (SEGV_MAPERR where nothing is mapped, SEGV_ACCERR without PROT_WRITE).
+pub fn writable(w: &World, proc: &str, region: usize, at: i64, len: u64) -> Result<(), Stop> {
+    for (page, _, _) in pages_of(w.ps, at, len) {
+        if page_at(w, proc, region, page)?.prot & libc::PROT_WRITE == 0 {
+            return Err(ACCERR);
+        }
+    }
+    Ok(())
+}
+
 /// A store of `data` at `at` of `region`: byte for byte, so the pages
 /// before a faulting one keep what was stored.
 pub fn store(w: &mut World, proc: &str, region: usize, at: i64, data: &[u8]) -> Result<(), Stop> {

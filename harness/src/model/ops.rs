@@ -347,10 +347,21 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
             at,
             count,
             width,
-            ..
+            atomic,
         } => {
             let m = map_of(w, p, map)?;
             let start = m.at + at;
+            if *count == 0 {
+                // No increment, no access.
+                return Ok(Allowed::Success);
+            }
+            if *atomic {
+                // A locked add is a write access: the protection is checked
+                // before the page (past EOF: SEGV_ACCERR, not SIGBUS).
+                if let Err(s) = fault::writable(w, p, m.region, start, *width as u64) {
+                    return from_stop(s);
+                }
+            }
             let raced = counter_at(w, p, m.region, start, *width as u64);
             let cur = match fault::load(w, p, m.region, start, *width as u64) {
                 Ok(b) if b.is_exact() || raced.is_some() => b.first,
@@ -1029,6 +1040,12 @@ fn munmap(w: &mut World, p: &str, span: &Span) -> Outcome {
     }
     let n = len.div_ceil(w.ps) as i64;
     within_extent(w, r, first, n)?;
+    for i in first..first + n {
+        // A hole a later mmap may have filled: what this unmaps is unknown.
+        if let Err(Stop::Unmodeled(why)) = fault::page_at(w, p, r, i) {
+            return Err(why);
+        }
+    }
     let pr = w.procs.get_mut(p).unwrap();
     let placed = pr.placements.len();
     for i in first..first + n {

@@ -333,3 +333,27 @@ fn plain_increments_that_race_give_a_range() {
         "a case may expect one allowed value"
     );
 }
+
+#[test]
+fn an_atomic_increment_is_a_write_and_a_hole_maybe_refilled_is_not_unmapped_blindly() {
+    let c = case(
+        "{}",
+        r#"{"in":"p","do":"memfd_create","as":"fd"},
+        {"in":"p","do":"mmap","fd":"fd","len":1,"prot":"READ","flags":"SHARED","as":"m"},
+        {"in":"p","do":"increment","map":"m","count":1,"atomic":true},
+        {"in":"p","do":"increment","map":"m","count":1},
+        {"in":"p","do":"increment","map":"m","count":0},
+        {"in":"p","do":"munmap","map":"m"},
+        {"in":"p","do":"mmap","len":"1p","prot":"READ|WRITE","flags":"SHARED|ANONYMOUS","as":"n"},
+        {"in":"p","do":"munmap","map":"m"}"#,
+    );
+    let (a, stop) = predict_prefix(&c, &env("tmpfs", &[]));
+    assert_eq!(a[2].allowed, Allowed::signal("SIGSEGV", "SEGV_ACCERR"));
+    assert_eq!(
+        a[3].allowed,
+        Allowed::signal("SIGBUS", "BUS_ADRERR"),
+        "a plain increment loads first"
+    );
+    assert_eq!(a[4].allowed, Allowed::Success);
+    assert_eq!(stop.map(|u| u.step), Some("8".to_string()));
+}
