@@ -7,6 +7,7 @@
 pub mod case;
 pub mod cli;
 pub mod exec;
+pub mod explore;
 pub mod model;
 pub mod mutate;
 pub mod names;

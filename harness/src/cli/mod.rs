@@ -1,6 +1,7 @@
 //! The `mmapconf` command line.
 
 mod explain;
+mod explore;
 mod model_check;
 mod mutate;
 mod power_cut;
@@ -168,6 +169,9 @@ pub enum Command {
         #[arg(long)]
         fs: Option<String>,
     },
+    /// Generate random cases, judge what they observe by the reference
+    /// model, and shrink every divergence to a minimal case (saved in --out).
+    Explore(explore::ExploreArgs),
     /// Compare the reference model with every case's expectations on a
     /// target (made and measured as `run` does; no case runs): print each
     /// disagreement, and the counts of cases that agree, disagree or are
@@ -246,6 +250,34 @@ pub enum Command {
         backing: PathBuf,
         mount_point: PathBuf,
     },
+}
+
+/// Where cases run: scratch filesystems the harness makes (`run`, `explore`).
+#[derive(clap::Args, Debug, Clone)]
+pub struct TargetArgs {
+    /// Make a scratch filesystem of each type (comma-separated: tmpfs,
+    /// ramfs, ext2, ext3, ext4, xfs, btrfs, f2fs, overlay, hugetlbfs, the
+    /// read-only images erofs and squashfs, the own FUSE server's
+    /// fuse-<mode>, ntfs-3g, exfat-fuse, fuse2fs, bindfs, fuse-overlayfs;
+    /// `host` for tmpfs, ramfs, ext4, hugetlbfs, the images and every
+    /// FUSE target) and run the cases on each, one report per
+    /// filesystem. Needs root.
+    #[arg(long, value_delimiter = ',')]
+    pub fs: Vec<String>,
+    /// Named target configurations from the targets file (comma-separated).
+    #[arg(long, value_delimiter = ',')]
+    pub target: Vec<String>,
+    /// The file of named targets (default: ci/targets.json).
+    #[arg(long)]
+    pub targets_file: Option<PathBuf>,
+}
+
+impl TargetArgs {
+    /// The targets asked for: `--fs` types and `--target` names, or none
+    /// (cases then run in a scratch directory of `--dir`).
+    pub(crate) fn resolve(&self) -> Result<Vec<TargetConfig>, String> {
+        targets_of(&self.fs, &self.target, self.targets_file.as_deref())
+    }
 }
 
 /// The paths to load and the corpus they stand for: the paths given, or
@@ -340,6 +372,7 @@ pub fn main(cli: Cli) -> ExitCode {
             fs,
             dir,
         } => repro::repro(&case, output.as_deref(), fs.as_deref(), dir.as_deref()),
+        Command::Explore(args) => explore::explore(args),
         Command::ReportSchema => reports::print_report_schema(),
         Command::PowerCut(args) => power_cut::power_cut(args),
         Command::Mutate {

@@ -8,6 +8,7 @@ pub mod live;
 pub mod ops;
 pub mod pidfd;
 pub mod plan;
+pub mod plant;
 pub mod power_cut;
 pub mod protocol;
 pub mod worker;

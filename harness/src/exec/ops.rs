@@ -26,6 +26,8 @@ use std::os::fd::{AsRawFd, FromRawFd, IntoRawFd, OwnedFd, RawFd};
 pub struct MapInfo {
     pub addr: usize,
     pub len: u64,
+    /// Only with the planted test defect (`plant`): where its stores leak to.
+    pub leak: Option<(RawFd, i64)>,
 }
 
 /// Everything a worker holds by name. fork(2) copies it along with the
@@ -205,6 +207,7 @@ impl WorkerState {
                     MapInfo {
                         addr: p as usize,
                         len: *len,
+                        leak: super::plant::leak_target(fd, *flags, *offset),
                     },
                 );
                 Ok(Observation::ok())
@@ -274,15 +277,18 @@ impl WorkerState {
                     MapInfo {
                         addr: p as usize,
                         len: *new_len,
+                        leak: m.leak.map(|(fd, off)| (fd, off + *at)),
                     },
                 );
                 Ok(Observation::ok())
             }
             Call::Store { map, at, data } => {
-                let start = self.map(map)?.addr.wrapping_add(*at as usize);
+                let m = self.map(map)?;
+                let start = m.addr.wrapping_add(*at as usize);
                 let bytes = data.materialize().map_err(Observation::error)?;
                 // SAFETY: see fault::store; faults are caught and reported.
                 unsafe { fault::store(start, &bytes) }.map_err(|f| fault_observation(f, start))?;
+                super::plant::leak_store(m.leak, *at, &bytes);
                 Ok(Observation::ok())
             }
             Call::Load { map, at, len } => {
