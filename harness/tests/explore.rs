@@ -117,6 +117,7 @@ fn a_planted_defect_is_found_within_a_minute_and_shrunk_to_six_steps() {
         .expect("findings saved")
         .flatten()
         .map(|e| e.path())
+        .filter(|p| p.extension().is_some_and(|e| e == "json"))
         .collect();
     assert!(!findings.is_empty(), "{said}");
     // Every divergence is the planted one: a private store that reached the file.
@@ -154,6 +155,24 @@ fn a_planted_defect_is_found_within_a_minute_and_shrunk_to_six_steps() {
         assert_eq!(clean.status.code(), Some(0), "{name}: {}", text(&clean));
         let planted = run(true);
         assert_eq!(planted.status.code(), Some(1), "{name}: {}", text(&planted));
+        // Its C program, saved beside it, builds and passes on the real kernel
+        // (the defect is the harness's, not the kernel's).
+        let program = f.with_extension("c");
+        assert!(program.is_file(), "{name}: no C program saved: {said}");
+        let binary = dir.path().join("finding-program");
+        let cc = std::process::Command::new("cc")
+            .args(["-O2", "-Wall", "-Werror", "-o"])
+            .arg(&binary)
+            .arg(&program)
+            .output()
+            .unwrap();
+        assert!(cc.status.success(), "{name}: {}", text(&cc));
+        let scratch = tempfile::tempdir_in(dir.path()).unwrap();
+        let ran = std::process::Command::new(&binary)
+            .arg(scratch.path())
+            .output()
+            .unwrap();
+        assert_eq!(ran.status.code(), Some(0), "{name}: {}", text(&ran));
     }
     assert!(largest <= 6, "a finding has {largest} steps: {said}");
     // Without the defect, the same seed finds nothing.

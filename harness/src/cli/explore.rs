@@ -177,8 +177,13 @@ fn explore_on(args: &ExploreArgs, s: &Settings, opts: &RunOptions, base: &Path) 
             .and_then(|c| run::save(&out, &c, s.seed, r.index, &env).map_err(|e| e.to_string()));
         match saved {
             Ok(path) => println!(
-                "finding: {} ({} steps, {} {} at step {})",
+                "finding: {}{} ({} steps, {} {} at step {})",
                 path.display(),
+                if path.with_extension("c").exists() {
+                    format!(" and {}", path.with_extension("c").display())
+                } else {
+                    String::new()
+                },
                 step_count(&small.steps),
                 d.op,
                 d.kind,

@@ -308,5 +308,18 @@ pub fn save(
     let path = dir.join(name);
     let text = serde_json::to_string_pretty(case).map_err(std::io::Error::other)?;
     std::fs::write(&path, text + "\n")?;
+    // Beside it, the same case as a C program for a bug report (`repro`),
+    // when it can be one (a crash step needs the harness's filesystem).
+    let loaded = crate::case::LoadedCase {
+        id: format!(
+            "explore/{}",
+            path.file_stem().unwrap_or_default().to_string_lossy()
+        ),
+        file: path.clone(),
+        case: case.clone(),
+    };
+    if let Ok(program) = crate::repro::c_program(&loaded, env) {
+        std::fs::write(path.with_extension("c"), program)?;
+    }
     Ok(path)
 }

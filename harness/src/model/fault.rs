@@ -104,11 +104,28 @@ pub fn page_bytes(w: &World, page: &Page) -> Result<(Vec<u8>, Alternatives), Sto
                 .get(index)
                 .cloned()
                 .unwrap_or_else(|| vec![0; ps as usize]);
-            let alt = ino
+            let mut alt: Alternatives = ino
                 .alt
                 .range(base..base + ps)
                 .map(|(k, v)| ((k - base) as usize, v.clone()))
                 .collect();
+            // Write-back of the EOF page zeroes its tail past EOF before the
+            // I/O (block_write_full_folio, iomap, ext4's mpage_submit_folio),
+            // and may happen at any time: what was stored there may read as 0.
+            if w.eof_tail_zeroed_by_writeback
+                && ino.on_target
+                && (base..base + ps).contains(&ino.size)
+            {
+                let from = (ino.size - base) as usize;
+                for (i, b) in bytes.iter().enumerate().skip(from) {
+                    if *b != 0 {
+                        let e = alt.entry(i).or_default();
+                        if !e.contains(&0) {
+                            e.push(0);
+                        }
+                    }
+                }
+            }
             Ok((bytes, alt))
         }
         Back::Anon { copy, maybe_zero } => {

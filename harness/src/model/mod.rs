@@ -97,6 +97,11 @@ fn start(case: &Case, env: &Environment) -> Result<state::World, String> {
         ps,
         track_durability: case.steps.iter().any(|s| matches!(s.op, Op::Crash)),
         arch_x86: env.arch == "x86_64",
+        // Unmeasured: both outcomes allowed rather than a guess.
+        eof_tail_zeroed_by_writeback: env
+            .capabilities
+            .get(&crate::case::model::Probe::Writeback)
+            .is_none_or(|m| m.present),
         ..Default::default()
     };
     if env.fs_type == "hugetlbfs" {

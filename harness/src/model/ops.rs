@@ -1192,6 +1192,10 @@ fn msync(w: &mut World, p: &str, span: &Span, flags: i32) -> Outcome {
         let ps = w.ps;
         for i in &mapped {
             let pg = &w.procs[p].pages[&(r, *i)];
+            // A MAP_SHARED mapping of an fd not open for writing is not
+            // VM_SHARED (do_mmap clears it with VM_MAYWRITE), and msync
+            // calls vfs_fsync_range only for VM_SHARED mappings: MS_SYNC
+            // there writes nothing back.
             if let Back::Object {
                 inode,
                 index,
@@ -1199,6 +1203,9 @@ fn msync(w: &mut World, p: &str, span: &Span, flags: i32) -> Outcome {
                 ..
             } = pg.back
             {
+                if !pg.maywrite {
+                    continue;
+                }
                 durability::sync(w, inode, Some((index * ps, (index + 1) * ps)));
             }
         }

@@ -135,6 +135,24 @@ pub fn mremap(
             dest = Some((dr, dfirst));
         }
     } else if old_r >= new_r {
+        // Nothing mapped at the old address (a MADV_DONTFORK range in a
+        // fork child, say): recent kernels look the mapping up first and
+        // fail with EFAULT (seen on 6.18); older ones only unmapped the
+        // tail and succeeded (5.10's mremap). Either way nothing changes
+        // when nothing of the old range is mapped.
+        if old_n > 0 && !w.procs[p].pages.contains_key(&(r, first)) {
+            let any = (first..first + old_n).any(|i| w.procs[p].pages.contains_key(&(r, i)));
+            if any {
+                return Err(
+                    "a shrinking mremap whose first page is unmapped but a later one is not"
+                        .to_string(),
+                );
+            }
+            return Ok(Allowed::one_of(vec![
+                Allowed::Errno("EFAULT".to_string()),
+                Allowed::Success,
+            ]));
+        }
         // Shrinking: the tail is unmapped, whatever it held.
         if old_n > 0 {
             let placed = w.procs[p].placements.len();

@@ -291,6 +291,10 @@ pub struct World {
     pub unlinked: Vec<String>,
     /// x86: PROT_WRITE and PROT_EXEC imply PROT_READ.
     pub arch_x86: bool,
+    /// The target writes pages back to storage (`writeback`): writing the
+    /// EOF page back zeroes its bytes past EOF in the page cache, so bytes
+    /// stored there through a shared mapping may read back as zeros.
+    pub eof_tail_zeroed_by_writeback: bool,
 }
 
 impl World {
