@@ -511,10 +511,9 @@ fn write_fd(
         let ps = w.ps;
         let ino = &mut w.inodes[o.inode];
         if end > ino.size {
-            // The bytes between the old end and the write read as zeros.
-            let old = ino.size;
+            // The bytes between the old end and the write read as zeros;
+            // what lies past the write's end stays (set_size).
             ino.set_size(ps, end);
-            let _ = old;
         }
         ino.write(ps, start, &bytes);
     }

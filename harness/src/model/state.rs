@@ -116,9 +116,21 @@ impl Inode {
     /// of file do not become file data).
     pub fn set_size(&mut self, ps: u64, new: u64) {
         let old = self.size;
-        let cut = new.min(old);
-        let page_end = cut.div_ceil(ps) * ps;
-        self.zero(ps, cut, page_end.max(new.max(old)).max(cut));
+        if new > old {
+            // The extended area reads as zeros (POSIX ftruncate). Bytes
+            // stored past the new EOF in its page stay as memory holds
+            // them, unless the filesystem zeroes the rest of the EOF block
+            // as it extends (ext4 since 6.13): either is allowed.
+            self.zero(ps, old, new);
+            for at in new..new.div_ceil(ps) * ps {
+                if self.byte(ps, at) != 0 {
+                    self.alt.insert(at, vec![0]);
+                }
+            }
+        } else {
+            // Truncation zeroes the rest of the new EOF page.
+            self.zero(ps, new, new.div_ceil(ps) * ps);
+        }
         self.pages.retain(|k, _| *k < new.div_ceil(ps));
         self.size = new;
         self.size_alt.clear();

@@ -357,3 +357,27 @@ fn an_atomic_increment_is_a_write_and_a_hole_maybe_refilled_is_not_unmapped_blin
     assert_eq!(a[4].allowed, Allowed::Success);
     assert_eq!(stop.map(|u| u.step), Some("8".to_string()));
 }
+
+/// Found by explore (ext4, seed 2026, case 4031): a pwrite that extends the
+/// file zeroes only the gap before its data; bytes stored past the new EOF
+/// stay as memory holds them (or zero, where write-back or the filesystem
+/// zeroes the EOF page's tail), and a write-back target allows both.
+#[test]
+fn a_write_extending_the_file_leaves_bytes_past_its_end() {
+    let c = mapped(
+        r#"{"f":{"size":"1p+1"}}"#,
+        "2p",
+        "SHARED",
+        r#"{"in":"p","do":"store","map":"m","at":"1p","fill":230,"len":8},
+           {"in":"p","do":"pwrite","fd":"fd","at":"1p","text":"ab"},
+           {"in":"p","do":"load","map":"m","at":"1p","len":4}"#,
+    );
+    let got = predict_all(&c, &env("tmpfs", &[]));
+    let Allowed::Bytes(b) = &got[4] else {
+        panic!("{:?}", got[4])
+    };
+    assert!(b.admits(b"ab\xe6\xe6"), "{b:?}");
+    assert!(b.admits(b"ab\0\0"), "{b:?}");
+    assert!(!b.admits(b"ab\xe6\x01"), "{b:?}");
+    assert!(!b.admits(b"\0b\xe6\xe6"), "{b:?}");
+}
