@@ -128,8 +128,10 @@ impl Inode {
                 }
             }
         } else {
-            // Truncation zeroes the rest of the new EOF page.
-            self.zero(ps, new, new.div_ceil(ps) * ps);
+            // Truncation drops the bytes past the new end and zeroes the
+            // rest of the new EOF page (what a power cut may keep of them
+            // is recorded by zero()).
+            self.zero(ps, new, (new.div_ceil(ps) * ps).max(old));
         }
         self.pages.retain(|k, _| *k < new.div_ceil(ps));
         self.size = new;

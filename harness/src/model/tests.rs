@@ -381,3 +381,24 @@ fn a_write_extending_the_file_leaves_bytes_past_its_end() {
     assert!(!b.admits(b"ab\xe6\x01"), "{b:?}");
     assert!(!b.admits(b"\0b\xe6\xe6"), "{b:?}");
 }
+
+/// A truncation that never reached the storage may be undone by a power
+/// cut: the old bytes are among what the file may hold after it.
+#[test]
+fn a_truncation_lost_in_a_crash_may_leave_the_old_bytes() {
+    let c = case(
+        r#"{"f":{"size":1,"fill":118,"len":1}}"#,
+        &format!(
+            r#"{OPEN}, {{"in":"p","do":"ftruncate","fd":"fd","len":0}},
+               {{"do":"crash"}}, {{"do":"check_file","path":"f"}}"#
+        ),
+    );
+    let got = predict_all(&c, &env("ext4", &[]));
+    let obs = |b: &[u8]| Observation {
+        bytes: Some(b.to_vec()),
+        ..Observation::of(Outcome::Ok)
+    };
+    assert!(got[3].admits(&obs(b"v"), 4096), "{:?}", got[3]);
+    assert!(got[3].admits(&obs(b""), 4096), "{:?}", got[3]);
+    assert!(!got[3].admits(&obs(b"w"), 4096), "{:?}", got[3]);
+}
