@@ -340,6 +340,20 @@ pub fn body(op: &Op, name: Option<&str>, names: &mut Names) -> Result<String, St
             let a = b.at(map, at)?;
             b.line(format!("frame_of(o, {a}, {});", *swapped as u8));
         }
+        // Issue 18 part A's operations have no C runtime counterpart yet.
+        Op::Io { .. }
+        | Op::AddSeals { .. }
+        | Op::GetSeals { .. }
+        | Op::Dup { .. }
+        | Op::Lseek { .. }
+        | Op::Mlockall { .. }
+        | Op::Munlockall
+        | Op::Smaps { .. } => {
+            return Err(format!(
+                "`{}` cannot be expressed in a C reproducer yet (issue 18 part A)",
+                op.name()
+            ))
+        }
         other => return Err(format!("`{}` is not a worker's call", other.name())),
     }
     Ok(b.lines.join("\n"))
