@@ -370,7 +370,7 @@ impl Walk {
                 | Op::Load { .. }
                 | Op::Pread { .. }
                 | Op::Mincore { .. }
-                | Op::Dup { onto: None, .. }
+                | Op::Dup { .. }
                 | Op::Io { .. }
                 | Op::GetSeals { .. }
                 | Op::Lseek { .. }
