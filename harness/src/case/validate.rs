@@ -1025,7 +1025,7 @@ impl Walk {
 }
 
 /// Operations whose observed number `as` can record and `same_as` can compare.
-fn records_value(op: &Op) -> bool {
+pub fn records_value(op: &Op) -> bool {
     matches!(
         op,
         Op::Pagemap { .. } | Op::Load { .. } | Op::Pread { .. } | Op::Mincore { .. }
