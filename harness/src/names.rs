@@ -19,6 +19,9 @@ pub enum FlagKind {
     Mremap,
     Mlock,
     Memfd,
+    Seal,
+    Mlockall,
+    Whence,
 }
 
 impl FlagKind {
@@ -33,6 +36,9 @@ impl FlagKind {
             FlagKind::Mremap => "MREMAP_",
             FlagKind::Mlock => "MLOCK_",
             FlagKind::Memfd => "MFD_",
+            FlagKind::Seal => "F_SEAL_",
+            FlagKind::Mlockall => "MCL_",
+            FlagKind::Whence => "SEEK_",
         }
     }
 
@@ -46,12 +52,15 @@ impl FlagKind {
             FlagKind::Mremap => MREMAP_FLAGS,
             FlagKind::Mlock => MLOCK_FLAGS,
             FlagKind::Memfd => MEMFD_FLAGS,
+            FlagKind::Seal => SEAL_FLAGS,
+            FlagKind::Mlockall => MLOCKALL_FLAGS,
+            FlagKind::Whence => WHENCE,
         }
     }
 
     /// Whether a value is one choice (madvise advice) rather than a set of bits.
     fn is_choice(self) -> bool {
-        matches!(self, FlagKind::Madvise)
+        matches!(self, FlagKind::Madvise | FlagKind::Whence)
     }
 }
 
@@ -150,6 +159,28 @@ const MEMFD_FLAGS: &[(&str, i64)] = &[
     ("MFD_HUGETLB", libc::MFD_HUGETLB as i64),
     ("MFD_NOEXEC_SEAL", 0x8),
     ("MFD_EXEC", 0x10),
+];
+
+const SEAL_FLAGS: &[(&str, i64)] = &[
+    ("F_SEAL_SEAL", libc::F_SEAL_SEAL as i64),
+    ("F_SEAL_SHRINK", libc::F_SEAL_SHRINK as i64),
+    ("F_SEAL_GROW", libc::F_SEAL_GROW as i64),
+    ("F_SEAL_WRITE", libc::F_SEAL_WRITE as i64),
+    ("F_SEAL_FUTURE_WRITE", 0x10),
+];
+
+const MLOCKALL_FLAGS: &[(&str, i64)] = &[
+    ("MCL_CURRENT", libc::MCL_CURRENT as i64),
+    ("MCL_FUTURE", libc::MCL_FUTURE as i64),
+    ("MCL_ONFAULT", libc::MCL_ONFAULT as i64),
+];
+
+const WHENCE: &[(&str, i64)] = &[
+    ("SEEK_SET", libc::SEEK_SET as i64),
+    ("SEEK_CUR", libc::SEEK_CUR as i64),
+    ("SEEK_END", libc::SEEK_END as i64),
+    ("SEEK_DATA", libc::SEEK_DATA as i64),
+    ("SEEK_HOLE", libc::SEEK_HOLE as i64),
 ];
 
 /// Turns "PROT_READ|PROT_WRITE", "READ|WRITE", "0x40|SHARED" or "0" into a number.

@@ -340,6 +340,6 @@ mod tests {
         assert!(fields["store"].contains("map"));
         assert!(fields["msync"].contains("flags"));
         assert!(fields["fork"].is_empty());
-        assert_eq!(fields.len(), 35);
+        assert_eq!(fields.len(), 43);
     }
 }

@@ -11,6 +11,8 @@ pub mod shape;
 pub mod validate;
 #[cfg(test)]
 mod validation_tests;
+#[cfg(test)]
+mod validation_tests_buffers;
 pub mod values;
 
 pub use load::{parse_case, parse_case_bytes, Problem};

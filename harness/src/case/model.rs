@@ -662,6 +662,133 @@ pub enum Op {
         #[serde(default, skip_serializing_if = "ReadFrom::is_cache")]
         from: ReadFrom,
     },
+    // --- issue 18, part A: mappings as syscall buffers, seals, fds, mlockall, smaps ---
+    /// read(2), write(2), pread(2), pwrite(2), readv(2) or writev(2) whose
+    /// buffer is memory of named mappings (`bufs`), made once, not retried:
+    /// observes the count the kernel returned as `value` (a short count is
+    /// seen as such) or its errno (EFAULT when the buffer is not accessible).
+    Io {
+        /// Which call: read, write, pread, pwrite, readv, writev.
+        call: IoCall,
+        fd: String,
+        /// File offset for pread and pwrite (required there, refused elsewhere).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        offset: Option<Size>,
+        /// The buffers, each a range of a named mapping (`len` defaults to
+        /// the rest of the mapping): exactly one, or one or more for readv
+        /// and writev (as their iovec array, in order).
+        bufs: Vec<Range>,
+    },
+    /// fcntl(2) F_ADD_SEALS on a memfd: `seals` are F_SEAL_* names
+    /// ("WRITE|SHRINK"; SEAL, SHRINK, GROW, WRITE, FUTURE_WRITE).
+    AddSeals { fd: String, seals: String },
+    /// fcntl(2) F_GET_SEALS: observes the seal bits as `value` (SEAL 1,
+    /// SHRINK 2, GROW 4, WRITE 8, FUTURE_WRITE 16).
+    GetSeals { fd: String },
+    /// dup(2) of `fd`, `as` names the new fd; or with `onto`, dup2(2) of
+    /// `fd` onto the fd named `onto`, which then refers to `fd`'s file.
+    Dup {
+        fd: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        onto: Option<String>,
+    },
+    /// lseek(2): observes the resulting offset as `value`. `whence` is
+    /// SET, CUR, END, DATA or HOLE (SEEK_ prefix optional).
+    Lseek {
+        fd: String,
+        offset: Size,
+        whence: String,
+    },
+    /// mlockall(2) with MCL_* flags ("CURRENT|FUTURE", "CURRENT|ONFAULT").
+    Mlockall { flags: String },
+    /// munlockall(2).
+    Munlockall,
+    /// One field of /proc/self/smaps for the mapping that holds `at` in
+    /// `map`: observes its size in bytes (the kernel's kB times 1024) as
+    /// `value`. `field` is one of Rss, Pss, Shared_Clean, Shared_Dirty,
+    /// Private_Clean, Private_Dirty, Referenced, Anonymous, AnonHugePages,
+    /// Swap, Locked.
+    Smaps {
+        map: String,
+        #[serde(default = "zero")]
+        at: Size,
+        field: SmapsField,
+    },
+}
+
+/// The syscall of an `io` step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum IoCall {
+    Read,
+    Write,
+    Pread,
+    Pwrite,
+    Readv,
+    Writev,
+}
+
+impl IoCall {
+    /// Whether the call takes a file offset (pread, pwrite).
+    pub fn positioned(self) -> bool {
+        matches!(self, IoCall::Pread | IoCall::Pwrite)
+    }
+    /// Whether the call takes an iovec array (readv, writev).
+    pub fn vectored(self) -> bool {
+        matches!(self, IoCall::Readv | IoCall::Writev)
+    }
+    /// Whether the kernel writes into the buffers (the file is read).
+    pub fn fills_buffer(self) -> bool {
+        matches!(self, IoCall::Read | IoCall::Pread | IoCall::Readv)
+    }
+    pub fn name(self) -> &'static str {
+        match self {
+            IoCall::Read => "read",
+            IoCall::Write => "write",
+            IoCall::Pread => "pread",
+            IoCall::Pwrite => "pwrite",
+            IoCall::Readv => "readv",
+            IoCall::Writev => "writev",
+        }
+    }
+}
+
+/// A size field of /proc/PID/smaps, spelt as the kernel prints it.
+// Variants carry the kernel's own spelling ("Shared_Clean"), so a case
+// names a field exactly as smaps shows it.
+#[allow(non_camel_case_types)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+pub enum SmapsField {
+    Rss,
+    Pss,
+    Shared_Clean,
+    Shared_Dirty,
+    Private_Clean,
+    Private_Dirty,
+    Referenced,
+    Anonymous,
+    AnonHugePages,
+    Swap,
+    Locked,
+}
+
+impl SmapsField {
+    /// The label that starts its line in smaps ("Shared_Dirty").
+    pub fn label(self) -> &'static str {
+        match self {
+            SmapsField::Rss => "Rss",
+            SmapsField::Pss => "Pss",
+            SmapsField::Shared_Clean => "Shared_Clean",
+            SmapsField::Shared_Dirty => "Shared_Dirty",
+            SmapsField::Private_Clean => "Private_Clean",
+            SmapsField::Private_Dirty => "Private_Dirty",
+            SmapsField::Referenced => "Referenced",
+            SmapsField::Anonymous => "Anonymous",
+            SmapsField::AnonHugePages => "AnonHugePages",
+            SmapsField::Swap => "Swap",
+            SmapsField::Locked => "Locked",
+        }
+    }
 }
 
 /// Where `check_file` reads a file.
@@ -739,6 +866,14 @@ impl Op {
             Op::Crash => "crash",
             Op::DropCaches => "drop_caches",
             Op::FillFs { .. } => "fill_fs",
+            Op::Io { .. } => "io",
+            Op::AddSeals { .. } => "add_seals",
+            Op::GetSeals { .. } => "get_seals",
+            Op::Dup { .. } => "dup",
+            Op::Lseek { .. } => "lseek",
+            Op::Mlockall { .. } => "mlockall",
+            Op::Munlockall => "munlockall",
+            Op::Smaps { .. } => "smaps",
         }
     }
 
@@ -868,6 +1003,9 @@ impl Case {
                     if on_target(fd) =>
                 {
                     Some(s.op.name().to_string())
+                }
+                Op::Io { call, fd, .. } if !call.fills_buffer() && on_target(fd) => {
+                    Some(format!("io {}", call.name()))
                 }
                 Op::Unlink { .. } | Op::FillFs { .. } | Op::Remount { .. } | Op::Crash => {
                     Some(s.op.name().to_string())

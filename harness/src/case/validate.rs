@@ -370,6 +370,11 @@ impl Walk {
                 | Op::Load { .. }
                 | Op::Pread { .. }
                 | Op::Mincore { .. }
+                | Op::Dup { .. }
+                | Op::Io { .. }
+                | Op::GetSeals { .. }
+                | Op::Lseek { .. }
+                | Op::Smaps { .. }
         );
         let needs_name = matches!(
             op,
@@ -631,6 +636,106 @@ impl Walk {
                 }
                 self.size(&path, "at", at);
             }
+            // --- issue 18, part A ---
+            Op::Io {
+                call,
+                fd,
+                offset,
+                bufs,
+            } => {
+                if has_proc {
+                    self.fd(&path, &p, fd);
+                }
+                match (call.positioned(), offset) {
+                    (true, None) => self.issue(
+                        path.clone(),
+                        format!("`io` `{}` needs `offset`: the file position", call.name()),
+                    ),
+                    (false, Some(_)) => self.key_issue(
+                        &path,
+                        "offset",
+                        format!(
+                            "`{}` uses the fd's own position; only pread and pwrite take `offset`",
+                            call.name()
+                        ),
+                    ),
+                    (true, Some(o)) => {
+                        self.size(&path, "offset", o);
+                    }
+                    (false, None) => {}
+                }
+                if bufs.is_empty() || (!call.vectored() && bufs.len() != 1) {
+                    self.key_issue(
+                        &path,
+                        "bufs",
+                        format!(
+                            "`{}` takes {} buffer",
+                            call.name(),
+                            if call.vectored() {
+                                "at least one"
+                            } else {
+                                "exactly one"
+                            }
+                        ),
+                    );
+                }
+                for (i, b) in bufs.iter().enumerate() {
+                    let mut bp = path.clone();
+                    bp.push(Seg::from("bufs"));
+                    bp.push(Seg::from(i));
+                    if has_proc {
+                        self.range(&bp, &p, b);
+                    }
+                }
+            }
+            Op::AddSeals { fd, seals } => {
+                if has_proc {
+                    self.fd(&path, &p, fd);
+                }
+                self.flags(&path, "seals", FlagKind::Seal, seals);
+            }
+            Op::GetSeals { fd } => {
+                if has_proc {
+                    self.fd(&path, &p, fd);
+                }
+            }
+            Op::Dup { fd, onto } => {
+                if has_proc {
+                    self.fd(&path, &p, fd);
+                }
+                if let (Some(o), true) = (onto, has_proc) {
+                    let mut op_path = path.clone();
+                    op_path.push(Seg::from("onto"));
+                    self.fd(&op_path, &p, o);
+                }
+                match (onto, &step.name) {
+                    (Some(_), Some(_)) => self.key_issue(
+                        &path,
+                        "as",
+                        "`dup` with `onto` reuses that fd's name; leave out `as`",
+                    ),
+                    (None, None) => self.issue(
+                        path.clone(),
+                        "`dup` needs `as` (the new fd's name) or `onto` (an fd to replace)",
+                    ),
+                    _ => {}
+                }
+            }
+            Op::Lseek { fd, offset, whence } => {
+                if has_proc {
+                    self.fd(&path, &p, fd);
+                }
+                self.size(&path, "offset", offset);
+                self.flags(&path, "whence", FlagKind::Whence, whence);
+            }
+            Op::Mlockall { flags } => self.flags(&path, "flags", FlagKind::Mlockall, flags),
+            Op::Munlockall => {}
+            Op::Smaps { map, at, .. } => {
+                if has_proc {
+                    self.map(&path, "map", &p, map);
+                }
+                self.size(&path, "at", at);
+            }
             Op::CheckFile {
                 path: name,
                 len,
@@ -650,14 +755,18 @@ impl Walk {
         if let (Some(name), true) = (&step.name, has_proc) {
             let view = self.procs.get_mut(&p);
             match (op, view) {
-                (Op::Open { .. } | Op::MemfdCreate { .. }, Some(view)) => {
+                (Op::Open { .. } | Op::MemfdCreate { .. } | Op::Dup { .. }, Some(view)) => {
                     view.fds.insert(name.clone());
                 }
                 (Op::Mmap { .. } | Op::Mremap { .. }, Some(view)) => {
                     view.maps.insert(name.clone());
                 }
                 (
-                    Op::Open { .. } | Op::MemfdCreate { .. } | Op::Mmap { .. } | Op::Mremap { .. },
+                    Op::Open { .. }
+                    | Op::MemfdCreate { .. }
+                    | Op::Dup { .. }
+                    | Op::Mmap { .. }
+                    | Op::Mremap { .. },
                     None,
                 ) => {}
                 (Op::Fstat { .. }, _) => {
@@ -853,7 +962,8 @@ impl Walk {
                 || matches!(
                     op,
                     Op::Pwrite { .. } | Op::Write { .. } | Op::Pagemap { .. }
-                );
+                )
+                || records_value(op);
             if !number_op {
                 self.issue(path.to_vec(), format!("`{name}` observes no number"));
             }
@@ -915,10 +1025,19 @@ impl Walk {
 }
 
 /// Operations whose observed number `as` can record and `same_as` can compare.
-fn records_value(op: &Op) -> bool {
+pub fn records_value(op: &Op) -> bool {
     matches!(
         op,
         Op::Pagemap { .. } | Op::Load { .. } | Op::Pread { .. } | Op::Mincore { .. }
+    ) || records_new_value(op)
+}
+
+/// The numbers issue 18's operations observe: a count of bytes moved, the
+/// seal bits, a file offset, an smaps field.
+fn records_new_value(op: &Op) -> bool {
+    matches!(
+        op,
+        Op::Io { .. } | Op::GetSeals { .. } | Op::Lseek { .. } | Op::Smaps { .. }
     )
 }
 

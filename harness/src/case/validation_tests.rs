@@ -122,7 +122,7 @@ fn a_number_in_do_says_do_is_an_operation_name() {
         assert_eq!((*line, *col), pos(&text, &format!("{n},")));
         assert!(
             msg.starts_with(
-                "steps[1].do: `do` must be one of the operation names (check_file, close,"
+                "steps[1].do: `do` must be one of the operation names (add_seals, check_file, close,"
             ),
             "{msg}"
         );

@@ -6,6 +6,7 @@ pub mod fault;
 pub mod fork_server;
 pub mod live;
 pub mod ops;
+pub mod ops_buffers;
 pub mod pidfd;
 pub mod plan;
 pub mod plant;

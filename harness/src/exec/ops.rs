@@ -42,9 +42,9 @@ pub struct WorkerState {
     pub page_size: u64,
 }
 
-type OpResult = Result<Observation, Observation>;
+pub(super) type OpResult = Result<Observation, Observation>;
 
-fn last_errno() -> Observation {
+pub(super) fn last_errno() -> Observation {
     Observation::errno(Errno::last_raw())
 }
 
@@ -62,7 +62,7 @@ fn fault_observation(f: Fault, start: usize) -> Observation {
 }
 
 impl WorkerState {
-    fn fd(&self, name: &str) -> Result<RawFd, Observation> {
+    pub(super) fn fd(&self, name: &str) -> Result<RawFd, Observation> {
         self.fds.get(name).map(|f| f.as_raw_fd()).ok_or_else(|| {
             Observation::error(format!(
                 "no fd named `{name}` in this process (did its open fail?)"
@@ -70,7 +70,7 @@ impl WorkerState {
         })
     }
 
-    fn map(&self, name: &str) -> Result<MapInfo, Observation> {
+    pub(super) fn map(&self, name: &str) -> Result<MapInfo, Observation> {
         self.maps.get(name).copied().ok_or_else(|| {
             Observation::error(format!(
                 "no mapping named `{name}` in this process (did its mmap fail?)"
@@ -86,7 +86,7 @@ impl WorkerState {
     }
 
     /// Start address and length of a span; the length defaults to the rest of the map.
-    fn span(&self, s: &Span) -> Result<(usize, usize), Observation> {
+    pub(super) fn span(&self, s: &Span) -> Result<(usize, usize), Observation> {
         let m = self.map(&s.map)?;
         let addr = m.addr.wrapping_add(s.at as usize);
         let len = s
@@ -316,6 +316,32 @@ impl WorkerState {
                 self.pagemap(addr, *swapped)
             }
             Call::Wait { pid } => wait_child(*pid),
+            // --- issue 18, part A (see ops_buffers.rs) ---
+            Call::Io {
+                call,
+                fd,
+                offset,
+                bufs,
+            } => self.io(*call, fd, *offset, bufs),
+            Call::AddSeals { fd, seals } => {
+                // SAFETY: fcntl on an fd we own.
+                check(unsafe { libc::fcntl(self.fd(fd)?, libc::F_ADD_SEALS, *seals) })
+            }
+            Call::GetSeals { fd } => {
+                // SAFETY: fcntl on an fd we own.
+                counted(unsafe { libc::fcntl(self.fd(fd)?, libc::F_GET_SEALS) } as isize)
+            }
+            Call::Dup { fd, onto, name } => self.dup(fd, onto.as_deref(), name),
+            Call::Lseek { fd, offset, whence } => {
+                // SAFETY: lseek on an fd we own.
+                counted(unsafe { libc::lseek(self.fd(fd)?, *offset, *whence) } as isize)
+            }
+            Call::Mlockall { flags } => check(unsafe { libc::mlockall(*flags) }),
+            Call::Munlockall => check(unsafe { libc::munlockall() }),
+            Call::Smaps { map, at, field } => {
+                let addr = self.map(map)?.addr.wrapping_add(*at as usize);
+                super::ops_buffers::smaps_field(addr, *field)
+            }
         }
     }
 
@@ -531,7 +557,7 @@ fn pageout_from_every_cpu(addr: *mut libc::c_void, len: usize) -> i32 {
     rc
 }
 
-fn check(rc: i32) -> OpResult {
+pub(super) fn check(rc: i32) -> OpResult {
     if rc == 0 {
         Ok(Observation::ok())
     } else {
@@ -539,7 +565,7 @@ fn check(rc: i32) -> OpResult {
     }
 }
 
-fn counted(n: isize) -> OpResult {
+pub(super) fn counted(n: isize) -> OpResult {
     if n < 0 {
         return Err(last_errno());
     }

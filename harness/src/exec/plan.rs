@@ -186,6 +186,46 @@ pub fn call(step: &Step, ps: u64) -> Result<Option<Call>, String> {
             at: off(at, ps)?,
             swapped: *swapped,
         },
+        // --- issue 18, part A ---
+        Op::Io {
+            call: c,
+            fd,
+            offset,
+            bufs,
+        } => Call::Io {
+            call: *c,
+            fd: fd.clone(),
+            offset: offset
+                .as_ref()
+                .map(|o| off(o, ps))
+                .transpose()?
+                .unwrap_or(0),
+            bufs: bufs.iter().map(|r| span(r, ps)).collect::<Result<_, _>>()?,
+        },
+        Op::AddSeals { fd, seals } => Call::AddSeals {
+            fd: fd.clone(),
+            seals: flags(FlagKind::Seal, seals)?,
+        },
+        Op::GetSeals { fd } => Call::GetSeals { fd: fd.clone() },
+        Op::Dup { fd, onto } => Call::Dup {
+            fd: fd.clone(),
+            onto: onto.clone(),
+            name: name(),
+        },
+        Op::Lseek { fd, offset, whence } => Call::Lseek {
+            fd: fd.clone(),
+            offset: off(offset, ps)?,
+            whence: flags(FlagKind::Whence, whence)?,
+        },
+        Op::Mlockall { flags: f } => Call::Mlockall {
+            flags: flags(FlagKind::Mlockall, f)?,
+        },
+        Op::Munlockall => Call::Munlockall,
+        Op::Smaps { map, at, field } => Call::Smaps {
+            map: map.clone(),
+            at: off(at, ps)?,
+            field: *field,
+        },
         Op::Remount { .. }
         | Op::FillFs { .. }
         | Op::Crash

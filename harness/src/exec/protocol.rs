@@ -154,6 +154,40 @@ pub enum Call {
     Wait {
         pid: i32,
     },
+    // --- issue 18, part A ---
+    /// read/write/pread/pwrite/readv/writev with buffers in named mappings.
+    Io {
+        call: crate::case::model::IoCall,
+        fd: String,
+        offset: i64,
+        bufs: Vec<Span>,
+    },
+    AddSeals {
+        fd: String,
+        seals: i32,
+    },
+    GetSeals {
+        fd: String,
+    },
+    Dup {
+        fd: String,
+        onto: Option<String>,
+        name: String,
+    },
+    Lseek {
+        fd: String,
+        offset: i64,
+        whence: i32,
+    },
+    Mlockall {
+        flags: i32,
+    },
+    Munlockall,
+    Smaps {
+        map: String,
+        at: i64,
+        field: crate::case::model::SmapsField,
+    },
 }
 
 /// What the coordinator asks of a worker.

@@ -4,7 +4,7 @@
 //! expressions of the page size.
 
 use super::c::{self, Flags, Idents};
-use crate::case::model::{Addr, Data, Op, Range, Size};
+use crate::case::model::{Addr, Data, IoCall, Op, Range, Size};
 use crate::case::values::parse_hex;
 use crate::names::{parse_flags, FlagKind};
 
@@ -93,6 +93,13 @@ impl Body<'_> {
             None => format!("rest(&{id}, {})", c::size(&r.at)?),
         };
         Ok((addr, len))
+    }
+
+    /// The call's result `var` as the step's number, or its errno.
+    fn counted(&mut self, var: &str) {
+        self.line(format!(
+            "if (check(o, (long){var})) {{\n        o->has_value = 1;\n        o->value = {var};\n    }}"
+        ));
     }
 
     fn flags(&mut self, kind: FlagKind, text: &str) -> Result<String, String> {
@@ -339,6 +346,76 @@ pub fn body(op: &Op, name: Option<&str>, names: &mut Names) -> Result<String, St
         Op::Pagemap { map, at, swapped } => {
             let a = b.at(map, at)?;
             b.line(format!("frame_of(o, {a}, {});", *swapped as u8));
+        }
+        // --- issue 18, part A ---
+        Op::Io {
+            call,
+            fd,
+            offset,
+            bufs,
+        } => {
+            let id = b.fd(fd);
+            let mut iov = Vec::new();
+            for r in bufs {
+                let (a, l) = b.range(r)?;
+                iov.push(format!("{{ (void *)({a}), {l} }}"));
+            }
+            b.line(format!("struct iovec iov[] = {{ {} }};", iov.join(", ")));
+            let off = match offset {
+                Some(o) => format!("(off_t){}", c::size(o)?),
+                None => "0".to_string(),
+            };
+            let n = match call {
+                IoCall::Read => format!("read({id}, iov[0].iov_base, iov[0].iov_len)"),
+                IoCall::Write => format!("write({id}, iov[0].iov_base, iov[0].iov_len)"),
+                IoCall::Pread => format!("pread({id}, iov[0].iov_base, iov[0].iov_len, {off})"),
+                IoCall::Pwrite => format!("pwrite({id}, iov[0].iov_base, iov[0].iov_len, {off})"),
+                IoCall::Readv => format!("readv({id}, iov, {})", bufs.len()),
+                IoCall::Writev => format!("writev({id}, iov, {})", bufs.len()),
+            };
+            b.line(format!("ssize_t n = {n};"));
+            b.counted("n");
+        }
+        Op::AddSeals { fd, seals } => {
+            let id = b.fd(fd);
+            let f = b.flags(FlagKind::Seal, seals)?;
+            b.line(format!("check(o, fcntl({id}, F_ADD_SEALS, {f}));"));
+        }
+        Op::GetSeals { fd } => {
+            let id = b.fd(fd);
+            b.line(format!("long n = fcntl({id}, F_GET_SEALS);"));
+            b.counted("n");
+        }
+        Op::Dup { fd, onto } => {
+            let id = b.fd(fd);
+            match onto {
+                Some(target) => {
+                    let to = b.fd(target);
+                    b.line(format!("check(o, dup2({id}, {to}));"));
+                }
+                None => {
+                    b.line(format!("int fd = fcntl({id}, F_DUPFD_CLOEXEC, 0);"));
+                    b.keep_fd(as_name()?);
+                }
+            }
+        }
+        Op::Lseek { fd, offset, whence } => {
+            let id = b.fd(fd);
+            let w = b.flags(FlagKind::Whence, whence)?;
+            b.line(format!(
+                "off_t n = lseek({id}, (off_t){}, {w});",
+                c::size(offset)?
+            ));
+            b.counted("n");
+        }
+        Op::Mlockall { flags } => {
+            let f = b.flags(FlagKind::Mlockall, flags)?;
+            b.line(format!("check(o, mlockall({f}));"));
+        }
+        Op::Munlockall => b.line("check(o, munlockall());"),
+        Op::Smaps { map, at, field } => {
+            let a = b.at(map, at)?;
+            b.line(format!("smaps_field(o, {a}, {});", c::text(field.label())));
         }
         other => return Err(format!("`{}` is not a worker's call", other.name())),
     }

@@ -40,7 +40,8 @@ pub fn initializer(
     // What later steps compare with is recorded whether or not this step is judged.
     if let Some(name) = &step.name {
         match step.op {
-            Op::Load { .. } | Op::Pread { .. } | Op::Mincore { .. } | Op::Pagemap { .. } => {
+            // The operations whose number validation lets `as` record.
+            ref op if crate::case::validate::records_value(op) => {
                 fields.push(format!(
                     ".record = {}",
                     Recorded::index(&mut rec.values, name)

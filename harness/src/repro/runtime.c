@@ -15,11 +15,13 @@
 #include <stdarg.h>
 #include <stdio.h>
 #include <stdlib.h>
+#include <string.h>
 #include <sys/mman.h>
 #include <sys/prctl.h>
 #include <sys/stat.h>
 #include <sys/syscall.h>
 #include <sys/types.h>
+#include <sys/uio.h>
 #include <sys/wait.h>
 #include <time.h>
 #include <unistd.h>
@@ -393,6 +395,38 @@ RUNTIME void frame_of(struct obs *o, char *addr, int swapped)
         o->value = (long long)((e >> 62) & 1);
     else
         o->value = (e >> 63) ? (long long)(e & ((1ULL << 55) - 1)) : 0;
+}
+
+/* One field of the /proc/self/smaps entry whose range holds addr, in bytes
+ * (the harness's `smaps`): header lines are "start-end perms ...", field
+ * lines "Label:   N kB" up to the next header. */
+RUNTIME void smaps_field(struct obs *o, char *addr, const char *label)
+{
+    char line[512], name[64];
+    unsigned long long start, end, at = (uintptr_t)addr;
+    long long kb;
+    int inside = 0;
+    FILE *f = fopen("/proc/self/smaps", "r");
+    if (!f) {
+        failed(o);
+        return;
+    }
+    while (fgets(line, sizeof line, f)) {
+        if (sscanf(line, "%llx-%llx ", &start, &end) == 2) {
+            if (inside)
+                break;
+            inside = start <= at && at < end;
+            continue;
+        }
+        if (inside && sscanf(line, "%63[^:]: %lld kB", name, &kb) == 2 && !strcmp(name, label)) {
+            fclose(f);
+            o->has_value = 1;
+            o->value = kb * 1024;
+            return;
+        }
+    }
+    fclose(f);
+    error(o, inside ? "this kernel's smaps has no `%s` field" : "no mapping holds the address (%s)", label);
 }
 
 /* ---------- processes and pipes ---------- */
