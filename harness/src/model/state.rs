@@ -184,8 +184,23 @@ impl Inode {
             d.pending.remove(&k);
             d.bytes.insert(k, self.byte(ps, k));
         }
-        d.size = self.size;
-        d.pending_sizes.clear();
+        if self.size > hi {
+            // A ranged sync (msync MS_SYNC) carries the range's data and
+            // the size needed to read it back, not the growth of the file
+            // past the range: ext4 writes i_disksize only up to the pages
+            // written back (found by explore, ext4 seed 2027 case 3753).
+            // The durable size is at least the range's end; any size set
+            // since, up to the current one, may also have reached storage.
+            if d.size < hi {
+                d.size = hi;
+            }
+            let floor = d.size;
+            d.pending_sizes.retain(|s| *s > floor);
+            d.pending_sizes.insert(self.size);
+        } else {
+            d.size = self.size;
+            d.pending_sizes.clear();
+        }
         self.durable = Some(d);
     }
 }
