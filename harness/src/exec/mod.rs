@@ -6,6 +6,7 @@ pub mod fault;
 pub mod fork_server;
 pub mod live;
 pub mod ops;
+mod ops_objects;
 pub mod pidfd;
 pub mod plan;
 pub mod power_cut;

@@ -37,12 +37,14 @@ pub struct WorkerState {
     pub dir: std::path::PathBuf,
     pub fds: HashMap<String, OwnedFd>,
     pub maps: HashMap<String, MapInfo>,
+    /// System V segments made by `shmget` (name -> shmid).
+    pub segs: HashMap<String, i32>,
     pub page_size: u64,
 }
 
-type OpResult = Result<Observation, Observation>;
+pub(super) type OpResult = Result<Observation, Observation>;
 
-fn last_errno() -> Observation {
+pub(super) fn last_errno() -> Observation {
     Observation::errno(Errno::last_raw())
 }
 
@@ -60,7 +62,7 @@ fn fault_observation(f: Fault, start: usize) -> Observation {
 }
 
 impl WorkerState {
-    fn fd(&self, name: &str) -> Result<RawFd, Observation> {
+    pub(super) fn fd(&self, name: &str) -> Result<RawFd, Observation> {
         self.fds.get(name).map(|f| f.as_raw_fd()).ok_or_else(|| {
             Observation::error(format!(
                 "no fd named `{name}` in this process (did its open fail?)"
@@ -68,7 +70,7 @@ impl WorkerState {
         })
     }
 
-    fn map(&self, name: &str) -> Result<MapInfo, Observation> {
+    pub(super) fn map(&self, name: &str) -> Result<MapInfo, Observation> {
         self.maps.get(name).copied().ok_or_else(|| {
             Observation::error(format!(
                 "no mapping named `{name}` in this process (did its mmap fail?)"
@@ -109,9 +111,12 @@ impl WorkerState {
 
     /// Performs one call and reports what happened.
     pub fn perform(&mut self, call: &Call) -> Observation {
-        match self.dispatch(call) {
+        super::ops_objects::xfsz_clear();
+        let obs = match self.dispatch(call) {
             Ok(obs) | Err(obs) => obs,
-        }
+        };
+        // A write past RLIMIT_FSIZE raised SIGXFSZ: that is what the step observed.
+        super::ops_objects::xfsz_observed(obs)
     }
 
     fn dispatch(&mut self, call: &Call) -> OpResult {
@@ -310,6 +315,19 @@ impl WorkerState {
                 self.pagemap(addr, *swapped)
             }
             Call::Wait { pid } => wait_child(*pid),
+            Call::OpenSpecial { .. }
+            | Call::ShmOpen { .. }
+            | Call::ShmUnlink { .. }
+            | Call::Shmget { .. }
+            | Call::Shmat { .. }
+            | Call::Shmdt { .. }
+            | Call::ShmRmid { .. }
+            | Call::Setrlimit { .. }
+            | Call::IgnoreSignal { .. }
+            | Call::DropPrivileges
+            | Call::Address { .. }
+            | Call::RemoteRead { .. }
+            | Call::RemoteWrite { .. } => super::ops_objects::dispatch(self, call),
         }
     }
 
@@ -525,7 +543,7 @@ fn pageout_from_every_cpu(addr: *mut libc::c_void, len: usize) -> i32 {
     rc
 }
 
-fn check(rc: i32) -> OpResult {
+pub(super) fn check(rc: i32) -> OpResult {
     if rc == 0 {
         Ok(Observation::ok())
     } else {
@@ -533,7 +551,7 @@ fn check(rc: i32) -> OpResult {
     }
 }
 
-fn counted(n: isize) -> OpResult {
+pub(super) fn counted(n: isize) -> OpResult {
     if n < 0 {
         return Err(last_errno());
     }

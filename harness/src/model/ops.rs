@@ -180,6 +180,23 @@ pub fn perform(w: &mut World, env: &Environment, step: &Step) -> Outcome {
             Ok(Allowed::Success)
         }
         Op::Pagemap { .. } => Err("page frame numbers (pagemap) are not modelled".to_string()),
+        Op::OpenSpecial { .. }
+        | Op::ShmOpen { .. }
+        | Op::ShmUnlink { .. }
+        | Op::Shmget { .. }
+        | Op::Shmat { .. }
+        | Op::Shmdt { .. }
+        | Op::ShmRmid { .. }
+        | Op::Setrlimit { .. }
+        | Op::IgnoreSignal { .. }
+        | Op::DropPrivileges
+        | Op::RemoteRead { .. }
+        | Op::RemoteWrite { .. } => Err(format!(
+            "`{}` is not modelled: the model knows files, memfds and anonymous memory, \
+             not /dev/zero, pipes, shared memory objects, limits, credentials or another \
+             process's view of memory",
+            step.op.name()
+        )),
         _ => {
             let p = proc_name(w, step)?;
             let call = plan::call(step, w.ps)?.ok_or("not a worker call")?;
@@ -429,6 +446,20 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
         Call::Fstat { .. } | Call::Futimens { .. } | Call::Pagemap { .. } | Call::Wait { .. } => {
             Err("not modelled".to_string())
         }
+        // Refused by step() before a call is made (issue 18, part B).
+        Call::OpenSpecial { .. }
+        | Call::ShmOpen { .. }
+        | Call::ShmUnlink { .. }
+        | Call::Shmget { .. }
+        | Call::Shmat { .. }
+        | Call::Shmdt { .. }
+        | Call::ShmRmid { .. }
+        | Call::Setrlimit { .. }
+        | Call::IgnoreSignal { .. }
+        | Call::DropPrivileges
+        | Call::Address { .. }
+        | Call::RemoteRead { .. }
+        | Call::RemoteWrite { .. } => Err("not modelled".to_string()),
     }
 }
 
