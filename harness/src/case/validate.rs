@@ -908,10 +908,24 @@ impl Walk {
             if names::signal_value(sig).is_none() {
                 self.key_issue(path, "signal", format!("unknown signal `{sig}`"));
             }
-            if !matches!(
+            // SIGXFSZ comes from a call that grows a file past RLIMIT_FSIZE
+            // (the worker catches it, as it does the fault signals).
+            let grows_file = matches!(
                 op,
-                Op::Load { .. } | Op::Store { .. } | Op::Increment { .. }
-            ) {
+                Op::Write { .. } | Op::Pwrite { .. } | Op::Ftruncate { .. }
+            );
+            if sig == "SIGXFSZ" && !grows_file {
+                self.key_issue(
+                    path,
+                    "signal",
+                    format!("`{name}` cannot raise SIGXFSZ: only write, pwrite and ftruncate grow a file"),
+                );
+            } else if sig != "SIGXFSZ"
+                && !matches!(
+                    op,
+                    Op::Load { .. } | Op::Store { .. } | Op::Increment { .. }
+                )
+            {
                 self.key_issue(path, "signal", format!("`{name}` makes no memory access that could raise a signal; a failing syscall gives an errno"));
             }
         }
@@ -952,7 +966,11 @@ impl Walk {
         let bytes = e.bytes();
         let byte_op = matches!(
             op,
-            Op::Load { .. } | Op::Pread { .. } | Op::CheckFile { .. } | Op::Mincore { .. }
+            Op::Load { .. }
+                | Op::Pread { .. }
+                | Op::CheckFile { .. }
+                | Op::Mincore { .. }
+                | Op::RemoteRead { .. }
         );
         if !bytes.is_empty() {
             if !byte_op {
@@ -987,7 +1005,10 @@ impl Walk {
             let number_op = byte_op
                 || matches!(
                     op,
-                    Op::Pwrite { .. } | Op::Write { .. } | Op::Pagemap { .. }
+                    Op::Pwrite { .. }
+                        | Op::Write { .. }
+                        | Op::Pagemap { .. }
+                        | Op::RemoteWrite { .. }
                 );
             if !number_op {
                 self.issue(path.to_vec(), format!("`{name}` observes no number"));
