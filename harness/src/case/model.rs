@@ -868,6 +868,28 @@ impl Op {
         }
     }
 
+    /// Steps on system state beyond the case's files and its processes'
+    /// own memory: /dev/zero, pipes, the directory, POSIX and System V
+    /// shared memory, limits, signal dispositions, credentials, another
+    /// process's memory. The model and the C reproducer do not know them.
+    pub fn uses_system_state(&self) -> bool {
+        matches!(
+            self,
+            Op::OpenSpecial { .. }
+                | Op::ShmOpen { .. }
+                | Op::ShmUnlink { .. }
+                | Op::Shmget { .. }
+                | Op::Shmat { .. }
+                | Op::Shmdt { .. }
+                | Op::ShmRmid { .. }
+                | Op::Setrlimit { .. }
+                | Op::IgnoreSignal { .. }
+                | Op::DropPrivileges
+                | Op::RemoteRead { .. }
+                | Op::RemoteWrite { .. }
+        )
+    }
+
     /// Steps the coordinator performs itself, with no `in`.
     pub fn is_coordinator_op(&self) -> bool {
         matches!(

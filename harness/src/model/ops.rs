@@ -180,18 +180,7 @@ pub fn perform(w: &mut World, env: &Environment, step: &Step) -> Outcome {
             Ok(Allowed::Success)
         }
         Op::Pagemap { .. } => Err("page frame numbers (pagemap) are not modelled".to_string()),
-        Op::OpenSpecial { .. }
-        | Op::ShmOpen { .. }
-        | Op::ShmUnlink { .. }
-        | Op::Shmget { .. }
-        | Op::Shmat { .. }
-        | Op::Shmdt { .. }
-        | Op::ShmRmid { .. }
-        | Op::Setrlimit { .. }
-        | Op::IgnoreSignal { .. }
-        | Op::DropPrivileges
-        | Op::RemoteRead { .. }
-        | Op::RemoteWrite { .. } => Err(format!(
+        op if op.uses_system_state() => Err(format!(
             "`{}` is not modelled: the model knows files, memfds and anonymous memory, \
              not /dev/zero, pipes, shared memory objects, limits, credentials or another \
              process's view of memory",

@@ -340,16 +340,7 @@ pub fn body(op: &Op, name: Option<&str>, names: &mut Names) -> Result<String, St
             let a = b.at(map, at)?;
             b.line(format!("frame_of(o, {a}, {});", *swapped as u8));
         }
-        Op::OpenSpecial { .. }
-        | Op::ShmOpen { .. }
-        | Op::ShmUnlink { .. }
-        | Op::Shmget { .. }
-        | Op::Shmat { .. }
-        | Op::Shmdt { .. }
-        | Op::ShmRmid { .. }
-        | Op::Setrlimit { .. }
-        | Op::IgnoreSignal { .. }
-        | Op::DropPrivileges => {
+        op if op.uses_system_state() => {
             return Err(format!(
                 "cannot express `{}` in a C reproducer yet: the runtime has no shared memory objects, special files, limits or credentials",
                 op.name()
