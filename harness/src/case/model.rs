@@ -1035,6 +1035,12 @@ impl Case {
         None
     }
 
+    /// Whether a step acts on system state beyond files and own memory
+    /// ([`Op::uses_system_state`]), inside `together` too.
+    pub fn uses_system_state(&self) -> bool {
+        all_steps(&self.steps).any(|s| s.op.uses_system_state())
+    }
+
     /// Whether the case needs a filesystem the harness made (remount, crash, fill_fs).
     pub fn needs_owned_fs(&self) -> bool {
         self.steps

@@ -361,10 +361,15 @@ fn objects_limits_and_remote_steps_name_what_is_wrong() {
         assert!(msg.contains(key), "{step}: {msg} names `{key}`");
         assert!(!msg.contains('\n'), "one line: {msg}");
         // Reported at the step's own lines, not at the top of the file.
-        assert!(line > pos(&text, "\"mmap\"").0, "{step}: line {line} col {col}");
+        assert!(
+            line > pos(&text, "\"mmap\"").0,
+            "{step}: line {line} col {col}"
+        );
     }
     // An unknown `what` or `via` is a field error in the user's words too.
-    let case = with_steps(vec![json!({ "in": "p", "do": "open_special", "what": "dev_null", "as": "z" })]);
+    let case = with_steps(vec![
+        json!({ "in": "p", "do": "open_special", "what": "dev_null", "as": "z" }),
+    ]);
     let (_, _, msg) = only(&case);
     assert!(msg.contains("what"), "{msg}");
     assert_no_serde_words(&msg);
