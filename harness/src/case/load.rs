@@ -340,6 +340,8 @@ mod tests {
         assert!(fields["store"].contains("map"));
         assert!(fields["msync"].contains("flags"));
         assert!(fields["fork"].is_empty());
-        assert_eq!(fields.len(), 43);
+        assert!(fields["remote_write"].contains("via"));
+        assert!(fields["drop_privileges"].is_empty());
+        assert_eq!(fields.len(), 55);
     }
 }

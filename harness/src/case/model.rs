@@ -714,6 +714,83 @@ pub enum Op {
         at: Size,
         field: SmapsField,
     },
+    // ---- Other objects, limits and privileges, another process's memory (issue 18, part B).
+    /// Open an object outside the scratch directory that the case names
+    /// rather than reaches by path; `as` names the fd. A `pipe` makes two:
+    /// `as` is the read end and `as` with `_w` appended the write end.
+    OpenSpecial {
+        what: Special,
+        /// open(2) flags for `dev_zero` (default O_RDWR).
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        flags: Option<String>,
+    },
+    /// shm_open(3) of a POSIX shared memory object; `as` names the fd.
+    /// `name` is the case's own: the harness makes it
+    /// `/mmapconf-shm-<run>-<case>-<name>`, so parallel cases never share
+    /// one, and removes every such object at the end of the case.
+    ShmOpen {
+        name: String,
+        /// open(2) flags: O_RDWR, O_RDONLY, O_CREAT, O_EXCL, O_TRUNC.
+        flags: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        mode: Option<u32>,
+    },
+    /// shm_unlink(3) of a name made by `shm_open`.
+    ShmUnlink { name: String },
+    /// shmget(2) of a new System V segment (key IPC_PRIVATE, mode 0600);
+    /// `as` names it for `shmat` and `shm_rmid`, in this process and its
+    /// later children. Every segment a case makes is removed at its end.
+    Shmget {
+        size: Size,
+        /// SHM_HUGETLB: the segment is made of huge pages.
+        #[serde(default, skip_serializing_if = "is_false")]
+        hugetlb: bool,
+    },
+    /// shmat(2) of a segment; `as` names the attachment as a mapping.
+    Shmat {
+        seg: String,
+        /// SHM_RDONLY: attach for reading only.
+        #[serde(default, skip_serializing_if = "is_false")]
+        read_only: bool,
+    },
+    /// shmdt(2) of an attachment made by `shmat`.
+    Shmdt { map: String },
+    /// shmctl(2) IPC_RMID: the segment goes when its last attachment does.
+    ShmRmid { seg: String },
+    /// setrlimit(2) of one resource, soft and hard limit both to `limit`
+    /// (a size, or "unlimited").
+    Setrlimit { resource: Rlimit, limit: Size },
+    /// Set a signal's disposition to SIG_IGN (RLIMIT_FSIZE: EFBIG instead of SIGXFSZ).
+    IgnoreSignal { signal: String },
+    /// Become unprivileged: with root, setgroups([]), setgid and setuid to
+    /// 65534 (nobody), which drops every capability; without root, clear
+    /// the capability sets. Irreversible for this process and its children.
+    DropPrivileges,
+    /// Read another process's memory: `len` bytes at `at` in its mapping
+    /// `map`, with `via` (process_vm_readv, /proc/PID/mem or ptrace).
+    RemoteRead {
+        #[serde(rename = "proc")]
+        target: String,
+        via: Remote,
+        map: String,
+        #[serde(default = "zero")]
+        at: Size,
+        len: Size,
+    },
+    /// Write another process's memory at `at` in its mapping `map`, with
+    /// `via`. /proc/PID/mem and ptrace write with FOLL_FORCE, so they reach
+    /// a read-only private mapping (the write makes a private copy);
+    /// process_vm_writev does not (EFAULT).
+    RemoteWrite {
+        #[serde(rename = "proc")]
+        target: String,
+        via: Remote,
+        map: String,
+        #[serde(default = "zero")]
+        at: Size,
+        #[serde(flatten)]
+        data: Data,
+    },
 }
 
 /// The syscall of an `io` step.
@@ -789,6 +866,43 @@ impl SmapsField {
             SmapsField::Locked => "Locked",
         }
     }
+}
+
+/// The objects `open_special` names.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Special {
+    /// /dev/zero: a shared mapping of it is shared anonymous memory, a
+    /// private one private anonymous memory.
+    DevZero,
+    /// The case's scratch directory, opened O_RDONLY|O_DIRECTORY.
+    Directory,
+    /// pipe2(2) with O_CLOEXEC.
+    Pipe,
+}
+
+/// The resources `setrlimit` sets.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "SCREAMING_SNAKE_CASE")]
+pub enum Rlimit {
+    /// RLIMIT_AS: the address space's size.
+    As,
+    /// RLIMIT_MEMLOCK: bytes of locked memory.
+    Memlock,
+    /// RLIMIT_FSIZE: the largest file size the process may write.
+    Fsize,
+}
+
+/// How `remote_read` and `remote_write` reach another process's memory.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum Remote {
+    /// process_vm_readv(2) / process_vm_writev(2).
+    ProcessVm,
+    /// pread(2) / pwrite(2) on /proc/PID/mem.
+    ProcMem,
+    /// ptrace(2): attach, PTRACE_PEEKDATA / PTRACE_POKEDATA word by word, detach.
+    Ptrace,
 }
 
 /// Where `check_file` reads a file.
@@ -874,7 +988,41 @@ impl Op {
             Op::Mlockall { .. } => "mlockall",
             Op::Munlockall => "munlockall",
             Op::Smaps { .. } => "smaps",
+            Op::OpenSpecial { .. } => "open_special",
+            Op::ShmOpen { .. } => "shm_open",
+            Op::ShmUnlink { .. } => "shm_unlink",
+            Op::Shmget { .. } => "shmget",
+            Op::Shmat { .. } => "shmat",
+            Op::Shmdt { .. } => "shmdt",
+            Op::ShmRmid { .. } => "shm_rmid",
+            Op::Setrlimit { .. } => "setrlimit",
+            Op::IgnoreSignal { .. } => "ignore_signal",
+            Op::DropPrivileges => "drop_privileges",
+            Op::RemoteRead { .. } => "remote_read",
+            Op::RemoteWrite { .. } => "remote_write",
         }
+    }
+
+    /// Steps on system state beyond the case's files and its processes'
+    /// own memory: /dev/zero, pipes, the directory, POSIX and System V
+    /// shared memory, limits, signal dispositions, credentials, another
+    /// process's memory. The model and the C reproducer do not know them.
+    pub fn uses_system_state(&self) -> bool {
+        matches!(
+            self,
+            Op::OpenSpecial { .. }
+                | Op::ShmOpen { .. }
+                | Op::ShmUnlink { .. }
+                | Op::Shmget { .. }
+                | Op::Shmat { .. }
+                | Op::Shmdt { .. }
+                | Op::ShmRmid { .. }
+                | Op::Setrlimit { .. }
+                | Op::IgnoreSignal { .. }
+                | Op::DropPrivileges
+                | Op::RemoteRead { .. }
+                | Op::RemoteWrite { .. }
+        )
     }
 
     /// Steps the coordinator performs itself, with no `in`.
@@ -978,7 +1126,13 @@ impl Case {
     /// of one succeeds on erofs and squashfs.)
     pub fn writes_target(&self) -> Option<String> {
         let memfds: std::collections::BTreeSet<&str> = all_steps(&self.steps)
-            .filter(|s| matches!(s.op, Op::MemfdCreate { .. }))
+            // Nor are /dev/zero, pipes or POSIX shared memory objects.
+            .filter(|s| {
+                matches!(
+                    s.op,
+                    Op::MemfdCreate { .. } | Op::OpenSpecial { .. } | Op::ShmOpen { .. }
+                )
+            })
             .filter_map(|s| s.name.as_deref())
             .collect();
         let opened: std::collections::BTreeSet<&str> = all_steps(&self.steps)
@@ -1017,6 +1171,12 @@ impl Case {
             }
         }
         None
+    }
+
+    /// Whether a step acts on system state beyond files and own memory
+    /// ([`Op::uses_system_state`]), inside `together` too.
+    pub fn uses_system_state(&self) -> bool {
+        all_steps(&self.steps).any(|s| s.op.uses_system_state())
     }
 
     /// Whether the case needs a filesystem the harness made (remount, crash, fill_fs).

@@ -32,6 +32,8 @@ pub const MAX_PROCESSES: usize = 64;
 struct ProcView {
     fds: BTreeSet<String>,
     maps: BTreeSet<String>,
+    /// System V segments made by `shmget` (inherited at fork, like ids are).
+    segs: BTreeSet<String>,
     exited: bool,
 }
 
@@ -271,6 +273,43 @@ impl Walk {
         }
     }
 
+    fn seg(&mut self, path: &[Seg], proc_name: &str, seg: &str) {
+        self.label(path, "seg", seg);
+        let known = self
+            .procs
+            .get(proc_name)
+            .is_some_and(|p| p.segs.contains(seg));
+        if !known && self.check_names {
+            self.key_issue(
+                path,
+                "seg",
+                format!("segment `{seg}` was not made by `shmget` in process `{proc_name}` or its parent before this step"),
+            );
+        }
+    }
+
+    /// A shm_open name is one path component the harness puts under its own prefix.
+    fn shm_name(&mut self, path: &[Seg], name: &str) {
+        self.label(path, "name", name);
+        if name.is_empty() || name.contains('/') || name.contains('\0') {
+            self.key_issue(
+                path,
+                "name",
+                format!("`{name}` is not a shm name: one component, no `/`"),
+            );
+        }
+    }
+
+    /// `proc` of a remote step: a process that exists, with the mapping `map`.
+    fn remote_target(&mut self, path: &[Seg], target: &str, map: &str) {
+        self.label(path, "proc", target);
+        if !self.procs.contains_key(target) {
+            self.key_issue(path, "proc", format!("no process `{target}` at this step"));
+            return;
+        }
+        self.map(path, "map", target, map);
+    }
+
     fn addr(&mut self, path: &[Seg], key: &str, proc_name: &str, addr: &Addr) {
         if let Addr::InMap { map, at } = addr {
             self.map(path, key, proc_name, map);
@@ -375,10 +414,21 @@ impl Walk {
                 | Op::GetSeals { .. }
                 | Op::Lseek { .. }
                 | Op::Smaps { .. }
+                | Op::OpenSpecial { .. }
+                | Op::ShmOpen { .. }
+                | Op::Shmget { .. }
+                | Op::Shmat { .. }
         );
         let needs_name = matches!(
             op,
-            Op::Open { .. } | Op::MemfdCreate { .. } | Op::Mmap { .. } | Op::Fork
+            Op::Open { .. }
+                | Op::MemfdCreate { .. }
+                | Op::Mmap { .. }
+                | Op::Fork
+                | Op::OpenSpecial { .. }
+                | Op::ShmOpen { .. }
+                | Op::Shmget { .. }
+                | Op::Shmat { .. }
         );
         match (&step.name, creates, needs_name) {
             (Some(_), false, _) => self.key_issue(
@@ -736,6 +786,69 @@ impl Walk {
                 }
                 self.size(&path, "at", at);
             }
+            // ---- Issue 18, part B: other objects, limits, another process's memory.
+            Op::OpenSpecial { flags, .. } => {
+                if let Some(f) = flags {
+                    self.flags(&path, "flags", FlagKind::Open, f);
+                }
+            }
+            Op::ShmOpen { name, flags, .. } => {
+                self.shm_name(&path, name);
+                self.flags(&path, "flags", FlagKind::Open, flags);
+            }
+            Op::ShmUnlink { name } => self.shm_name(&path, name),
+            Op::Shmget { size, .. } => {
+                self.len(&path, "size", size);
+            }
+            Op::Shmat { seg, .. } | Op::ShmRmid { seg } => {
+                if has_proc {
+                    self.seg(&path, &p, seg);
+                }
+            }
+            Op::Shmdt { map } => {
+                if has_proc {
+                    self.map(&path, "map", &p, map);
+                }
+            }
+            Op::Setrlimit { limit, .. } => {
+                if let Err(e) = crate::exec::plan::rlimit(limit, self.page_size) {
+                    self.key_issue(&path, "limit", format!("{e} (or \"unlimited\")"));
+                }
+            }
+            Op::IgnoreSignal { signal } => match names::signal_value(signal) {
+                None => self.key_issue(&path, "signal", format!("unknown signal `{signal}`")),
+                // The harness reports faults through its own handlers.
+                Some(libc::SIGSEGV | libc::SIGBUS) => self.key_issue(
+                    &path,
+                    "signal",
+                    format!("{signal} is how the harness observes faults; it cannot be ignored"),
+                ),
+                Some(_) => {}
+            },
+            Op::DropPrivileges => {}
+            Op::RemoteRead {
+                target,
+                map,
+                at,
+                len,
+                ..
+            } => {
+                self.remote_target(&path, target, map);
+                self.size(&path, "at", at);
+                load_len = self.len(&path, "len", len);
+                self.read_len(&path, load_len);
+            }
+            Op::RemoteWrite {
+                target,
+                map,
+                at,
+                data,
+                ..
+            } => {
+                self.remote_target(&path, target, map);
+                self.size(&path, "at", at);
+                self.data(&path, data, None);
+            }
             Op::CheckFile {
                 path: name,
                 len,
@@ -776,6 +889,28 @@ impl Walk {
                     self.values.insert(name.clone());
                 }
                 _ => {}
+            }
+        }
+        if let (Some(name), true) = (&step.name, has_proc) {
+            if let Some(view) = self.procs.get_mut(&p) {
+                match op {
+                    Op::OpenSpecial { what, .. } => {
+                        view.fds.insert(name.clone());
+                        if *what == crate::case::model::Special::Pipe {
+                            view.fds.insert(format!("{name}_w"));
+                        }
+                    }
+                    Op::ShmOpen { .. } => {
+                        view.fds.insert(name.clone());
+                    }
+                    Op::Shmat { .. } => {
+                        view.maps.insert(name.clone());
+                    }
+                    Op::Shmget { .. } => {
+                        view.segs.insert(name.clone());
+                    }
+                    _ => {}
+                }
             }
         }
         if let (Op::Close { fd }, true) = (op, has_proc) {
@@ -882,10 +1017,24 @@ impl Walk {
             if names::signal_value(sig).is_none() {
                 self.key_issue(path, "signal", format!("unknown signal `{sig}`"));
             }
-            if !matches!(
+            // SIGXFSZ comes from a call that grows a file past RLIMIT_FSIZE
+            // (the worker catches it, as it does the fault signals).
+            let grows_file = matches!(
                 op,
-                Op::Load { .. } | Op::Store { .. } | Op::Increment { .. }
-            ) {
+                Op::Write { .. } | Op::Pwrite { .. } | Op::Ftruncate { .. }
+            );
+            if sig == "SIGXFSZ" && !grows_file {
+                self.key_issue(
+                    path,
+                    "signal",
+                    format!("`{name}` cannot raise SIGXFSZ: only write, pwrite and ftruncate grow a file"),
+                );
+            } else if sig != "SIGXFSZ"
+                && !matches!(
+                    op,
+                    Op::Load { .. } | Op::Store { .. } | Op::Increment { .. }
+                )
+            {
                 self.key_issue(path, "signal", format!("`{name}` makes no memory access that could raise a signal; a failing syscall gives an errno"));
             }
         }
@@ -926,7 +1075,11 @@ impl Walk {
         let bytes = e.bytes();
         let byte_op = matches!(
             op,
-            Op::Load { .. } | Op::Pread { .. } | Op::CheckFile { .. } | Op::Mincore { .. }
+            Op::Load { .. }
+                | Op::Pread { .. }
+                | Op::CheckFile { .. }
+                | Op::Mincore { .. }
+                | Op::RemoteRead { .. }
         );
         if !bytes.is_empty() {
             if !byte_op {
@@ -961,7 +1114,10 @@ impl Walk {
             let number_op = byte_op
                 || matches!(
                     op,
-                    Op::Pwrite { .. } | Op::Write { .. } | Op::Pagemap { .. }
+                    Op::Pwrite { .. }
+                        | Op::Write { .. }
+                        | Op::Pagemap { .. }
+                        | Op::RemoteWrite { .. }
                 )
                 || records_value(op);
             if !number_op {

@@ -306,3 +306,92 @@ fn a_case_has_a_bounded_number_of_processes() {
         "{msgs:#?}"
     );
 }
+
+/// The case with `steps` appended to base()'s open and mmap.
+fn with_steps(steps: Vec<Value>) -> Value {
+    let mut c = base();
+    c["steps"].as_array_mut().unwrap().extend(steps);
+    c
+}
+
+#[test]
+fn objects_limits_and_remote_steps_name_what_is_wrong() {
+    let cases = [
+        (
+            json!({ "in": "p", "do": "shmat", "seg": "nope", "as": "a" }),
+            "seg",
+            "segment `nope` was not made by `shmget`",
+        ),
+        (
+            json!({ "in": "p", "do": "shm_open", "name": "a/b", "flags": "O_RDWR", "as": "s" }),
+            "name",
+            "not a shm name",
+        ),
+        (
+            json!({ "in": "p", "do": "setrlimit", "resource": "MEMLOCK", "limit": "lots" }),
+            "limit",
+            "\"unlimited\"",
+        ),
+        (
+            json!({ "in": "p", "do": "ignore_signal", "signal": "SIGSEGV" }),
+            "signal",
+            "cannot be ignored",
+        ),
+        (
+            json!({ "in": "p", "do": "remote_read", "proc": "ghost", "via": "ptrace", "map": "m", "len": 1 }),
+            "proc",
+            "no process `ghost`",
+        ),
+        (
+            json!({ "in": "q", "do": "remote_read", "proc": "p", "via": "proc_mem", "map": "other", "len": 1 }),
+            "map",
+            "mapping `other` does not exist in process `p`",
+        ),
+        (
+            json!({ "in": "p", "do": "load", "map": "m", "len": 1, "expect": { "signal": "SIGXFSZ" } }),
+            "signal",
+            "cannot raise SIGXFSZ",
+        ),
+    ];
+    for (step, key, words) in cases {
+        let case = with_steps(vec![step.clone()]);
+        let text = serde_json::to_string_pretty(&case).unwrap();
+        let (line, col, msg) = only(&case);
+        assert!(msg.contains(words), "{step}: {msg}");
+        assert!(msg.contains(key), "{step}: {msg} names `{key}`");
+        assert!(!msg.contains('\n'), "one line: {msg}");
+        // Reported at the step's own lines, not at the top of the file.
+        assert!(
+            line > pos(&text, "\"mmap\"").0,
+            "{step}: line {line} col {col}"
+        );
+    }
+    // An unknown `what` or `via` is a field error in the user's words too.
+    let case = with_steps(vec![
+        json!({ "in": "p", "do": "open_special", "what": "dev_null", "as": "z" }),
+    ]);
+    let (_, _, msg) = only(&case);
+    assert!(msg.contains("what"), "{msg}");
+    assert_no_serde_words(&msg);
+}
+
+#[test]
+fn a_pipe_names_both_ends_and_a_segment_is_inherited_by_a_child() {
+    let case = with_steps(vec![
+        json!({ "in": "p", "do": "open_special", "what": "pipe", "as": "pp" }),
+        json!({ "in": "p", "do": "close", "fd": "pp_w" }),
+        json!({ "in": "p", "do": "shmget", "size": "1p", "as": "seg" }),
+        json!({ "in": "p", "do": "fork", "as": "c" }),
+        json!({ "in": "c", "do": "shmat", "seg": "seg", "as": "a" }),
+        json!({ "in": "c", "do": "shmdt", "map": "a" }),
+        json!({ "in": "c", "do": "load", "map": "a", "len": 1, "expect": { "signal": "SIGSEGV" } }),
+    ]);
+    assert_eq!(problems(&case), vec![]);
+    // A fresh process has no segment of its parent's.
+    let case = with_steps(vec![
+        json!({ "in": "p", "do": "shmget", "size": "1p", "as": "seg" }),
+        json!({ "in": "q", "do": "shmat", "seg": "seg", "as": "a" }),
+    ]);
+    let (_, _, msg) = only(&case);
+    assert!(msg.contains("segment `seg`"), "{msg}");
+}

@@ -7,6 +7,7 @@ pub mod fork_server;
 pub mod live;
 pub mod ops;
 pub mod ops_buffers;
+mod ops_objects;
 pub mod pidfd;
 pub mod plan;
 pub mod plant;

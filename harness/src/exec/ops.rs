@@ -39,6 +39,8 @@ pub struct WorkerState {
     pub dir: std::path::PathBuf,
     pub fds: HashMap<String, OwnedFd>,
     pub maps: HashMap<String, MapInfo>,
+    /// System V segments made by `shmget` (name -> shmid).
+    pub segs: HashMap<String, i32>,
     pub page_size: u64,
 }
 
@@ -111,9 +113,12 @@ impl WorkerState {
 
     /// Performs one call and reports what happened.
     pub fn perform(&mut self, call: &Call) -> Observation {
-        match self.dispatch(call) {
+        super::ops_objects::xfsz_clear();
+        let obs = match self.dispatch(call) {
             Ok(obs) | Err(obs) => obs,
-        }
+        };
+        // A write past RLIMIT_FSIZE raised SIGXFSZ: that is what the step observed.
+        super::ops_objects::xfsz_observed(obs)
     }
 
     fn dispatch(&mut self, call: &Call) -> OpResult {
@@ -342,6 +347,19 @@ impl WorkerState {
                 let addr = self.map(map)?.addr.wrapping_add(*at as usize);
                 super::ops_buffers::smaps_field(addr, *field)
             }
+            Call::OpenSpecial { .. }
+            | Call::ShmOpen { .. }
+            | Call::ShmUnlink { .. }
+            | Call::Shmget { .. }
+            | Call::Shmat { .. }
+            | Call::Shmdt { .. }
+            | Call::ShmRmid { .. }
+            | Call::Setrlimit { .. }
+            | Call::IgnoreSignal { .. }
+            | Call::DropPrivileges
+            | Call::Address { .. }
+            | Call::RemoteRead { .. }
+            | Call::RemoteWrite { .. } => super::ops_objects::dispatch(self, call),
         }
     }
 

@@ -226,6 +226,51 @@ pub fn call(step: &Step, ps: u64) -> Result<Option<Call>, String> {
             at: off(at, ps)?,
             field: *field,
         },
+        Op::OpenSpecial { what, flags: f } => Call::OpenSpecial {
+            what: *what,
+            flags: f
+                .as_deref()
+                .map(|f| flags(FlagKind::Open, f))
+                .transpose()?
+                .unwrap_or(libc::O_RDWR),
+            name: name(),
+        },
+        Op::ShmOpen {
+            name: label,
+            flags: f,
+            mode,
+        } => Call::ShmOpen {
+            label: label.clone(),
+            flags: flags(FlagKind::Open, f)?,
+            mode: mode.unwrap_or(0o600),
+            name: name(),
+        },
+        Op::ShmUnlink { name: label } => Call::ShmUnlink {
+            label: label.clone(),
+        },
+        Op::Shmget { size, hugetlb } => Call::Shmget {
+            size: len(size, ps)?,
+            hugetlb: *hugetlb,
+            name: name(),
+        },
+        Op::Shmat { seg, read_only } => Call::Shmat {
+            seg: seg.clone(),
+            read_only: *read_only,
+            name: name(),
+        },
+        Op::Shmdt { map } => Call::Shmdt { map: map.clone() },
+        Op::ShmRmid { seg } => Call::ShmRmid { seg: seg.clone() },
+        Op::Setrlimit { resource, limit } => Call::Setrlimit {
+            resource: *resource,
+            limit: rlimit(limit, ps)?,
+        },
+        Op::IgnoreSignal { signal } => Call::IgnoreSignal {
+            signo: crate::names::signal_value(signal)
+                .ok_or_else(|| format!("unknown signal `{signal}`"))?,
+        },
+        Op::DropPrivileges => Call::DropPrivileges,
+        // Two calls in two processes: the coordinator's `remote` does them.
+        Op::RemoteRead { .. } | Op::RemoteWrite { .. } => return Ok(None),
         Op::Remount { .. }
         | Op::FillFs { .. }
         | Op::Crash
@@ -237,6 +282,34 @@ pub fn call(step: &Step, ps: u64) -> Result<Option<Call>, String> {
         | Op::Together { .. }
         | Op::CheckFile { .. } => return Ok(None),
     }))
+}
+
+/// A `setrlimit` limit: a size, or "unlimited" (RLIM_INFINITY).
+pub fn rlimit(limit: &Size, ps: u64) -> Result<u64, String> {
+    match limit {
+        Size::Expr(e) if e.trim() == "unlimited" => Ok(libc::RLIM_INFINITY),
+        other => len(other, ps),
+    }
+}
+
+/// The acting process's call for `remote_read`/`remote_write`, once the
+/// coordinator knows the target's pid and the address in it.
+pub fn remote_call(step: &Step, ps: u64, pid: i32, addr: u64) -> Result<Option<Call>, String> {
+    Ok(match &step.op {
+        Op::RemoteRead { via, len: l, .. } => Some(Call::RemoteRead {
+            pid,
+            addr,
+            len: len(l, ps)?,
+            via: *via,
+        }),
+        Op::RemoteWrite { via, data, .. } => Some(Call::RemoteWrite {
+            pid,
+            addr,
+            data: data.resolve(ps, None)?,
+            via: *via,
+        }),
+        _ => None,
+    })
 }
 
 /// One readable line for a step ("writer: store m+0 \"Hello\"").

@@ -188,6 +188,63 @@ pub enum Call {
         at: i64,
         field: crate::case::model::SmapsField,
     },
+    // ---- Other objects, limits, another process's memory (exec::ops_objects).
+    OpenSpecial {
+        what: crate::case::model::Special,
+        flags: i32,
+        name: String,
+    },
+    ShmOpen {
+        label: String,
+        flags: i32,
+        mode: u32,
+        name: String,
+    },
+    ShmUnlink {
+        label: String,
+    },
+    Shmget {
+        size: u64,
+        hugetlb: bool,
+        name: String,
+    },
+    Shmat {
+        seg: String,
+        read_only: bool,
+        name: String,
+    },
+    Shmdt {
+        map: String,
+    },
+    ShmRmid {
+        seg: String,
+    },
+    Setrlimit {
+        resource: crate::case::model::Rlimit,
+        limit: u64,
+    },
+    IgnoreSignal {
+        signo: i32,
+    },
+    DropPrivileges,
+    /// The address of `at` in a mapping, as `value` (for another process's
+    /// `remote_read`/`remote_write` of it).
+    Address {
+        map: String,
+        at: i64,
+    },
+    RemoteRead {
+        pid: i32,
+        addr: u64,
+        len: u64,
+        via: crate::case::model::Remote,
+    },
+    RemoteWrite {
+        pid: i32,
+        addr: u64,
+        data: Bytes,
+        via: crate::case::model::Remote,
+    },
 }
 
 /// What the coordinator asks of a worker.

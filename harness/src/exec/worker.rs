@@ -27,6 +27,12 @@ pub const CHANNEL_FD: i32 = 3;
 /// it was reparented to the harness.
 static HARNESS: AtomicI32 = AtomicI32::new(0);
 
+/// The pid of the harness this worker belongs to (its run), which names
+/// the shared memory objects a case makes so `cleanup` can tell its own.
+pub fn harness_pid() -> i32 {
+    HARNESS.load(Ordering::Relaxed)
+}
+
 /// A fresh worker's life, in the fork server's copy; `harness` is the
 /// harness's pid. Never returns.
 pub fn main(dir: &str, harness: i32) -> ! {
@@ -39,6 +45,10 @@ pub fn main(dir: &str, harness: i32) -> ! {
     );
     if let Err(e) = super::fault::install_handlers() {
         eprintln!("mmapconf worker: cannot install fault handlers: {e}");
+        std::process::exit(101);
+    }
+    if let Err(e) = super::ops_objects::install_xfsz_handler() {
+        eprintln!("mmapconf worker: cannot install the SIGXFSZ handler: {e}");
         std::process::exit(101);
     }
     if let Err(e) = install_parent_death_handler() {
@@ -56,6 +66,7 @@ pub fn main(dir: &str, harness: i32) -> ! {
         dir,
         fds: HashMap::new(),
         maps: HashMap::new(),
+        segs: HashMap::new(),
         page_size: crate::target::page_size(),
     };
     serve(chan, state)

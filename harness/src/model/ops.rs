@@ -191,6 +191,12 @@ pub fn perform(w: &mut World, env: &Environment, step: &Step) -> Outcome {
             Err("mlockall and munlockall are not modelled".to_string())
         }
         Op::Smaps { .. } => Err("smaps fields (memory accounting) are not modelled".to_string()),
+        op if op.uses_system_state() => Err(format!(
+            "`{}` is not modelled: the model knows files, memfds and anonymous memory, \
+             not /dev/zero, pipes, shared memory objects, limits, credentials or another \
+             process's view of memory",
+            step.op.name()
+        )),
         _ => {
             let p = proc_name(w, step)?;
             let call = plan::call(step, w.ps)?.ok_or("not a worker call")?;
@@ -449,6 +455,20 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
         | Call::Mlockall { .. }
         | Call::Munlockall
         | Call::Smaps { .. } => Err("not modelled".to_string()),
+        // Refused by step() before a call is made (issue 18, part B).
+        Call::OpenSpecial { .. }
+        | Call::ShmOpen { .. }
+        | Call::ShmUnlink { .. }
+        | Call::Shmget { .. }
+        | Call::Shmat { .. }
+        | Call::Shmdt { .. }
+        | Call::ShmRmid { .. }
+        | Call::Setrlimit { .. }
+        | Call::IgnoreSignal { .. }
+        | Call::DropPrivileges
+        | Call::Address { .. }
+        | Call::RemoteRead { .. }
+        | Call::RemoteWrite { .. } => Err("not modelled".to_string()),
     }
 }
 

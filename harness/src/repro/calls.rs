@@ -416,6 +416,12 @@ pub fn body(op: &Op, name: Option<&str>, names: &mut Names) -> Result<String, St
         Op::Smaps { map, at, field } => {
             let a = b.at(map, at)?;
             b.line(format!("smaps_field(o, {a}, {});", c::text(field.label())));
+}
+        op if op.uses_system_state() => {
+            return Err(format!(
+                "cannot express `{}` in a C reproducer yet: the runtime has no shared memory objects, special files, limits or credentials",
+                op.name()
+            ))
         }
         other => return Err(format!("`{}` is not a worker's call", other.name())),
     }

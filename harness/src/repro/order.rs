@@ -209,6 +209,12 @@ impl Walk {
                 (*from == ReadFrom::Storage) as u8
             ),
             Op::DropCaches => "drop_caches(&o);".to_string(),
+            Op::RemoteRead { .. } | Op::RemoteWrite { .. } => {
+                return Err(format!(
+                    "step {index} ({}): cannot express `{op}` in a C reproducer yet: another process's memory needs its pid and the address of its mapping",
+                    plan::summary(step)
+                ))
+            }
             Op::Crash | Op::Remount { .. } | Op::FillFs { .. } => {
                 return Err(format!(
                     "step {index} ({}): `{op}` needs a filesystem the harness made and owns (run --fs); a standalone program cannot do it",

@@ -143,6 +143,8 @@ pub fn cleanup(bases: &[PathBuf]) -> Vec<String> {
         }
     }
     done.extend(super::hugetlb::cleanup());
+    // 5. Shared memory outside the scratch directory (POSIX names, System V segments).
+    done.extend(super::ipc::orphans());
     done
 }
 

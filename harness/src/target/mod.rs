@@ -9,6 +9,7 @@ pub mod fuse;
 pub mod health;
 pub mod hugetlb;
 pub mod image;
+pub mod ipc;
 pub mod kconfig;
 pub mod probe;
 

@@ -11,6 +11,7 @@ mod files;
 pub use files::write_files;
 mod filesystem;
 mod processes;
+mod remote;
 
 use processes::{Proc, Reaped};
 
@@ -168,6 +169,12 @@ pub fn run_case_from(
     // Before teardown, which takes its own time: did the case stop at its limit?
     let past_deadline = Instant::now() >= run.deadline;
     run.teardown();
+    // Shared memory objects live on after every process: removed here,
+    // after the processes, whatever way the case ended.
+    crate::target::ipc::remove_case(
+        std::process::id() as i32,
+        &crate::target::ipc::case_token(dir),
+    );
     report.steps = std::mem::take(&mut run.steps);
     match outcome {
         Ok(()) => {}
@@ -306,6 +313,7 @@ impl Run<'_> {
                 let p = self.proc_for(step)?;
                 self.exit(&p, *code)
             }
+            Op::RemoteRead { .. } | Op::RemoteWrite { .. } => self.remote(step),
             _ => {
                 let p = self.proc_for(step)?;
                 let call = plan::call(step, self.ps())
