@@ -154,7 +154,13 @@ fn together(
         Default::default();
     for (a, fa) in &touched {
         for (b, fb) in &touched {
-            if a >= b || !(fa.writes || fb.writes) || (fa.atomic && fb.atomic) {
+            // Atomic increments of one integer commute, unless one of them
+            // makes a private copy of a page the other changes: the copy
+            // takes the file page as it is at that instant.
+            if a >= b
+                || !(fa.writes || fb.writes)
+                || (fa.atomic && fb.atomic && !fa.copies && !fb.copies)
+            {
                 continue;
             }
             let overlap = fa
@@ -232,6 +238,9 @@ struct Footprint {
     cells: Vec<(ops::Cell, usize, usize)>,
     writes: bool,
     atomic: bool,
+    /// A write into a private page that still follows the file: its first
+    /// store copies the page, taking whatever the file page holds then.
+    copies: bool,
     increment: Option<((usize, u64, u64), u64)>,
 }
 
@@ -240,6 +249,7 @@ fn footprint(w: &mut state::World, s: &crate::case::model::Step) -> Footprint {
         cells: Vec::new(),
         writes: true,
         atomic: false,
+        copies: false,
         increment: None,
     };
     let (map, at, len) = match &s.op {
@@ -278,6 +288,16 @@ fn footprint(w: &mut state::World, s: &crate::case::model::Step) -> Footprint {
         let hi = (end - pg * ps).min(ps) as usize;
         if let Some(c) = ops::memory_of(w, p, m.region, pg) {
             f.cells.push((c, lo, hi));
+        }
+        if f.writes {
+            f.copies |= matches!(
+                w.procs[p].pages.get(&(m.region, pg)).map(|page| &page.back),
+                Some(state::Back::Object {
+                    shared: false,
+                    copy: None,
+                    ..
+                })
+            );
         }
     }
     if let Op::Increment { count, .. } = &s.op {
