@@ -399,3 +399,72 @@ fn a_forked_process_outlives_its_parent_as_an_orphan_does() {
     let case = run_one(dir.path(), &file);
     assert_eq!(case["status"], "pass", "{case}");
 }
+
+// Consecutive steps of one process go to it in one batch (exec::coordinator):
+// a fault ends the batch at that step and the rest still runs after it, a
+// failed step is the last one reported, and a step that never ends is the
+// one the time limit names.
+
+/// Runs one case given as JSON and returns its entry in the report.
+fn run_json(json: &str) -> serde_json::Value {
+    let dir = tempfile::tempdir().unwrap();
+    let file = case_file(dir.path(), "case", json);
+    run_one(dir.path(), &file)
+}
+
+#[test]
+fn a_fault_inside_a_batch_ends_it_there_and_the_steps_after_it_still_run() {
+    let case = run_json(
+        r#"{ "title": "t", "refs": ["r"], "steps": [
+          { "in": "p", "do": "mmap", "len": "1p", "prot": "READ", "flags": "PRIVATE|ANONYMOUS", "as": "m" },
+          { "in": "p", "do": "store", "map": "m", "at": 0, "text": "x", "expect": { "signal": "SIGSEGV" } },
+          { "in": "p", "do": "load", "map": "m", "at": 0, "len": 1, "expect": { "fill": 0 } },
+          { "in": "p", "do": "mprotect", "map": "m", "prot": "READ|WRITE" },
+          { "in": "p", "do": "store", "map": "m", "at": 0, "text": "ok" },
+          { "in": "p", "do": "load", "map": "m", "at": 0, "len": 2, "expect": { "text": "ok" } }
+        ] }"#,
+    );
+    assert_eq!(case["status"], "pass", "{case}");
+    let steps = case["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 6, "{case}");
+    assert_eq!(
+        steps[1]["observed"]["outcome"]["signal"], "SIGSEGV",
+        "{case}"
+    );
+    assert_eq!(steps[5]["observed"]["bytes"], "6f6b", "{case}");
+}
+
+#[test]
+fn a_failed_step_inside_a_batch_is_the_last_reported() {
+    let case = run_json(
+        r#"{ "title": "t", "refs": ["r"], "steps": [
+          { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "PRIVATE|ANONYMOUS", "as": "m" },
+          { "in": "p", "do": "store", "map": "m", "at": 0, "text": "ab" },
+          { "in": "p", "do": "load", "map": "m", "at": 0, "len": 2, "expect": { "text": "zz" } },
+          { "in": "p", "do": "store", "map": "m", "at": 0, "text": "cd" },
+          { "in": "p", "do": "load", "map": "m", "at": 0, "len": 2, "expect": { "text": "cd" } }
+        ] }"#,
+    );
+    assert_eq!(case["status"], "fail", "{case}");
+    assert_eq!(case["failed_step"], 3, "{case}");
+    assert_eq!(case["steps"].as_array().unwrap().len(), 3, "{case}");
+    assert_eq!(case["steps"][2]["observed"]["bytes"], "6162", "{case}");
+}
+
+#[test]
+fn the_time_limit_names_the_step_of_a_batch_that_never_ends() {
+    let case = run_json(
+        r#"{ "title": "t", "refs": ["r"], "timeout": 0.5, "steps": [
+          { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "SHARED|ANONYMOUS", "as": "m" },
+          { "in": "p", "do": "store", "map": "m", "at": 0, "hex": "00000000" },
+          { "in": "p", "do": "increment", "map": "m", "at": 0, "count": 1000000000000000 },
+          { "in": "p", "do": "load", "map": "m", "at": 0, "len": 4 }
+        ] }"#,
+    );
+    assert_eq!(case["status"], "error", "{case}");
+    assert_eq!(case["timed_out"], true, "{case}");
+    assert_eq!(case["failed_step"], 3, "{case}");
+    assert_eq!(case["steps"].as_array().unwrap().len(), 2, "{case}");
+    let reason = case["reason"].as_str().unwrap();
+    assert!(reason.starts_with("step 3 ("), "{reason}");
+}

@@ -3,7 +3,8 @@
 //! One Unix stream socket per worker. A message is a 4-byte little-endian
 //! length and a JSON body. The coordinator sends a [`Request`] and waits for
 //! one [`Observation`] back (except after `Exit`, whose answer is the socket
-//! closing). A `Fork` request carries the child's new socket as SCM_RIGHTS
+//! closing, and `Batch`, answered by one observation per call performed,
+//! each sent as soon as its call ends). A `Fork` request carries the child's new socket as SCM_RIGHTS
 //! on its first byte, so every process, forked or not, has its own channel.
 //!
 //! Requests carry resolved values only (numbers, not "2p" or "READ|WRITE"),
@@ -252,6 +253,12 @@ pub enum Call {
 #[serde(rename_all = "snake_case")]
 pub enum Request {
     Call(Call),
+    /// Consecutive calls of one process, performed in order without waiting
+    /// for the coordinator between them: one round trip for many steps. The
+    /// worker sends each call's observation when the call ends, so a death
+    /// or a hang is still seen at the call it happened in, and stops after
+    /// the first call that [`ends_batch`]: the rest are not performed.
+    Batch(Vec<Call>),
     /// fork(2); the child's channel travels with this message.
     Fork,
     /// _exit(2) with this status; no answer but the channel closing.
@@ -365,6 +372,13 @@ mod opt_hex {
     }
 }
 
+/// Whether a worker stops a batch after a call that observed this: a
+/// fault (the access was cut short: what follows may rely on it) or a step
+/// the harness could not perform (the case ends there).
+pub fn ends_batch(obs: &Observation) -> bool {
+    matches!(obs.outcome, Outcome::Signal { .. } | Outcome::Error { .. })
+}
+
 /// Why a message did not arrive.
 #[derive(Debug)]
 pub enum RecvError {
@@ -431,31 +445,8 @@ pub fn recv_blocking_fds<T: for<'de> Deserialize<'de>>(
     sock: &UnixStream,
 ) -> Result<Option<(T, Vec<OwnedFd>)>, RecvError> {
     let mut first = [0u8; 1];
-    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
     let mut fds = Vec::new();
-    let n = {
-        let mut iov = [IoSliceMut::new(&mut first)];
-        let msg = loop {
-            match recvmsg::<()>(
-                sock.as_raw_fd(),
-                &mut iov,
-                Some(&mut space),
-                MsgFlags::MSG_CMSG_CLOEXEC,
-            ) {
-                Err(nix::errno::Errno::EINTR) => continue,
-                other => break other.map_err(|e| RecvError::Io(e.into()))?,
-            }
-        };
-        for c in msg.cmsgs().map_err(|e| RecvError::Io(e.into()))? {
-            if let ControlMessageOwned::ScmRights(received) = c {
-                for raw in received {
-                    // SAFETY: the kernel just installed this fd for us.
-                    fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
-                }
-            }
-        }
-        msg.bytes
-    };
+    let n = recvmsg_fds(sock, &mut first, &mut fds)?;
     if n == 0 {
         return Ok(None);
     }
@@ -466,6 +457,93 @@ pub fn recv_blocking_fds<T: for<'de> Deserialize<'de>>(
     (&*sock).read_exact(&mut body).map_err(RecvError::Io)?;
     let msg = serde_json::from_slice(&body).map_err(|e| RecvError::Malformed(e.to_string()))?;
     Ok(Some((msg, fds)))
+}
+
+/// One blocking recvmsg into `buf`, adding the fds that came with it to
+/// `fds`; returns the bytes read, 0 when the peer closed the channel.
+fn recvmsg_fds(
+    sock: &UnixStream,
+    buf: &mut [u8],
+    fds: &mut Vec<OwnedFd>,
+) -> Result<usize, RecvError> {
+    let mut space = nix::cmsg_space!([RawFd; MAX_FDS]);
+    let mut iov = [IoSliceMut::new(buf)];
+    let msg = loop {
+        match recvmsg::<()>(
+            sock.as_raw_fd(),
+            &mut iov,
+            Some(&mut space),
+            MsgFlags::MSG_CMSG_CLOEXEC,
+        ) {
+            Err(nix::errno::Errno::EINTR) => continue,
+            other => break other.map_err(|e| RecvError::Io(e.into()))?,
+        }
+    };
+    for c in msg.cmsgs().map_err(|e| RecvError::Io(e.into()))? {
+        if let ControlMessageOwned::ScmRights(received) = c {
+            for raw in received {
+                // SAFETY: the kernel just installed this fd for us.
+                fds.push(unsafe { OwnedFd::from_raw_fd(raw) });
+            }
+        }
+    }
+    Ok(msg.bytes)
+}
+
+/// Takes one whole message's body off the front of `buf`, if it holds one.
+fn take_frame(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+    let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
+    if buf.len() < 4 + len {
+        return None;
+    }
+    Some(buf.drain(..4 + len).skip(4).collect())
+}
+
+/// A worker's blocking end of its channel. One recvmsg takes whatever has
+/// arrived (a whole request, as a rule), where reading the length and then
+/// the body would cost three system calls a step.
+#[derive(Default)]
+pub struct Receiver {
+    buf: Vec<u8>,
+    /// Fds received, each with the place in `buf` of the last byte of the
+    /// read that brought them: the kernel ends a read with the piece of data
+    /// they rode on, so that byte is of the message they came with.
+    fds: Vec<(usize, OwnedFd)>,
+}
+
+impl Receiver {
+    /// One message and every fd that came with it; `Ok(None)` means the
+    /// peer closed the channel.
+    pub fn recv<T: for<'de> Deserialize<'de>>(
+        &mut self,
+        sock: &UnixStream,
+    ) -> Result<Option<(T, Vec<OwnedFd>)>, RecvError> {
+        loop {
+            let before = self.buf.len();
+            if let Some(body) = take_frame(&mut self.buf) {
+                let taken = before - self.buf.len();
+                let (ours, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.fds)
+                    .into_iter()
+                    .partition(|(at, _)| *at < taken);
+                self.fds = later.into_iter().map(|(at, fd)| (at - taken, fd)).collect();
+                let msg = serde_json::from_slice(&body)
+                    .map_err(|e| RecvError::Malformed(e.to_string()))?;
+                return Ok(Some((msg, ours.into_iter().map(|(_, fd)| fd).collect())));
+            }
+            let mut chunk = [0u8; 65536];
+            let mut fds = Vec::new();
+            let n = recvmsg_fds(sock, &mut chunk, &mut fds)?;
+            if n == 0 {
+                return match self.buf.is_empty() {
+                    true => Ok(None),
+                    false => Err(RecvError::Malformed("channel closed mid-message".into())),
+                };
+            }
+            self.buf.extend_from_slice(&chunk[..n]);
+            let last = self.buf.len() - 1;
+            self.fds.extend(fds.into_iter().map(|fd| (last, fd)));
+        }
+    }
 }
 
 /// The coordinator's end of one worker's channel: non-blocking, read with a deadline.
@@ -528,13 +606,9 @@ impl Channel {
     /// Waits for one observation until `deadline`.
     pub fn recv(&mut self, deadline: Instant) -> Result<Observation, RecvError> {
         loop {
-            if self.buf.len() >= 4 {
-                let len = u32::from_le_bytes(self.buf[..4].try_into().unwrap()) as usize;
-                if self.buf.len() >= 4 + len {
-                    let body: Vec<u8> = self.buf.drain(..4 + len).skip(4).collect();
-                    return serde_json::from_slice(&body)
-                        .map_err(|e| RecvError::Malformed(e.to_string()));
-                }
+            if let Some(body) = take_frame(&mut self.buf) {
+                return serde_json::from_slice(&body)
+                    .map_err(|e| RecvError::Malformed(e.to_string()));
             }
             match self.fill(deadline)? {
                 0 => return Err(RecvError::Closed),
@@ -614,6 +688,28 @@ mod tests {
         let (got, fd) = recv_blocking::<Request>(&b).unwrap().unwrap();
         assert_eq!(got, Request::Fork);
         assert!(fd.is_some());
+    }
+
+    #[test]
+    fn a_receiver_takes_messages_one_by_one_however_they_arrive() {
+        let (a, b) = UnixStream::pair().unwrap();
+        let (x, _y) = UnixStream::pair().unwrap();
+        let batch = Request::Batch(vec![Call::Close { fd: "f".into() }]);
+        // Two messages in one write, then one whose fd rides on its first byte.
+        let mut both = frame(&Request::Exit(1));
+        both.extend(frame(&batch));
+        (&a).write_all(&both).unwrap();
+        send(&a, &Request::Fork, Some(x.as_raw_fd())).unwrap();
+        drop(a);
+        let mut rx = Receiver::default();
+        let mut next = || rx.recv::<Request>(&b).unwrap();
+        let (first, fds) = next().unwrap();
+        assert_eq!((first, fds.len()), (Request::Exit(1), 0));
+        let (second, fds) = next().unwrap();
+        assert_eq!((second, fds.len()), (batch, 0));
+        let (third, fds) = next().unwrap();
+        assert_eq!((third, fds.len()), (Request::Fork, 1));
+        assert!(next().is_none());
     }
 
     #[test]

@@ -14,7 +14,7 @@
 //! parent is not the harness: its parent died because the harness did.
 
 use super::ops::WorkerState;
-use super::protocol::{recv_blocking, send, Observation, Request};
+use super::protocol::{ends_batch, send, Observation, Receiver, Request};
 use std::collections::HashMap;
 use std::os::fd::FromRawFd;
 use std::os::unix::net::UnixStream;
@@ -73,14 +73,25 @@ pub fn main(dir: &str, harness: i32) -> ! {
 }
 
 fn serve(mut chan: UnixStream, mut state: WorkerState) -> ! {
+    let mut receiver = Receiver::default();
     loop {
-        let (req, fd) = match recv_blocking::<Request>(&chan) {
-            Ok(Some(msg)) => msg,
+        let (req, fd) = match receiver.recv::<Request>(&chan) {
+            Ok(Some((req, fds))) => (req, fds.into_iter().next()),
             // The coordinator is gone: nothing more will be asked.
             Ok(None) | Err(_) => unsafe { libc::_exit(0) },
         };
         let obs = match req {
             Request::Call(call) => state.perform(&call),
+            Request::Batch(calls) => {
+                for call in &calls {
+                    let obs = state.perform(call);
+                    reply(&chan, &obs);
+                    if ends_batch(&obs) {
+                        break;
+                    }
+                }
+                continue;
+            }
             Request::Exit(code) => unsafe { libc::_exit(code) },
             Request::Fork => {
                 let Some(child_chan) = fd else {
@@ -99,6 +110,8 @@ fn serve(mut chan: UnixStream, mut state: WorkerState) -> ! {
                         // The child answers on its own channel from now on;
                         // dropping the parent's closes only the child's copy.
                         chan = UnixStream::from(child_chan);
+                        // Nothing was left unread: the parent's next request comes after our answer.
+                        receiver = Receiver::default();
                         continue;
                     }
                     Ok(nix::unistd::ForkResult::Parent { child }) => {

@@ -3,6 +3,10 @@
 //!
 //! Order across processes comes only from here: a step is sent after the
 //! previous step's observation came back, so no case ever needs a sleep.
+//! Consecutive steps of one process are the exception that keeps the rule:
+//! they go to it as one batch, which it performs in order, answering each
+//! as it ends; no other process acts in between, and each observation is
+//! still judged in step order (see `batch_calls`).
 //! The coordinator may run several cases on threads at once, so it never
 //! forks: fresh workers come from the fork server, and `fork` steps are
 //! performed by the workers themselves.
@@ -18,7 +22,7 @@ use processes::{Proc, Reaped};
 use super::live;
 use super::plan;
 use super::power_cut::{Paused, PowerCut};
-use super::protocol::{Observation, Outcome, Request, StatInfo};
+use super::protocol::{ends_batch, Call, Observation, Outcome, Request, StatInfo};
 use crate::case::expect::{self, Context};
 use crate::case::model::{Op, Step};
 use crate::case::LoadedCase;
@@ -214,18 +218,77 @@ impl Run<'_> {
     }
 
     fn walk(&mut self, steps: &[Step], start: usize) -> Result<(), Stop> {
-        for (i, step) in steps.iter().enumerate().skip(start) {
+        let mut i = start;
+        while i < steps.len() {
+            let step = &steps[i];
             let index = (i + 1).to_string();
             self.current = Some((index.clone(), plan::summary(step)));
             if let Op::Together { steps: inner } = &step.op {
                 self.together(&index, inner)?;
-            } else {
-                let started = Instant::now();
-                let obs = self.perform(step)?;
-                self.record(&index, step, obs, started)?;
+                i += 1;
+                continue;
             }
+            let batch = self.batch_calls(&steps[i..]);
+            if batch.len() > 1 {
+                i += self.perform_batch(&steps[i..], batch, i + 1)?;
+                continue;
+            }
+            let started = Instant::now();
+            let obs = self.perform(step)?;
+            self.record(&index, step, obs, started)?;
+            i += 1;
         }
         Ok(())
+    }
+
+    /// The calls of the worker steps at the start of `steps` that one
+    /// process performs one after the other: what it can do in one round
+    /// trip. Every step's observation is still judged in order, and a step
+    /// the coordinator acts in (fork, exit, wait, kill, check_file ...)
+    /// or another process acts in ends the batch. A step whose call cannot
+    /// be planned ends it too, so that its error comes after the steps
+    /// before it were performed, as it would one step at a time.
+    fn batch_calls(&self, steps: &[Step]) -> Vec<Call> {
+        let Some(process) = steps.first().and_then(|s| s.process.as_ref()) else {
+            return Vec::new();
+        };
+        steps
+            .iter()
+            .take(MAX_BATCH)
+            .take_while(|s| s.process.as_ref() == Some(process) && worker_step(s))
+            .map_while(|s| plan::call(s, self.ps()).ok().flatten())
+            .collect()
+    }
+
+    /// Performs a batch of the steps at the start of `steps` and records
+    /// them; returns how many were performed. The worker stops a batch after
+    /// a fault or a step it could not perform; a step that fails its
+    /// expectation stops the case here, and the steps after it in the batch
+    /// (which the worker may have performed meanwhile) are not reported,
+    /// as they would not have been performed one step at a time.
+    /// `first` is the index of the first of them.
+    fn perform_batch(
+        &mut self,
+        steps: &[Step],
+        calls: Vec<Call>,
+        first: usize,
+    ) -> Result<usize, Stop> {
+        let n = calls.len();
+        let p = self.proc_for(&steps[0])?;
+        let mut started = Instant::now();
+        self.send(&p, Request::Batch(calls), None)?;
+        for (k, step) in steps[..n].iter().enumerate() {
+            let index = (first + k).to_string();
+            self.current = Some((index.clone(), plan::summary(step)));
+            let obs = self.receive(&p)?;
+            let ends = ends_batch(&obs);
+            self.record(&index, step, obs, started)?;
+            if ends {
+                return Ok(k + 1);
+            }
+            started = Instant::now();
+        }
+        Ok(n)
     }
 
     /// Judges an observation, records the step, and stops the case on failure.
@@ -358,6 +421,15 @@ impl Run<'_> {
             .map(|(i, _)| i.clone())
             .unwrap_or_default()
     }
+}
+
+/// The most calls sent in one batch: a bound on the request's size.
+const MAX_BATCH: usize = 64;
+
+/// Whether a step is one call that a worker performs on its own (what
+/// `perform` sends as a `Call`), so that it can be part of a batch.
+fn worker_step(step: &Step) -> bool {
+    !step.op.is_coordinator_op() && !matches!(step.op, Op::Fork | Op::Exit { .. })
 }
 
 fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
