@@ -35,10 +35,11 @@ fn the_corpus_agrees_with_the_model_on_tmpfs() {
     let target = &v[0];
     assert_eq!(target["fs_type"], "tmpfs", "{target}");
     assert_eq!(target["cases"]["disagree"], 0);
-    let agree = target["cases"]["agree"].as_u64().unwrap();
-    let cases = std::fs::read_dir(repo("cases")).unwrap().count() as u64;
-    // Most of the corpus is modelled: far more cases agree than there are topics.
-    assert!(agree > 10 * cases, "only {agree} cases agree: {all}");
+    let count = |k: &str| target["cases"][k].as_u64().unwrap();
+    let (agree, unmodeled) = (count("agree"), count("unmodeled"));
+    // Most of what runs here is modelled: more cases agree than the model
+    // gives up on (system state, smaps, pagemap, timestamps ... are not modelled).
+    assert!(agree > unmodeled && agree > 200, "only {agree} cases agree: {all}");
     let summary = all.lines().last().unwrap_or_default();
     assert!(summary.contains(" agree, 0 disagree, "), "{summary}");
     // Nothing of the scratch root is left behind.
