@@ -39,7 +39,10 @@ fn the_corpus_agrees_with_the_model_on_tmpfs() {
     let (agree, unmodeled) = (count("agree"), count("unmodeled"));
     // Most of what runs here is modelled: more cases agree than the model
     // gives up on (system state, smaps, pagemap, timestamps ... are not modelled).
-    assert!(agree > unmodeled && agree > 200, "only {agree} cases agree: {all}");
+    assert!(
+        agree > unmodeled && agree > 200,
+        "only {agree} cases agree: {all}"
+    );
     let summary = all.lines().last().unwrap_or_default();
     assert!(summary.contains(" agree, 0 disagree, "), "{summary}");
     // Nothing of the scratch root is left behind.
