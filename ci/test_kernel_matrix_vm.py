@@ -97,7 +97,7 @@ class OwnKernel(unittest.TestCase):
         kernel = km.own_kernel(tree, None, self.cache)
         self.assertEqual((kernel["release"], kernel["config"], kernel["has_modules"]),
                          ("6.19.0", tree / ".config", False))
-        self.assertEqual(km.module_files(kernel, ["ext4"]), ([], []))
+        self.assertEqual(km.module_files(kernel, ["ext4"]), ([], {}))
         self.assertEqual(km.config_of(kernel), ("CONFIG_SHMEM=y\n", str(tree / ".config")))
 
     def test_an_installed_tree_stages_its_modules_and_leaves_the_tree_alone(self):
@@ -161,6 +161,42 @@ class Guest(unittest.TestCase):
             names = subprocess.run(["busybox", "cpio", "-t"], stdin=open(d / "t.cpio", "rb"),
                                    capture_output=True, text=True).stdout.split()
         self.assertIn("boot/config-6.19.0", names)
+
+    @unittest.skipUnless(shutil.which("busybox"), "busybox extracts the archive")
+    def test_each_cell_brings_its_run_arguments_and_setup(self):
+        km.FILESYSTEMS["toy"] = km.Cell("toy", run_args=["--dir", "/mnt/toy"], setup="mount -t toy none /mnt/toy\n")
+        try:
+            with tempfile.TemporaryDirectory() as d:
+                d = Path(d)
+                (d / "cases").mkdir()
+                (d / "mmapconf").write_bytes(b"")
+                km.build_initramfs(d / "t.cpio", d / "mmapconf", d / "cases", [], (), None, ["ext4", "toy"])
+                (d / "x").mkdir()
+                subprocess.run(["busybox", "cpio", "-id"], cwd=d / "x", stdin=open(d / "t.cpio", "rb"),
+                               capture_output=True, check=True)
+                self.assertEqual((d / "x/cells/ext4.args").read_text(), "--fs ext4\n")
+                self.assertEqual((d / "x/cells/toy.args").read_text(), "--dir /mnt/toy\n")
+                self.assertFalse((d / "x/cells/ext4.setup").exists())
+                setup = d / "x/cells/toy.setup"
+                self.assertTrue(setup.stat().st_mode & 0o100)
+                self.assertIn("set -e", setup.read_text())
+        finally:
+            del km.FILESYSTEMS["toy"]
+
+    def test_a_missing_module_takes_its_cell_out_with_the_module_named(self):
+        # modprobe finds nothing in an empty tree: every cell module is missing, named per cell.
+        with tempfile.TemporaryDirectory() as d:
+            km.FILESYSTEMS["toy"] = km.Cell("toy", modules=["toyfs", "toydax"], loop=False)
+            try:
+                (Path(d) / "lib/modules/6.19.0").mkdir(parents=True)
+                kernel = {"tree": d, "release": "6.19.0", "package": "p"}
+                km.BASE_MODULES, base = [], km.BASE_MODULES
+                try:
+                    self.assertEqual(km.module_files(kernel, ["toy"])[1], {"toy": "toyfs"})
+                finally:
+                    km.BASE_MODULES = base
+            finally:
+                del km.FILESYSTEMS["toy"]
 
     def test_the_swap_disk_is_private_and_has_a_swap_signature(self):
         with tempfile.TemporaryDirectory() as d:
