@@ -198,6 +198,34 @@ class Guest(unittest.TestCase):
             finally:
                 del km.FILESYSTEMS["toy"]
 
+    def test_the_runner_adds_only_the_cells_own_baseline(self):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            (d / "7.x-ext4.txt").write_text("# moves with Debian\nshared/a # why\nkmsg: WARN.* # known\n")
+            known = km.known_failures(d, "7.3.1+deb13-cloud-amd64", "7.x", "ext4")
+            self.assertEqual(list(known), ["shared/a"])
+            self.assertTrue(known["shared/a"].endswith("7.x-ext4.txt:2: why"))
+            # The release's own file was applied in the VM by the harness: nothing more here.
+            (d / "7.3-ext4.txt").write_text("shared/b\n")
+            self.assertEqual(km.known_failures(d, "7.3.1+deb13-cloud-amd64", "7.x", "ext4"), {})
+            # A file with a `when:` header is the harness's to match.
+            (d / "7.x-xfs.txt").write_text('when: {"fs": ["ext4"]}\nshared/c\n')
+            self.assertEqual(km.known_failures(d, "7.3.1+deb13-cloud-amd64", "7.x", "xfs"), {})
+
+    @unittest.skipUnless(shutil.which("busybox"), "busybox lists the archive")
+    def test_the_baselines_go_into_the_vm(self):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            (d / "cases").mkdir()
+            (d / "b").mkdir()
+            (d / "b/6.12-ext4.txt").write_text("shared/a\n")
+            (d / "mmapconf").write_bytes(b"")
+            km.build_initramfs(d / "t.cpio", d / "mmapconf", d / "cases", [], (), None, ["ext4"], d / "b")
+            names = subprocess.run(["busybox", "cpio", "-t"], stdin=open(d / "t.cpio", "rb"),
+                                   capture_output=True, text=True).stdout.split()
+        self.assertIn("baselines/6.12-ext4.txt", names)
+        self.assertIn("--baseline /baselines", km.INIT)
+
     def test_the_swap_disk_is_private_and_has_a_swap_signature(self):
         with tempfile.TemporaryDirectory() as d:
             disk = Path(d) / "vm.swap"
