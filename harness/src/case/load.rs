@@ -68,7 +68,9 @@ impl Issue {
 }
 
 /// Keys every step may have besides its operation's own.
-const STEP_KEYS: &[&str] = &["in", "as", "expect", "variants", "observe", "note", "do"];
+const STEP_KEYS: &[&str] = &[
+    "in", "thread", "as", "expect", "variants", "observe", "note", "do",
+];
 
 /// Parses and validates the bytes of a case file: what `mmapconf validate`
 /// does to each file. Bytes that are not UTF-8 are reported where they are.
