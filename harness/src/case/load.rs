@@ -344,6 +344,7 @@ mod tests {
         assert!(fields["fork"].is_empty());
         assert!(fields["remote_write"].contains("via"));
         assert!(fields["drop_privileges"].is_empty());
-        assert_eq!(fields.len(), 55);
+        assert!(fields["spawn_thread"].is_empty());
+        assert_eq!(fields.len(), 56);
     }
 }
