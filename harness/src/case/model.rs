@@ -1191,6 +1191,12 @@ impl Case {
         all_steps(&self.steps).any(|s| s.op.uses_system_state())
     }
 
+    /// Whether a step starts or names a thread (`spawn_thread`, `thread`),
+    /// inside `together` too: the C reproducer does not run threads.
+    pub fn uses_threads(&self) -> bool {
+        all_steps(&self.steps).any(|s| s.thread.is_some() || matches!(s.op, Op::SpawnThread))
+    }
+
     /// Whether the case needs a filesystem the harness made (remount, crash, fill_fs).
     pub fn needs_owned_fs(&self) -> bool {
         self.steps

@@ -1,0 +1,48 @@
+//! Threads of a case's process, end to end: a step in a thread that runs
+//! past the time limit is reported naming the step and the thread, and the
+//! C reproducer refuses a case with threads naming the step.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+#[test]
+fn a_thread_that_blocks_is_reported_at_its_step_naming_the_thread() {
+    let base = tempfile::tempdir().unwrap();
+    let report = base.path().join("report.json");
+    let out = Command::new(env!("CARGO_BIN_EXE_mmapconf"))
+        .args(["run", "--jobs", "1", "--report"])
+        .arg(&report)
+        .arg("--dir")
+        .arg(base.path())
+        .arg(repo("harness/tests/fixtures/thread-blocks-forever.json"))
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let case = &json["cases"][0];
+    assert_eq!(case["status"], "error", "{case}");
+    assert_eq!(case["failed_step"], 4, "{case}");
+    let reason = case["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("timed out") && reason.contains("thread `t1` of process `p`"),
+        "{reason}"
+    );
+    // The step's summary names the thread too.
+    assert!(reason.starts_with("step 4 (p/t1: io"), "{reason}");
+}
+
+#[test]
+fn the_reproducer_refuses_threads_naming_the_step() {
+    let file = repo("cases/threads/munmap-in-one-thread-unmaps-for-all.json");
+    let case = mmapconf::case::load_file(&file, mmapconf::target::page_size()).unwrap();
+    let env = mmapconf::target::Environment::probe(&std::env::temp_dir());
+    let e = mmapconf::repro::c_program(&case, &env).unwrap_err();
+    assert!(
+        e.starts_with("step 4 (p: spawn_thread") && e.contains("cannot express threads"),
+        "{e}"
+    );
+}
