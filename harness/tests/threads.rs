@@ -46,3 +46,44 @@ fn the_reproducer_refuses_threads_naming_the_step() {
         "{e}"
     );
 }
+
+#[test]
+fn a_step_in_a_thread_of_a_killed_process_names_the_kill_and_the_thread() {
+    // The child forked while t1 existed must not hold t1's channel: if it
+    // did, p's death would not close it and the step would time out.
+    let base = tempfile::tempdir().unwrap();
+    let case = base.path().join("killed.json");
+    std::fs::write(
+        &case,
+        r#"{ "title": "t", "refs": ["harness self-test"], "timeout": 5, "steps": [
+  { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "PRIVATE|ANONYMOUS", "as": "m" },
+  { "in": "p", "do": "spawn_thread", "as": "t1" },
+  { "in": "p", "do": "fork", "as": "child" },
+  { "do": "kill", "proc": "p", "signal": "SIGKILL" },
+  { "in": "p", "thread": "t1", "do": "load", "map": "m", "len": 1 }
+] }"#,
+    )
+    .unwrap();
+    let report = base.path().join("report.json");
+    let scratch = base.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mmapconf"))
+        .args(["run", "--jobs", "1", "--report"])
+        .arg(&report)
+        .arg("--dir")
+        .arg(&scratch)
+        .arg(&case)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let case = &json["cases"][0];
+    assert_eq!(case["status"], "error", "{case}");
+    assert_ne!(case["timed_out"], true, "{case}");
+    let reason = case["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("process `p` was killed by SIGKILL at step 4")
+            && reason.contains("thread `t1`"),
+        "{reason}"
+    );
+}

@@ -101,7 +101,7 @@ impl Run<'_> {
         };
         let message = death_message(process, p.signalled.as_ref(), status);
         Observation::of(Outcome::Error {
-            message: format!("{message} (the step was in its thread `{thread}`)"),
+            message: format!("{message}; the step was in its thread `{thread}`"),
         })
     }
 }
