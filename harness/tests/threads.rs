@@ -9,21 +9,29 @@ fn repo(rel: &str) -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
 }
 
-#[test]
-fn a_thread_that_blocks_is_reported_at_its_step_naming_the_thread() {
+/// Runs one case file that must not pass; returns its report's case.
+fn run_failing(case: &Path) -> serde_json::Value {
     let base = tempfile::tempdir().unwrap();
     let report = base.path().join("report.json");
+    let scratch = base.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
     let out = Command::new(env!("CARGO_BIN_EXE_mmapconf"))
         .args(["run", "--jobs", "1", "--report"])
         .arg(&report)
         .arg("--dir")
-        .arg(base.path())
-        .arg(repo("harness/tests/fixtures/thread-blocks-forever.json"))
+        .arg(&scratch)
+        .arg(case)
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let case = &json["cases"][0];
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    json["cases"][0].take()
+}
+
+#[test]
+fn a_thread_that_blocks_is_reported_at_its_step_naming_the_thread() {
+    let case = &run_failing(&repo("harness/tests/fixtures/thread-blocks-forever.json"));
     assert_eq!(case["status"], "error", "{case}");
     assert_eq!(case["failed_step"], 4, "{case}");
     let reason = case["reason"].as_str().unwrap();
@@ -64,20 +72,7 @@ fn a_step_in_a_thread_of_a_killed_process_names_the_kill_and_the_thread() {
 ] }"#,
     )
     .unwrap();
-    let report = base.path().join("report.json");
-    let scratch = base.path().join("scratch");
-    std::fs::create_dir(&scratch).unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_mmapconf"))
-        .args(["run", "--jobs", "1", "--report"])
-        .arg(&report)
-        .arg("--dir")
-        .arg(&scratch)
-        .arg(&case)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(1), "{out:?}");
-    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
-    let case = &json["cases"][0];
+    let case = &run_failing(&case);
     assert_eq!(case["status"], "error", "{case}");
     assert_ne!(case["timed_out"], true, "{case}");
     let reason = case["reason"].as_str().unwrap();
