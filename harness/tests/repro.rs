@@ -137,7 +137,9 @@ fn every_expressible_corpus_case_judges_as_the_harness_does() {
                 // memory), may be beyond a program; anything else is a gap
                 // in `repro`.
                 assert!(
-                    case.case.needs_owned_fs() || case.case.uses_system_state(),
+                    case.case.needs_owned_fs()
+                        || case.case.uses_system_state()
+                        || case.case.uses_threads(),
                     "{}: cannot be a C program: {e}",
                     case.id
                 );

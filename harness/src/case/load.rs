@@ -68,7 +68,9 @@ impl Issue {
 }
 
 /// Keys every step may have besides its operation's own.
-const STEP_KEYS: &[&str] = &["in", "as", "expect", "variants", "observe", "note", "do"];
+const STEP_KEYS: &[&str] = &[
+    "in", "thread", "as", "expect", "variants", "observe", "note", "do",
+];
 
 /// Parses and validates the bytes of a case file: what `mmapconf validate`
 /// does to each file. Bytes that are not UTF-8 are reported where they are.
@@ -342,6 +344,7 @@ mod tests {
         assert!(fields["fork"].is_empty());
         assert!(fields["remote_write"].contains("via"));
         assert!(fields["drop_privileges"].is_empty());
-        assert_eq!(fields.len(), 55);
+        assert!(fields["spawn_thread"].is_empty());
+        assert_eq!(fields.len(), 56);
     }
 }

@@ -13,6 +13,8 @@ pub mod validate;
 mod validation_tests;
 #[cfg(test)]
 mod validation_tests_buffers;
+#[cfg(test)]
+mod validation_tests_threads;
 pub mod values;
 
 pub use load::{parse_case, parse_case_bytes, Problem};

@@ -279,6 +279,11 @@ pub struct Step {
     /// itself (`check_file`, `wait`, `kill`, `together`).
     #[serde(rename = "in", default, skip_serializing_if = "Option::is_none")]
     pub process: Option<String>,
+    /// The thread of process `in` that performs the step: one a
+    /// `spawn_thread` step made, or `main` (the process's first thread,
+    /// the default when absent).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub thread: Option<String>,
     /// The operation and its arguments.
     #[serde(flatten)]
     pub op: Op,
@@ -791,6 +796,12 @@ pub enum Op {
         #[serde(flatten)]
         data: Data,
     },
+    // --- issue 18, threads ---
+    /// pthread_create(3) in process `in` (by the thread `thread`, default
+    /// `main`); `as` names the new thread, which shares the process's
+    /// mappings and fds and performs the steps that name it in `thread`
+    /// until the process ends.
+    SpawnThread,
 }
 
 /// The syscall of an `io` step.
@@ -1000,6 +1011,7 @@ impl Op {
             Op::DropPrivileges => "drop_privileges",
             Op::RemoteRead { .. } => "remote_read",
             Op::RemoteWrite { .. } => "remote_write",
+            Op::SpawnThread => "spawn_thread",
         }
     }
 
@@ -1177,6 +1189,12 @@ impl Case {
     /// ([`Op::uses_system_state`]), inside `together` too.
     pub fn uses_system_state(&self) -> bool {
         all_steps(&self.steps).any(|s| s.op.uses_system_state())
+    }
+
+    /// Whether a step starts or names a thread (`spawn_thread`, `thread`),
+    /// inside `together` too: the C reproducer does not run threads.
+    pub fn uses_threads(&self) -> bool {
+        all_steps(&self.steps).any(|s| s.thread.is_some() || matches!(s.op, Op::SpawnThread))
     }
 
     /// Whether the case needs a filesystem the harness made (remount, crash, fill_fs).

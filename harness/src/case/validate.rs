@@ -13,6 +13,10 @@ use super::values::{human_bytes, MAX_STEP_BYTES};
 use crate::names::{self, FlagKind, KernelRange};
 use std::collections::{BTreeMap, BTreeSet};
 
+#[path = "validate_threads.rs"]
+mod threads;
+pub use threads::{MAIN_THREAD, MAX_THREADS};
+
 /// The longest file name a filesystem takes (NAME_MAX): longer ones fail
 /// with ENAMETOOLONG at run time, so validation says so first.
 pub const NAME_MAX: usize = 255;
@@ -35,6 +39,8 @@ struct ProcView {
     /// System V segments made by `shmget` (inherited at fork, like ids are).
     segs: BTreeSet<String>,
     exited: bool,
+    /// Threads made by `spawn_thread` (besides `main`); a forked child has none.
+    threads: BTreeSet<String>,
 }
 
 struct Walk {
@@ -374,6 +380,7 @@ impl Walk {
         if let Some(p) = &step.process {
             self.label(&path, "in", p);
         }
+        self.thread(step, &path, coord);
         if let Some(n) = &step.name {
             self.label(&path, "as", n);
         }
@@ -418,6 +425,7 @@ impl Walk {
                 | Op::ShmOpen { .. }
                 | Op::Shmget { .. }
                 | Op::Shmat { .. }
+                | Op::SpawnThread
         );
         let needs_name = matches!(
             op,
@@ -429,6 +437,7 @@ impl Walk {
                 | Op::ShmOpen { .. }
                 | Op::Shmget { .. }
                 | Op::Shmat { .. }
+                | Op::SpawnThread
         );
         match (&step.name, creates, needs_name) {
             (Some(_), false, _) => self.key_issue(
@@ -627,6 +636,8 @@ impl Walk {
                     } else if has_proc {
                         let mut view = self.procs.get(&p).cloned().unwrap_or_default();
                         view.exited = false;
+                        // fork(2) copies only the calling thread.
+                        view.threads.clear();
                         self.procs.insert(child.clone(), view);
                     }
                 }
@@ -669,11 +680,16 @@ impl Walk {
                     ip.push(Seg::from("steps"));
                     ip.push(Seg::from(i));
                     if let Some(pn) = &inner.process {
-                        if !seen.insert(pn.clone()) {
+                        let thread = inner.thread.as_deref().unwrap_or(MAIN_THREAD);
+                        if !seen.insert((pn.clone(), thread.to_string())) {
+                            let (key, what) = match &inner.thread {
+                                Some(t) => ("thread", format!("thread `{t}` of process `{pn}`")),
+                                None => ("in", format!("process `{pn}`")),
+                            };
                             self.key_issue(
                                 &ip,
-                                "in",
-                                format!("process `{pn}` appears twice in one `together`"),
+                                key,
+                                format!("{what} appears twice in one `together`"),
                             );
                         }
                     }
@@ -860,6 +876,11 @@ impl Walk {
                 if let Some(l) = len {
                     load_len = self.len(&path, "len", l);
                     self.read_len(&path, load_len);
+                }
+            }
+            Op::SpawnThread => {
+                if let (Some(name), true) = (&step.name, has_proc) {
+                    self.spawn_thread(&path, &p, name);
                 }
             }
         }

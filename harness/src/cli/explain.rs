@@ -195,7 +195,14 @@ fn variant_expectation(v: &Variant) -> String {
 fn step_lines(step: &Step) -> Vec<String> {
     let mut text = plan::summary(step);
     if let Some(p) = &step.process {
-        text = text.trim_start_matches(&format!("{p}: ")).to_string();
+        // The lane is the process's; a step of one of its threads says which.
+        text = match &step.thread {
+            Some(t) => format!(
+                "[thread {t}] {}",
+                text.trim_start_matches(&format!("{p}/{t}: "))
+            ),
+            None => text.trim_start_matches(&format!("{p}: ")).to_string(),
+        };
     }
     let mut lines = vec![text];
     let mut exp = expectation(step);
@@ -388,5 +395,29 @@ mod tests {
             c
         };
         assert_eq!(chars(&narrow), chars(&wide));
+    }
+
+    #[test]
+    fn a_step_in_a_thread_is_in_its_process_lane_naming_the_thread() {
+        let text = r#"{ "title": "t", "refs": ["r"], "steps": [
+    { "in": "p", "do": "spawn_thread", "as": "t1" },
+    { "in": "p", "thread": "t1", "do": "mmap", "len": "1p", "prot": "READ", "flags": "PRIVATE|ANONYMOUS", "as": "m" },
+    { "in": "q", "do": "mmap", "len": "1p", "prot": "READ", "flags": "PRIVATE|ANONYMOUS", "as": "m" }
+  ] }"#;
+        let case = crate::case::parse_case(Path::new("t.json"), text, 4096).unwrap();
+        let t = timeline("t/threads", &case, 160);
+        // Two lanes (p, q): the thread is not a process.
+        let header = t
+            .lines()
+            .find(|l| l.contains(" p ") || l.ends_with(" p"))
+            .unwrap_or("");
+        assert!(!header.contains("t1"), "{t}");
+        let line = t.lines().find(|l| l.contains("   2  ")).expect("step 2");
+        assert!(line.contains("[thread t1] mmap"), "{t}");
+        assert!(
+            t.lines()
+                .any(|l| l.contains("spawn_thread") && l.contains("-> t1")),
+            "{t}"
+        );
     }
 }

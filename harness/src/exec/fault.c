@@ -7,7 +7,9 @@
  * but jumping over Rust frames is undefined behaviour, so the accesses and
  * the jump both live here in C and the jump never crosses a Rust frame.
  *
- * Workers are single-threaded, so one jump buffer is enough.
+ * SIGSEGV and SIGBUS of an access are delivered to the thread that made
+ * it, and a worker may have several threads (`spawn_thread`) faulting at
+ * once, so the jump buffer and what the handler records are per thread.
  */
 #include <setjmp.h>
 #include <signal.h>
@@ -22,10 +24,10 @@ struct mc_fault {
     uint64_t done; /* bytes (or increments) completed before the fault */
 };
 
-static sigjmp_buf fault_env;
-static volatile sig_atomic_t armed;
-static volatile int fault_signo, fault_code;
-static volatile uintptr_t fault_addr;
+static __thread sigjmp_buf fault_env;
+static __thread volatile sig_atomic_t armed;
+static __thread volatile int fault_signo, fault_code;
+static __thread volatile uintptr_t fault_addr;
 
 static void on_fault(int signo, siginfo_t *info, void *ctx)
 {

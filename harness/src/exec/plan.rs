@@ -281,6 +281,8 @@ pub fn call(step: &Step, ps: u64) -> Result<Option<Call>, String> {
         | Op::Kill { .. }
         | Op::Together { .. }
         | Op::CheckFile { .. } => return Ok(None),
+        // The coordinator makes the new thread's channel and hands it over.
+        Op::SpawnThread => return Ok(None),
     }))
 }
 
@@ -314,11 +316,11 @@ pub fn remote_call(step: &Step, ps: u64, pid: i32, addr: u64) -> Result<Option<C
 
 /// One readable line for a step ("writer: store m+0 \"Hello\"").
 pub fn summary(step: &Step) -> String {
-    let who = step
-        .process
-        .as_deref()
-        .map(|p| format!("{p}: "))
-        .unwrap_or_default();
+    let who = match (&step.process, &step.thread) {
+        (Some(p), Some(t)) => format!("{p}/{t}: "),
+        (Some(p), None) => format!("{p}: "),
+        _ => String::new(),
+    };
     let v = serde_json::to_value(&step.op).unwrap_or_default();
     let mut args = Vec::new();
     if let Some(obj) = v.as_object() {

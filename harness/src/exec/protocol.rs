@@ -263,6 +263,8 @@ pub enum Request {
     Fork,
     /// _exit(2) with this status; no answer but the channel closing.
     Exit(i32),
+    /// pthread_create(3): a thread that serves the channel traveling with this message.
+    Thread,
 }
 
 /// How a call ended.

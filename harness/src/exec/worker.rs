@@ -16,7 +16,7 @@
 use super::ops::WorkerState;
 use super::protocol::{ends_batch, send, Observation, Receiver, Request};
 use std::collections::HashMap;
-use std::os::fd::FromRawFd;
+use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -81,10 +81,10 @@ fn serve(mut chan: UnixStream, mut state: WorkerState) -> ! {
             Ok(None) | Err(_) => unsafe { libc::_exit(0) },
         };
         let obs = match req {
-            Request::Call(call) => state.perform(&call),
+            Request::Call(call) => super::threads::perform(&mut state, &call),
             Request::Batch(calls) => {
                 for call in &calls {
-                    let obs = state.perform(call);
+                    let obs = super::threads::perform(&mut state, call);
                     reply(&chan, &obs);
                     if ends_batch(&obs) {
                         break;
@@ -102,7 +102,8 @@ fn serve(mut chan: UnixStream, mut state: WorkerState) -> ! {
                     continue;
                 };
                 let parent = std::process::id() as i32;
-                // SAFETY: workers are single-threaded, so the child may run any code.
+                // SAFETY: a worker's other threads (`spawn_thread`) are
+                // between steps, holding no lock the child needs.
                 match unsafe { nix::unistd::fork() } {
                     Ok(nix::unistd::ForkResult::Child) => {
                         // Cleared by fork: armed again in every generation.
@@ -123,6 +124,7 @@ fn serve(mut chan: UnixStream, mut state: WorkerState) -> ! {
                     Err(e) => Observation::errno(e as i32),
                 }
             }
+            Request::Thread => super::threads::spawn(&mut state, fd, Some(chan.as_raw_fd())),
         };
         reply(&chan, &obs);
     }
@@ -172,6 +174,13 @@ fn arm_parent_death(parent: i32) {
             libc::_exit(1);
         }
     }
+}
+
+/// A child that a thread other than main forked (`threads`): this thread
+/// is its only one, and serves the child's channel as its main thread.
+pub(super) fn forked_child(parent: i32, chan: UnixStream, state: WorkerState) -> ! {
+    arm_parent_death(parent);
+    serve(chan, state)
 }
 
 fn reply(chan: &UnixStream, obs: &Observation) {

@@ -70,6 +70,7 @@ struct Gen {
 pub fn step(process: Option<&str>, op: Op, name: Option<String>) -> Step {
     Step {
         process: process.map(str::to_string),
+        thread: None,
         op,
         name,
         expect: None,

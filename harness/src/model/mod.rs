@@ -138,6 +138,17 @@ fn together(
     number: &str,
     steps: &[crate::case::model::Step],
 ) -> Result<Vec<StepPrediction>, (String, String)> {
+    // Its races are judged between processes; two threads of one process
+    // at once (an munmap under a fault, say) the model does not order.
+    for (j, s) in steps.iter().enumerate() {
+        let p = &s.process;
+        if steps[..j].iter().any(|o| &o.process == p) {
+            return Err((
+                format!("{number}.{}", j + 1),
+                "threads of one process at once in `together` are not modelled".to_string(),
+            ));
+        }
+    }
     let mut touched: Vec<(usize, Footprint)> = Vec::new();
     let mut out = Vec::new();
     for (j, s) in steps.iter().enumerate() {

@@ -191,6 +191,13 @@ pub fn perform(w: &mut World, env: &Environment, step: &Step) -> Outcome {
             Err("mlockall and munlockall are not modelled".to_string())
         }
         Op::Smaps { .. } => Err("smaps fields (memory accounting) are not modelled".to_string()),
+        // A thread acts in its process's address space and fd table: the
+        // model follows processes, so a step in a thread is its process's
+        // step, and starting one changes nothing the model follows.
+        Op::SpawnThread => {
+            proc_name(w, step)?;
+            Ok(Allowed::Success)
+        }
         op if op.uses_system_state() => Err(format!(
             "`{}` is not modelled: the model knows files, memfds and anonymous memory, \
              not /dev/zero, pipes, shared memory objects, limits, credentials or another \

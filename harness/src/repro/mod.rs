@@ -60,10 +60,39 @@ const SIGNALS: &[&str] = &[
     "SIGSTOP", "SIGTSTP", "SIGXCPU", "SIGXFSZ", "SIGSYS",
 ];
 
+/// The runtime runs each process's steps in its one thread, so a case with
+/// threads ([`crate::case::model::Op::SpawnThread`]) is refused at its first
+/// step that spawns or names one, rather than run in a single thread, where
+/// a `together` of two threads would not be at once and a fork from a
+/// thread would copy the wrong one.
+fn refuse_threads(steps: &[crate::case::model::Step]) -> Result<(), String> {
+    use crate::case::model::Op;
+    for (i, s) in steps.iter().enumerate() {
+        let inner: Vec<(String, &crate::case::model::Step)> = match &s.op {
+            Op::Together { steps } => steps
+                .iter()
+                .enumerate()
+                .map(|(j, t)| (format!("{}.{}", i + 1, j + 1), t))
+                .collect(),
+            _ => vec![((i + 1).to_string(), s)],
+        };
+        for (index, t) in inner {
+            if t.thread.is_some() || matches!(t.op, Op::SpawnThread) {
+                return Err(format!(
+                    "step {index} ({}): cannot express threads in a C reproducer yet: its runtime performs each process's steps in the process's one thread",
+                    crate::exec::plan::summary(t)
+                ));
+            }
+        }
+    }
+    Ok(())
+}
+
 /// The C program of a case, with the expectations that apply in `env`.
 /// Err names the step that cannot be expressed and why.
 pub fn c_program(case: &LoadedCase, env: &Environment) -> Result<String, String> {
     let steps = &case.case.steps;
+    refuse_threads(steps)?;
     let procs = order::Processes::of(steps);
     let mut walk = order::Walk::new(&procs);
     for (i, s) in steps.iter().enumerate() {

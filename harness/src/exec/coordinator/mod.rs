@@ -16,6 +16,7 @@ pub use files::write_files;
 mod filesystem;
 mod processes;
 mod remote;
+mod threads;
 
 use processes::{Proc, Reaped};
 
@@ -256,6 +257,8 @@ impl Run<'_> {
             .iter()
             .take(MAX_BATCH)
             .take_while(|s| s.process.as_ref() == Some(process) && worker_step(s))
+            // One channel: a step in another thread of the process ends the batch.
+            .take_while(|s| threads::key(s, process) == threads::key(&steps[0], process))
             .map_while(|s| plan::call(s, self.ps()).ok().flatten())
             .collect()
     }
@@ -377,6 +380,10 @@ impl Run<'_> {
                 self.exit(&p, *code)
             }
             Op::RemoteRead { .. } | Op::RemoteWrite { .. } => self.remote(step),
+            Op::SpawnThread => {
+                let by = self.proc_for(step)?;
+                self.spawn_thread(&by, step)
+            }
             _ => {
                 let p = self.proc_for(step)?;
                 let call = plan::call(step, self.ps())

@@ -58,7 +58,14 @@ impl Run<'_> {
         if !self.procs.contains_key(&name) {
             self.spawn(&name)?;
         }
-        Ok(name)
+        let key = super::threads::key(step, &name);
+        if !self.procs.contains_key(&key) {
+            return Err(Stop::Broken(format!(
+                "no {} (was its spawn_thread performed?)",
+                super::threads::describe(&key)
+            )));
+        }
+        Ok(key)
     }
 
     pub(super) fn spawn(&mut self, name: &str) -> Result<(), Stop> {
@@ -111,7 +118,8 @@ impl Run<'_> {
                 None => String::new(),
             };
             return Err(Stop::Broken(format!(
-                "process `{name}` has already ended{why}"
+                "{} has already ended{why}",
+                super::threads::describe(name)
             )));
         }
         // A send to a process that died is seen as a closed channel on receive.
@@ -127,9 +135,13 @@ impl Run<'_> {
         match p.chan.recv(deadline) {
             Ok(obs) => Ok(obs),
             Err(RecvError::TimedOut) => Err(Stop::Broken(format!(
-                "timed out after {:.1}s waiting for process `{name}`",
-                limit.as_secs_f64()
+                "timed out after {:.1}s waiting for {}",
+                limit.as_secs_f64(),
+                super::threads::describe(name)
             ))),
+            Err(RecvError::Closed) if super::threads::process_of(name) != name => {
+                Ok(self.thread_ended(name, step))
+            }
             Err(RecvError::Closed) => {
                 p.gone = true;
                 let status = match p.reap(Reaped::DiedDuring(step)) {
@@ -168,7 +180,8 @@ impl Run<'_> {
                     pid,
                     pidfd: pidfd.ok(),
                     chan,
-                    parent: Some(parent.to_string()),
+                    // The process, whichever of its threads forked.
+                    parent: Some(super::threads::process_of(parent).to_string()),
                     spawned: false,
                     reaped: None,
                     gone: false,
@@ -431,7 +444,7 @@ fn wait_pid(pid: i32) -> Result<pidfd::Ended, nix::errno::Errno> {
 /// What a step reports when its process's channel closed: the process
 /// died during the step, or before it, of a signal a `kill` step sent.
 /// `status` is known only for processes the coordinator spawned.
-fn death_message(
+pub(super) fn death_message(
     name: &str,
     signalled: Option<&(String, String)>,
     status: Option<ExitStatus>,

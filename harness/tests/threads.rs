@@ -1,0 +1,84 @@
+//! Threads of a case's process, end to end: a step in a thread that runs
+//! past the time limit is reported naming the step and the thread, and the
+//! C reproducer refuses a case with threads naming the step.
+
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+fn repo(rel: &str) -> PathBuf {
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("..").join(rel)
+}
+
+/// Runs one case file that must not pass; returns its report's case.
+fn run_failing(case: &Path) -> serde_json::Value {
+    let base = tempfile::tempdir().unwrap();
+    let report = base.path().join("report.json");
+    let scratch = base.path().join("scratch");
+    std::fs::create_dir(&scratch).unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_mmapconf"))
+        .args(["run", "--jobs", "1", "--report"])
+        .arg(&report)
+        .arg("--dir")
+        .arg(&scratch)
+        .arg(case)
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1), "{out:?}");
+    let mut json: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    json["cases"][0].take()
+}
+
+#[test]
+fn a_thread_that_blocks_is_reported_at_its_step_naming_the_thread() {
+    let case = &run_failing(&repo("harness/tests/fixtures/thread-blocks-forever.json"));
+    assert_eq!(case["status"], "error", "{case}");
+    assert_eq!(case["failed_step"], 4, "{case}");
+    let reason = case["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("timed out") && reason.contains("thread `t1` of process `p`"),
+        "{reason}"
+    );
+    // The step's summary names the thread too.
+    assert!(reason.starts_with("step 4 (p/t1: io"), "{reason}");
+}
+
+#[test]
+fn the_reproducer_refuses_threads_naming_the_step() {
+    let file = repo("cases/threads/munmap-in-one-thread-unmaps-for-all.json");
+    let case = mmapconf::case::load_file(&file, mmapconf::target::page_size()).unwrap();
+    let env = mmapconf::target::Environment::probe(&std::env::temp_dir());
+    let e = mmapconf::repro::c_program(&case, &env).unwrap_err();
+    assert!(
+        e.starts_with("step 4 (p: spawn_thread") && e.contains("cannot express threads"),
+        "{e}"
+    );
+}
+
+#[test]
+fn a_step_in_a_thread_of_a_killed_process_names_the_kill_and_the_thread() {
+    // The child forked while t1 existed must not hold t1's channel: if it
+    // did, p's death would not close it and the step would time out.
+    let base = tempfile::tempdir().unwrap();
+    let case = base.path().join("killed.json");
+    std::fs::write(
+        &case,
+        r#"{ "title": "t", "refs": ["harness self-test"], "timeout": 5, "steps": [
+  { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "PRIVATE|ANONYMOUS", "as": "m" },
+  { "in": "p", "do": "spawn_thread", "as": "t1" },
+  { "in": "p", "do": "fork", "as": "child" },
+  { "do": "kill", "proc": "p", "signal": "SIGKILL" },
+  { "in": "p", "thread": "t1", "do": "load", "map": "m", "len": 1 }
+] }"#,
+    )
+    .unwrap();
+    let case = &run_failing(&case);
+    assert_eq!(case["status"], "error", "{case}");
+    assert_ne!(case["timed_out"], true, "{case}");
+    let reason = case["reason"].as_str().unwrap();
+    assert!(
+        reason.contains("process `p` was killed by SIGKILL at step 4")
+            && reason.contains("thread `t1`"),
+        "{reason}"
+    );
+}
