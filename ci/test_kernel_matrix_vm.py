@@ -239,3 +239,16 @@ class Guest(unittest.TestCase):
 
 if __name__ == "__main__":
     unittest.main()
+
+
+class Mitigations(unittest.TestCase):
+    def vm(self, mitigations):
+        return km.argparse.Namespace(cpus=1, swap_mib=0, mitigations=mitigations)
+
+    def test_off_by_default_on_the_kernel_command_line(self):
+        _, cmdline = km.machine({}, self.vm(False))
+        self.assertIn("mitigations=off", cmdline)
+
+    def test_on_leaves_the_kernel_its_defaults(self):
+        _, cmdline = km.machine({}, self.vm(True))
+        self.assertFalse(any(arg.startswith("mitigations=") for arg in cmdline), cmdline)

@@ -424,14 +424,39 @@ fn a_fault_inside_a_batch_ends_it_there_and_the_steps_after_it_still_run() {
           { "in": "p", "do": "load", "map": "m", "at": 0, "len": 2, "expect": { "text": "ok" } }
         ] }"#,
     );
+    assert_eq!(case["steps"].as_array().map(Vec::len), Some(6), "{case}");
+    passed_past_a_fault(&case, 2, "6f6b");
+}
+
+/// A case that passed: every step reported in order, step `fault` (from 1)
+/// observed SIGSEGV and the last one read `last_bytes`.
+fn passed_past_a_fault(case: &serde_json::Value, fault: usize, last_bytes: &str) {
     assert_eq!(case["status"], "pass", "{case}");
     let steps = case["steps"].as_array().unwrap();
-    assert_eq!(steps.len(), 6, "{case}");
+    let indexes: Vec<String> = steps
+        .iter()
+        .map(|s| s["index"].as_str().unwrap().to_string())
+        .collect();
+    let expected: Vec<String> = (1..=steps.len()).map(|i| i.to_string()).collect();
+    assert_eq!(indexes, expected, "{case}");
     assert_eq!(
-        steps[1]["observed"]["outcome"]["signal"], "SIGSEGV",
+        steps[fault - 1]["observed"]["outcome"]["signal"],
+        "SIGSEGV",
         "{case}"
     );
-    assert_eq!(steps[5]["observed"]["bytes"], "6f6b", "{case}");
+    assert_eq!(
+        steps.last().unwrap()["observed"]["bytes"],
+        last_bytes,
+        "{case}"
+    );
+}
+
+/// A case that failed at step `at` (from 1), which read `bytes`, the last step reported.
+fn failed_at(case: &serde_json::Value, at: usize, bytes: &str) {
+    assert_eq!(case["status"], "fail", "{case}");
+    assert_eq!(case["failed_step"], at, "{case}");
+    assert_eq!(case["steps"].as_array().unwrap().len(), at, "{case}");
+    assert_eq!(case["steps"][at - 1]["observed"]["bytes"], bytes, "{case}");
 }
 
 #[test]
@@ -445,10 +470,7 @@ fn a_failed_step_inside_a_batch_is_the_last_reported() {
           { "in": "p", "do": "load", "map": "m", "at": 0, "len": 2, "expect": { "text": "cd" } }
         ] }"#,
     );
-    assert_eq!(case["status"], "fail", "{case}");
-    assert_eq!(case["failed_step"], 3, "{case}");
-    assert_eq!(case["steps"].as_array().unwrap().len(), 3, "{case}");
-    assert_eq!(case["steps"][2]["observed"]["bytes"], "6162", "{case}");
+    failed_at(&case, 3, "6162");
 }
 
 #[test]
@@ -467,4 +489,127 @@ fn the_time_limit_names_the_step_of_a_batch_that_never_ends() {
     assert_eq!(case["steps"].as_array().unwrap().len(), 2, "{case}");
     let reason = case["reason"].as_str().unwrap();
     assert!(reason.starts_with("step 3 ("), "{reason}");
+}
+
+// Runs of direct hand-offs between processes (exec::relay): the same
+// promises as one step at a time, for steps of several processes.
+
+#[test]
+fn a_fault_inside_a_run_of_two_processes_ends_it_there_and_the_steps_after_it_still_run() {
+    let case = run_json(
+        r#"{ "title": "t", "refs": ["r"], "steps": [
+          { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "SHARED|ANONYMOUS", "as": "m" },
+          { "in": "p", "do": "fork", "as": "q" },
+          { "in": "q", "do": "store", "map": "m", "at": 0, "text": "q1" },
+          { "in": "p", "do": "load", "map": "m", "at": 0, "len": 2, "expect": { "text": "q1" } },
+          { "in": "q", "do": "mprotect", "map": "m", "prot": "READ" },
+          { "in": "q", "do": "store", "map": "m", "at": 0, "text": "x", "expect": { "signal": "SIGSEGV" } },
+          { "in": "p", "do": "store", "map": "m", "at": 0, "text": "p2" },
+          { "in": "q", "do": "load", "map": "m", "at": 0, "len": 2, "expect": { "text": "p2" } },
+          { "in": "p", "do": "store", "map": "m", "at": 0, "text": "p3" },
+          { "in": "q", "do": "load", "map": "m", "at": 0, "len": 2, "expect": { "text": "p3" } }
+        ] }"#,
+    );
+    assert_eq!(case["steps"].as_array().map(Vec::len), Some(10), "{case}");
+    passed_past_a_fault(&case, 6, "7033");
+}
+
+#[test]
+fn a_failed_step_inside_a_run_of_two_processes_is_the_last_reported() {
+    let case = run_json(
+        r#"{ "title": "t", "refs": ["r"], "steps": [
+          { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "SHARED|ANONYMOUS", "as": "m" },
+          { "in": "p", "do": "fork", "as": "q" },
+          { "in": "p", "do": "store", "map": "m", "at": 0, "text": "ab" },
+          { "in": "q", "do": "load", "map": "m", "at": 0, "len": 2, "expect": { "text": "zz" } },
+          { "in": "p", "do": "store", "map": "m", "at": 0, "text": "cd" },
+          { "in": "q", "do": "load", "map": "m", "at": 0, "len": 2, "expect": { "text": "cd" } }
+        ] }"#,
+    );
+    failed_at(&case, 4, "6162");
+}
+
+/// Two processes that alternate, the second stuck in its step 5.
+const STUCK_IN_A_RUN: &str = r#"{ "title": "t", "refs": ["r"], "timeout": TIMEOUT, "steps": [
+      { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "SHARED|ANONYMOUS", "as": "m" },
+      { "in": "p", "do": "fork", "as": "q" },
+      { "in": "p", "do": "store", "map": "m", "at": 0, "hex": "00000000" },
+      { "in": "q", "do": "load", "map": "m", "at": 0, "len": 4, "expect": { "fill": 0 } },
+      { "in": "q", "do": "increment", "map": "m", "at": 0, "count": 1000000000000000 },
+      { "in": "p", "do": "load", "map": "m", "at": 0, "len": 4 },
+      { "in": "q", "do": "load", "map": "m", "at": 0, "len": 4 }
+    ] }"#;
+
+#[test]
+fn the_time_limit_names_the_step_of_a_run_of_two_processes_that_never_ends() {
+    let case = run_json(&STUCK_IN_A_RUN.replace("TIMEOUT", "0.5"));
+    assert_eq!(case["status"], "error", "{case}");
+    assert_eq!(case["timed_out"], true, "{case}");
+    assert_eq!(case["failed_step"], 5, "{case}");
+    assert_eq!(case["steps"].as_array().unwrap().len(), 4, "{case}");
+    let reason = case["reason"].as_str().unwrap();
+    assert!(reason.starts_with("step 5 ("), "{reason}");
+    assert!(reason.contains("waiting for process `q`"), "{reason}");
+}
+
+/// The system call a process is blocked in (/proc/PID/syscall), None
+/// while it runs in user space.
+fn blocked_in(pid: i32) -> Option<i64> {
+    let text = std::fs::read_to_string(format!("/proc/{pid}/syscall")).ok()?;
+    text.split_whitespace().next()?.parse().ok()
+}
+
+#[test]
+fn a_death_in_a_run_is_told_at_its_step_and_a_death_out_of_turn_does_not_end_it() {
+    let dir = tempfile::tempdir().unwrap();
+    let file = case_file(dir.path(), "case", &STUCK_IN_A_RUN.replace("TIMEOUT", "60"));
+    let report = dir.path().join("report.json");
+    let run = exe()
+        .args(["run", "--jobs", "1", "--report"])
+        .arg(&report)
+        .arg(&file)
+        .stdout(Stdio::null())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    // q is busy in user space in its increment (no system call); p waits
+    // for its turn on the futex of the hand-off.
+    let (p, q) = poll(Duration::from_secs(30), "p waiting and q busy", || {
+        let pids = harness_descendants(run.id());
+        let busy: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|&pid| ppid_and_state(pid).is_some_and(|(_, s)| s == 'R'))
+            .collect();
+        let waiting: Vec<i32> = pids
+            .iter()
+            .copied()
+            .filter(|&pid| blocked_in(pid) == Some(libc::SYS_futex))
+            .collect();
+        match (&waiting[..], &busy[..]) {
+            ([p], [q]) => Some((*p, *q)),
+            _ => None,
+        }
+    });
+    // p dies out of turn: the run goes on waiting for q's step ...
+    unsafe { libc::kill(p, libc::SIGKILL) };
+    poll(Duration::from_secs(10), "p gone", || {
+        ppid_and_state(p)
+            .is_none_or(|(_, s)| s == 'Z')
+            .then_some(())
+    });
+    // ... which then dies in it, and is named there.
+    unsafe { libc::kill(q, libc::SIGKILL) };
+    let out = run.wait_with_output().unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let json: serde_json::Value = serde_json::from_slice(&std::fs::read(&report).unwrap()).unwrap();
+    let case = &json["cases"][0];
+    assert_eq!(case["status"], "error", "{case}");
+    assert_ne!(case["timed_out"], true, "{case}");
+    assert_eq!(case["failed_step"], 5, "{case}");
+    let reason = case["reason"].as_str().unwrap();
+    assert!(
+        reason.starts_with("step 5 (") && reason.contains("process `q` died during the step"),
+        "{reason}"
+    );
 }

@@ -13,6 +13,7 @@ pub mod plan;
 pub mod plant;
 pub mod power_cut;
 pub mod protocol;
+pub mod relay;
 mod threads;
 pub mod worker;
 

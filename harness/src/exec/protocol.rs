@@ -265,6 +265,17 @@ pub enum Request {
     Exit(i32),
     /// pthread_create(3): a thread that serves the channel traveling with this message.
     Thread,
+    /// Map the shared region of direct hand-offs, whose memfd travels with
+    /// this message (see `relay`); answered ok, or with the errno of mmap.
+    Attach,
+    /// This worker's steps of a run of hand-offs (see `relay`): `slot` is
+    /// its futex bit. Answered only if it ends the run, with that step's
+    /// observation.
+    Relay {
+        epoch: u32,
+        slot: u8,
+        items: Vec<super::relay::Item>,
+    },
 }
 
 /// How a call ended.
@@ -561,6 +572,16 @@ impl Channel {
             sock,
             buf: Vec::new(),
         })
+    }
+
+    /// Whether bytes already read wait here (a poll of the socket would not see them).
+    pub fn has_buffered(&self) -> bool {
+        !self.buf.is_empty()
+    }
+
+    /// The socket, for a poll on several channels at once (`relay`).
+    pub fn as_fd(&self) -> std::os::fd::BorrowedFd<'_> {
+        std::os::fd::AsFd::as_fd(&self.sock)
     }
 
     pub fn send(&self, req: &Request, fd: Option<RawFd>) -> std::io::Result<()> {

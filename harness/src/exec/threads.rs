@@ -203,6 +203,10 @@ fn serve(chan: UnixStream, mut state: WorkerState) {
             // _exit(2) is exit_group: the whole process ends, as it must.
             Request::Exit(code) => unsafe { libc::_exit(code) },
             Request::Thread => spawn(&mut state, fd, None),
+            // The coordinator plans hand-off runs for main threads only (coordinator/relay.rs).
+            Request::Attach | Request::Relay { .. } => {
+                Observation::error("a thread other than main takes no part in hand-off runs")
+            }
             Request::Fork => match fd {
                 None => Observation::error("fork request came without the child's channel"),
                 Some(child_chan) => {

@@ -15,6 +15,7 @@
 
 use super::ops::WorkerState;
 use super::protocol::{ends_batch, send, Observation, Receiver, Request};
+use super::relay::{self, Region};
 use std::collections::HashMap;
 use std::os::fd::{AsRawFd, FromRawFd};
 use std::os::unix::net::UnixStream;
@@ -74,6 +75,9 @@ pub fn main(dir: &str, harness: i32) -> ! {
 
 fn serve(mut chan: UnixStream, mut state: WorkerState) -> ! {
     let mut receiver = Receiver::default();
+    // The shared region of direct hand-offs, once the coordinator asked
+    // for it; a forked child inherits the mapping, and so this too.
+    let mut region: Option<Region> = None;
     loop {
         let (req, fd) = match receiver.recv::<Request>(&chan) {
             Ok(Some((req, fds))) => (req, fds.into_iter().next()),
@@ -93,6 +97,29 @@ fn serve(mut chan: UnixStream, mut state: WorkerState) -> ! {
                 continue;
             }
             Request::Exit(code) => unsafe { libc::_exit(code) },
+            Request::Attach => match fd.map(|fd| Region::map(&fd)) {
+                // The memfd's descriptor is closed here: the case's own
+                // descriptors get the numbers they would have got anyway.
+                Some(Ok(mapped)) => {
+                    region = Some(mapped);
+                    Observation::ok()
+                }
+                Some(Err(e)) => Observation::errno(e.raw_os_error().unwrap_or(libc::EIO)),
+                None => Observation::error("attach request came without the region"),
+            },
+            Request::Relay { epoch, slot, items } => {
+                let Some(region) = &region else {
+                    reply(
+                        &chan,
+                        &Observation::error("relay before the region was mapped"),
+                    );
+                    continue;
+                };
+                if let Some(obs) = relay::perform(region, &mut state, epoch, slot, &items) {
+                    reply(&chan, &obs);
+                }
+                continue;
+            }
             Request::Fork => {
                 let Some(child_chan) = fd else {
                     reply(

@@ -232,6 +232,7 @@ impl Run<'_> {
                     signalled: None,
                     born: self.procs.len(),
                     group: None,
+                    attached: super::processes::Attached::Refused,
                 },
             );
         }

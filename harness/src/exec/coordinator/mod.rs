@@ -15,6 +15,7 @@ mod files;
 pub use files::write_files;
 mod filesystem;
 mod processes;
+mod relay;
 mod remote;
 mod threads;
 
@@ -95,6 +96,11 @@ struct Run<'a> {
     /// Resuming after a power cut: the next `crash` step is the one that
     /// was cut, to be recorded as such.
     resuming: bool,
+    /// The shared region of direct hand-offs and its memfd, made when the
+    /// case first has a run of them (`relay`).
+    region: Option<(super::relay::Region, OwnedFd)>,
+    /// The number of the last run of hand-offs.
+    epoch: u32,
 }
 
 /// Runs one case in `dir` (an empty scratch directory) and reports on it.
@@ -161,6 +167,8 @@ pub fn run_case_from(
         started,
         earlier_ms: 0,
         resuming: false,
+        region: None,
+        epoch: 0,
     };
     let outcome = match resume {
         None => run
@@ -229,6 +237,23 @@ impl Run<'_> {
                 i += 1;
                 continue;
             }
+            // Plain steps, of one process or several, hand over to each
+            // other directly; a run that ends before its first step
+            // leaves that step to go alone.
+            match self.relay(&steps[i..], i)? {
+                Some(n) if n > 0 => {
+                    i += n;
+                    continue;
+                }
+                Some(_) => {
+                    let started = Instant::now();
+                    let obs = self.perform(step)?;
+                    self.record(&index, step, obs, us_since(started))?;
+                    i += 1;
+                    continue;
+                }
+                None => {}
+            }
             let batch = self.batch_calls(&steps[i..]);
             if batch.len() > 1 {
                 i += self.perform_batch(&steps[i..], batch, i + 1)?;
@@ -236,7 +261,7 @@ impl Run<'_> {
             }
             let started = Instant::now();
             let obs = self.perform(step)?;
-            self.record(&index, step, obs, started)?;
+            self.record(&index, step, obs, us_since(started))?;
             i += 1;
         }
         Ok(())
@@ -285,7 +310,7 @@ impl Run<'_> {
             self.current = Some((index.clone(), plan::summary(step)));
             let obs = self.receive(&p)?;
             let ends = ends_batch(&obs);
-            self.record(&index, step, obs, started)?;
+            self.record(&index, step, obs, us_since(started))?;
             if ends {
                 return Ok(k + 1);
             }
@@ -300,7 +325,7 @@ impl Run<'_> {
         index: &str,
         step: &Step,
         obs: Observation,
-        started: Instant,
+        duration_us: u64,
     ) -> Result<(), Stop> {
         let applied = expect::applied(step, self.env);
         let ctx = Context {
@@ -342,7 +367,7 @@ impl Run<'_> {
             variant: applied.variant,
             observed: Some(obs),
             message: message.clone(),
-            duration_us: started.elapsed().as_micros() as u64,
+            duration_us,
         });
         match status {
             StepStatus::Pass | StepStatus::Observed => Ok(()),
@@ -416,7 +441,7 @@ impl Run<'_> {
             observed.push(self.receive(p)?);
         }
         for (i, (step, obs)) in inner.iter().zip(observed).enumerate() {
-            self.record(&format!("{index}.{}", i + 1), step, obs, started)?;
+            self.record(&format!("{index}.{}", i + 1), step, obs, us_since(started))?;
         }
         Ok(())
     }
@@ -428,6 +453,11 @@ impl Run<'_> {
             .map(|(i, _)| i.clone())
             .unwrap_or_default()
     }
+}
+
+/// Microseconds since `started`, a step's duration in the report.
+fn us_since(started: Instant) -> u64 {
+    started.elapsed().as_micros() as u64
 }
 
 /// The most calls sent in one batch: a bound on the request's size.

@@ -33,6 +33,20 @@ pub(super) struct Proc {
     pub(super) born: usize,
     /// The registered process group it belongs to (None: of before a power cut).
     pub(super) group: Option<live::GroupId>,
+    /// Whether it has mapped the region of direct hand-offs (`relay`).
+    pub(super) attached: Attached,
+}
+
+/// Whether a process can take part in runs of direct hand-offs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(super) enum Attached {
+    /// Not asked yet.
+    No,
+    /// It mapped the region (or inherited it from its parent by fork).
+    Yes,
+    /// It could not map it (a case's limit), or it died out of turn in a
+    /// run: its steps are sent one by one, as before.
+    Refused,
 }
 
 /// When a process's exit status was collected.
@@ -95,6 +109,7 @@ impl Run<'_> {
                 signalled: None,
                 born: self.procs.len(),
                 group: Some(group),
+                attached: Attached::No,
             },
         );
         match failed {
@@ -171,6 +186,11 @@ impl Run<'_> {
             let failed = pidfd.as_ref().err().map(|e| e.to_string());
             // In its parent's process group.
             let group = self.proc(parent)?.group;
+            // fork(2) copies the parent's mapping of the region, shared.
+            let attached = match self.proc(parent)?.attached {
+                Attached::Yes => Attached::Yes,
+                _ => Attached::No,
+            };
             if let (Some(group), Ok(fd)) = (group, &pidfd) {
                 live::add_member(group, fd);
             }
@@ -188,6 +208,7 @@ impl Run<'_> {
                     signalled: None,
                     born: self.procs.len(),
                     group,
+                    attached,
                 },
             );
             if let Some(e) = failed {

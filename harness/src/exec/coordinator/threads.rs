@@ -76,6 +76,8 @@ impl Run<'_> {
                 signalled: None,
                 born,
                 group,
+                // A thread serves its own channel only: hand-off runs are for main threads.
+                attached: super::processes::Attached::Refused,
             },
         );
         Ok(obs)
