@@ -272,7 +272,10 @@ pub fn perform(
                     )
                     .is_ok();
             if handed {
-                futex.wake_bitset(1, 1 << next);
+                // A step of our own comes next: nobody to wake.
+                if next != slot {
+                    futex.wake_bitset(1, 1 << next);
+                }
                 continue;
             }
         }
