@@ -237,6 +237,52 @@ class Guest(unittest.TestCase):
                 self.assertEqual(f.read(10), b"SWAPSPACE2")
 
 
+
+class DaxCells(unittest.TestCase):
+    """ext4-dax and xfs-dax: one nvdimm per boot, shared by both cells, its file removed after."""
+
+    def test_both_dax_cells_of_a_boot_share_one_nvdimm_whose_file_goes_after(self):
+        with tempfile.TemporaryDirectory() as d:
+            kernel, work = {"name": "7.x"}, Path(d)
+            first, done1 = km.FILESYSTEMS["ext4-dax"].host(kernel, work)
+            second, done2 = km.FILESYSTEMS["xfs-dax"].host(kernel, work)
+            backing = work / "7.x.pmem"
+            self.assertEqual(second, [], "the second cell adds no second device")
+            self.assertEqual(first.count("-device"), 1)
+            self.assertIn(f"mem-path={backing}", " ".join(first))
+            self.assertEqual(backing.stat().st_size, km.DAX_MIB << 20)
+            self.assertEqual(backing.stat().st_blocks, 0, "sparse: zeros, as a new device")
+            done2()
+            self.assertTrue(backing.exists(), "still used by the other cell")
+            done1()
+            self.assertFalse(backing.exists())
+            self.assertEqual(km.NVDIMMS, {})
+
+    def test_nvdimm_options_merge_with_the_machine_memory(self):
+        args = km.nvdimm_args(Path("/x/f.pmem"), 512)
+        self.assertEqual(args[args.index("-machine") + 1], "nvdimm=on")
+        self.assertEqual(args[args.index("-m") + 1], f"{km.VM_MIB}M,slots=2,maxmem={km.VM_MIB + 512}M")
+
+    def test_dax_cells_run_the_harness_on_the_pmem_device_with_dax(self):
+        for fs in ("ext4", "xfs"):
+            cell = km.FILESYSTEMS[f"{fs}-dax"]
+            self.assertFalse(cell.loop)
+            self.assertEqual(cell.run_args[:4], ["--fs", fs, "--device", "/dev/pmem0"])
+            self.assertIn("dax=always", cell.run_args)
+            self.assertIn("nd_pmem", cell.modules)
+            self.assertIn(fs, cell.modules)
+            self.assertIn("pfn_seed", cell.setup)
+            self.assertIn("dax=always", cell.describe)
+
+    @unittest.skipUnless(shutil.which("busybox"), "busybox runs the setup")
+    def test_the_fsdax_setup_fails_without_a_namespace(self):
+        # No /sys/bus/nd here (or no namespace0.0): the setup must fail, naming what is missing.
+        if Path("/sys/bus/nd/devices/namespace0.0").exists():
+            self.skipTest("this machine has an nvdimm")
+        done = subprocess.run(["busybox", "sh", "-c", "set -e\n" + km.FSDAX_SETUP], capture_output=True, text=True)
+        self.assertNotEqual(done.returncode, 0)
+        self.assertIn("no nvdimm namespace0.0", done.stdout)
+
 if __name__ == "__main__":
     unittest.main()
 

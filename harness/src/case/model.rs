@@ -182,6 +182,11 @@ pub enum Probe {
     /// writing ends in ENOSPC; not ramfs, which grows until memory runs
     /// out. Cases with a `fill_fs` step need it.
     FillsUp,
+    /// Target: files are DAX: a new file in the scratch root has
+    /// STATX_ATTR_DAX (statx(2), Linux 5.8), so its mappings reach the
+    /// persistent memory without the page cache, and MAP_SYNC is possible
+    /// (ext4 or xfs mounted `dax=always` on a pmem device in fsdax mode).
+    Dax,
 }
 
 impl Probe {

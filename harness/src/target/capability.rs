@@ -86,6 +86,7 @@ pub fn measure(dir: &Path, made: Option<Made>) -> BTreeMap<Probe, Measured> {
     let (before_msync, on_write_fault) = mtimes_of_a_mapped_store(dir, ps);
     put(Probe::MtimeOnWriteFault, on_write_fault);
     put(Probe::MtimeBeforeMsync, before_msync);
+    put(Probe::Dax, dax(dir));
     let existing = || Err("an existing mount: the harness cannot unmount or crash it".into());
     put(
         Probe::Persistent,
@@ -370,6 +371,37 @@ fn cache_survives_open(dir: &Path, ps: usize) -> Result<String, String> {
     }
 }
 
+/// A new file's STATX_ATTR_DAX: the kernel's own word that the file's
+/// mappings go to the medium directly (Documentation/filesystems/dax.rst,
+/// "Summary" 6: statx reports the effective DAX state). The mount option
+/// alone is not enough: `dax=always` on a device that cannot do DAX only
+/// warns, and `dax=inode` turns it on per file.
+fn dax(dir: &Path) -> Result<String, String> {
+    let f = Scratch::new(dir, "dax", 0)?;
+    // SAFETY: statx fills the struct; the empty path with AT_EMPTY_PATH names the fd.
+    let mut stx: libc::statx = unsafe { std::mem::zeroed() };
+    check(
+        unsafe {
+            libc::statx(
+                f.fd(),
+                c"".as_ptr(),
+                libc::AT_EMPTY_PATH,
+                libc::STATX_BASIC_STATS,
+                &mut stx,
+            )
+        },
+        "statx",
+    )?;
+    let dax = libc::STATX_ATTR_DAX as u64;
+    if stx.stx_attributes_mask & dax == 0 {
+        Err("statx does not report STATX_ATTR_DAX here (kernel before 5.8 or filesystem without DAX)".into())
+    } else if stx.stx_attributes & dax != 0 {
+        Ok("statx: a new file has STATX_ATTR_DAX".into())
+    } else {
+        Err("statx: a new file lacks STATX_ATTR_DAX".into())
+    }
+}
+
 /// Both mtime capabilities from one trial: a file whose mtime is set far in
 /// the past gets a store through a shared mapping (its first access, so a
 /// write fault), then an msync(MS_SYNC); st_mtime is read after each.
@@ -448,6 +480,7 @@ mod tests {
             Probe::Writable,
             Probe::ReadOnly,
             Probe::FillsUp,
+            Probe::Dax,
         ];
         for p in all {
             assert_eq!(got.contains_key(&p), p.is_target_capability(), "{p:?}");
@@ -455,6 +488,8 @@ mod tests {
         assert!(!got[&Probe::Persistent].present, "an existing mount");
         // Any local directory can be mapped shared and writable.
         assert!(got[&Probe::SharedWritableMmap].present, "{got:?}");
+        // A temporary directory is on a page-cache filesystem, not DAX.
+        assert!(!got[&Probe::Dax].present, "{got:?}");
         assert_eq!(
             std::fs::read_dir(dir.path()).unwrap().count(),
             0,

@@ -200,7 +200,8 @@ fn try_feature(p: Probe) -> Result<(), String> {
         | Probe::Crash
         | Probe::Writable
         | Probe::ReadOnly
-        | Probe::FillsUp => Err(format!("{p:?} is a capability of the target")),
+        | Probe::FillsUp
+        | Probe::Dax => Err(format!("{p:?} is a capability of the target")),
         Probe::MapFixedNoreplace => {
             let a = Anon::new(ps, libc::MAP_PRIVATE).ok_or("probe mmap failed")?;
             // SAFETY: NOREPLACE over our own mapping must fail; a kernel that
