@@ -124,7 +124,7 @@ impl CrashMethod {
                 "shutdown: FS_IOC_SHUTDOWN(NOLOGFLUSH), unmount, mount with log recovery"
             }
             CrashMethod::ImageCopy => {
-                "image: copy of the block device at the crash, mounted with log recovery (e2fsck first on ext2)"
+                "image: copy of the block device at the crash, mounted with log recovery (fsck first where there is no journal: ext2, vfat, exfat)"
             }
             CrashMethod::Lost => "tmpfs, ramfs: memory only, nothing survives",
         }
