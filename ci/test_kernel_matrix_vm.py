@@ -282,6 +282,65 @@ class DaxCells(unittest.TestCase):
         done = subprocess.run(["busybox", "sh", "-c", "set -e\n" + km.FSDAX_SETUP], capture_output=True, text=True)
         self.assertNotEqual(done.returncode, 0)
         self.assertIn("no nvdimm namespace0.0", done.stdout)
+class LocalFilesystemCells(unittest.TestCase):
+    """vfat, exfat, ntfs3, f2fs: their tools and modules, and the generic flavour for a cell whose
+    module the cloud kernel lacks."""
+
+    def test_each_cell_brings_its_mkfs_fsck_and_nls_modules(self):
+        tools = km.guest_tools(["vfat", "exfat", "ntfs3", "f2fs"])
+        self.assertTrue({"mkfs.vfat", "fsck.fat", "mkfs.exfat", "fsck.exfat", "mkfs.ntfs", "mkfs.f2fs",
+                         "fsck.f2fs"} <= set(tools), tools)
+        self.assertTrue({"vfat", "nls_cp437", "nls_ascii"} <= set(km.FILESYSTEMS["vfat"].modules))
+        self.assertEqual(km.FILESYSTEMS["exfat"].modules, ["exfat", "nls_utf8"])
+        self.assertEqual(km.FILESYSTEMS["ntfs3"].run_args, ["--fs", "ntfs3"])
+        self.assertIn("mkfs.ntfs -Q", km.FILESYSTEMS["ntfs3"].describe)
+        self.assertTrue(all(t in km.LOCAL_PACKAGES for c in km.LOCAL_CELLS for t in c.tools if t.startswith("mkfs")))
+
+    def test_generic_flavour_only_for_cloud_kernels_that_have_one(self):
+        self.assertEqual(km.generic_flavour("6.12"), "6.12-generic")
+        self.assertEqual(km.generic_flavour("7.x"), "7.x-generic")
+        self.assertEqual(km.generic_flavour("6.1"), "6.1-generic")
+        self.assertEqual(km.generic_flavour("5.10"), "5.10-generic")
+        self.assertIsNone(km.generic_flavour("6.1-generic"))
+        self.assertIsNone(km.generic_flavour("own"))
+
+    def split(self, cloud_lacks, generic_lacks, filesystems):
+        """split_flavours with module_files answering from `generic_lacks` ({fs: module})."""
+        fetched = []
+
+        def fetch(name):
+            fetched.append(name)
+            return {"name": name, "package": f"linux-image-{name}"}
+
+        real = km.module_files
+        km.module_files = lambda kernel, these: ([], {fs: m for fs, m in generic_lacks.items() if fs in these})
+        try:
+            cloud = {"name": "7.x", "package": "linux-image-7.x-cloud", "unsupported": dict(cloud_lacks)}
+            return cloud, km.split_flavours(cloud, filesystems, fetch), fetched
+        finally:
+            km.module_files = real
+
+    def test_a_cell_whose_module_the_cloud_flavour_lacks_boots_the_generic_one(self):
+        cloud, boots, fetched = self.split({"f2fs": "f2fs", "ntfs3": "ntfs3"}, {}, ["ext4", "ntfs3", "f2fs"])
+        self.assertEqual(fetched, ["7.x-generic"])
+        self.assertEqual([(k["name"], fs) for k, fs in boots], [("7.x", ["ext4"]), ("7.x-generic", ["ntfs3", "f2fs"])])
+        self.assertEqual(cloud["unsupported"], {})
+        generic = boots[1][0]
+        self.assertEqual(generic["flavour"]["f2fs"]["package"], "linux-image-7.x-generic")
+        self.assertIn("linux-image-7.x-cloud has no ntfs3 module", generic["flavour"]["ntfs3"]["why"])
+
+    def test_a_module_neither_flavour_has_stays_an_unsupported_cell_of_the_cloud_kernel(self):
+        cloud, boots, _ = self.split({"f2fs": "f2fs", "vfat": "nls_ascii"}, {"vfat": "nls_ascii"}, ["vfat", "f2fs"])
+        self.assertEqual([(k["name"], fs) for k, fs in boots], [("7.x", ["vfat"]), ("7.x-generic", ["f2fs"])])
+        self.assertEqual(cloud["unsupported"], {"vfat": "nls_ascii"})
+        self.assertEqual(boots[1][0]["unsupported"], {})
+        self.assertIn("generic flavour linux-image-7.x-generic has no nls_ascii module either",
+                      cloud["flavour"]["vfat"]["why"])
+
+    def test_nothing_missing_fetches_nothing(self):
+        cloud, boots, fetched = self.split({}, {}, ["vfat", "exfat"])
+        self.assertEqual((fetched, [fs for _, fs in boots]), ([], [["vfat", "exfat"]]))
+
 
 if __name__ == "__main__":
     unittest.main()

@@ -19,6 +19,7 @@ pub struct TargetConfig {
     /// The name used with `--target` and in report file names.
     pub name: String,
     /// Filesystem type: tmpfs, ramfs, ext2, ext3, ext4, xfs, btrfs, f2fs,
+    /// vfat, exfat, ntfs3 (the kernel's NTFS driver, made by mkfs.ntfs),
     /// overlay, erofs, squashfs (read-only images, see `target::image`).
     pub fs: String,
     /// Extra mkfs arguments.
@@ -123,7 +124,7 @@ impl CrashMethod {
                 "shutdown: FS_IOC_SHUTDOWN(NOLOGFLUSH), unmount, mount with log recovery"
             }
             CrashMethod::ImageCopy => {
-                "image: copy of the block device at the crash, mounted with log recovery (e2fsck first on ext2)"
+                "image: copy of the block device at the crash, mounted with log recovery (fsck first where there is no journal: ext2, vfat, exfat)"
             }
             CrashMethod::Lost => "tmpfs, ramfs: memory only, nothing survives",
         }
@@ -207,7 +208,7 @@ pub fn unavailable(config: &TargetConfig) -> Option<String> {
     let needs = match config.fs.as_str() {
         "tmpfs" | "overlay" | "ramfs" | "hugetlbfs" => None,
         fs if super::image::is_image_fs(fs) => Some(super::image::builder(fs).to_string()),
-        fs => Some(format!("mkfs.{fs}")),
+        fs => Some(mkfs_program(fs)),
     };
     if let Some(tool) = needs {
         if !have_command(&tool) {
@@ -250,6 +251,16 @@ pub fn image_dir(base: &Path) -> PathBuf {
     }
 }
 
+/// The program that makes filesystem `fs`: `mkfs.FS`, except for ntfs3,
+/// the kernel's NTFS driver, whose volumes ntfs-3g's mkfs.ntfs makes (the
+/// driver has no mkfs of its own).
+fn mkfs_program(fs: &str) -> String {
+    match fs {
+        "ntfs3" => "mkfs.ntfs".to_string(),
+        fs => format!("mkfs.{fs}"),
+    }
+}
+
 fn mkfs_args(config: &TargetConfig) -> Vec<String> {
     let mut args: Vec<String> = match config.fs.as_str() {
         // Quiet, no questions. 4 KiB blocks unless the target says
@@ -262,6 +273,9 @@ fn mkfs_args(config: &TargetConfig) -> Vec<String> {
         "xfs" => vec!["-q".into(), "-f".into()],
         "btrfs" => vec!["-q".into(), "-f".into()],
         "f2fs" => vec!["-q".into(), "-f".into()],
+        // Quick (no zeroing of the whole device), quiet, and forced: mkntfs
+        // refuses a whole disk (a loop device) that is not a partition.
+        "ntfs3" => vec!["-Q".into(), "-q".into(), "-F".into()],
         _ => Vec::new(),
     };
     args.extend(config.mkfs_options.iter().cloned());
@@ -376,7 +390,7 @@ impl OwnedFs {
         device: &str,
         base: &Path,
     ) -> Result<OwnedFs, String> {
-        run(Command::new(format!("mkfs.{}", config.fs))
+        run(Command::new(mkfs_program(&config.fs))
             .args(mkfs_args(config))
             .arg(device))?;
         let mount_point = base.join(format!(
@@ -552,7 +566,7 @@ impl OwnedFs {
             .map_err(|e| format!("{}: {e}", image.display()))?;
         drop(f);
         let dev = self.attach(&image)?;
-        run(Command::new(format!("mkfs.{}", self.config.fs))
+        run(Command::new(mkfs_program(&self.config.fs))
             .args(mkfs_args(&self.config))
             .arg(&dev))?;
         self.mount_block()
@@ -708,7 +722,7 @@ impl OwnedFs {
             "overlay" => Err("crash is not supported on overlay targets".to_string()),
             // Without a journal, unmounting after a shutdown still writes
             // metadata held in memory; only a copy of the device is faithful.
-            "ext2" => {
+            fs if !journaled(fs) => {
                 self.crash_by_image_copy()?;
                 Ok(CrashMethod::ImageCopy)
             }
@@ -748,15 +762,16 @@ impl OwnedFs {
         let _ = std::fs::remove_file(&image);
         std::fs::rename(&copy, &image).map_err(|e| format!("rename crash image: {e}"))?;
         let dev = self.attach(&image)?;
-        if self.config.fs == "ext2" {
+        if let Some(repair) = repair_command(&self.config.fs, &dev) {
             // No journal to replay: as after a real power cut, fsck repairs
-            // the metadata (0, 1 and 2 mean clean or corrected).
+            // the metadata (0, 1 and 2 mean clean or corrected for e2fsck,
+            // fsck.fat and fsck.exfat alike).
+            let shown = format!("{repair:?}").replace('"', "");
             let out =
-                crate::exec::fork_server::output(Command::new("e2fsck").args(["-f", "-y", &dev]))
-                    .map_err(|e| format!("e2fsck: {e}"))?;
+                crate::exec::fork_server::output(&repair).map_err(|e| format!("{shown}: {e}"))?;
             if out.status.code().is_none_or(|c| c > 2) {
                 return Err(format!(
-                    "e2fsck after the crash could not repair {dev}: {}",
+                    "{shown} after the crash could not repair {dev}: {}",
                     String::from_utf8_lossy(&out.stdout)
                 ));
             }
@@ -786,6 +801,29 @@ impl Drop for OwnedFs {
     fn drop(&mut self) {
         self.destroy();
     }
+}
+
+/// Whether filesystem `fs` recovers from a power cut by itself on mount
+/// (a journal, a log or checkpoints). ext2, vfat and exfat do not: the FAT
+/// drivers only mark the volume dirty (vfat's and exfat's "volume was not
+/// properly unmounted" warning) and leave the repair to fsck.
+fn journaled(fs: &str) -> bool {
+    !matches!(fs, "ext2" | "vfat" | "exfat")
+}
+
+/// The fsck that repairs `fs` on `dev` after a crash, as a user would run
+/// it after a power cut; None for journaled filesystems (the mount replays
+/// the journal).
+fn repair_command(fs: &str, dev: &str) -> Option<Command> {
+    let (prog, args): (&str, &[&str]) = match fs {
+        "ext2" => ("e2fsck", &["-f", "-y"]),
+        "vfat" => ("fsck.fat", &["-a", "-w"]),
+        "exfat" => ("fsck.exfat", &["-y"]),
+        _ => return None,
+    };
+    let mut cmd = Command::new(prog);
+    cmd.args(args).arg(dev);
+    Some(cmd)
 }
 
 /// Where the crash copy of `image` is made before it takes the image's place.
@@ -937,5 +975,52 @@ pub fn detach_loops_backed_by(images: &[PathBuf]) {
         if ours(&back) {
             detach_loop_if(&name, ours);
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn shown(cmd: Option<Command>) -> Option<String> {
+        cmd.map(|c| format!("{c:?}").replace('"', ""))
+    }
+
+    #[test]
+    fn each_filesystem_has_its_mkfs_and_ntfs3_uses_mkfs_ntfs() {
+        let args = |fs: &str| mkfs_args(&TargetConfig::plain(fs)).join(" ");
+        assert_eq!(mkfs_program("vfat"), "mkfs.vfat");
+        assert_eq!(mkfs_program("exfat"), "mkfs.exfat");
+        assert_eq!(mkfs_program("f2fs"), "mkfs.f2fs");
+        assert_eq!(mkfs_program("ntfs3"), "mkfs.ntfs");
+        assert_eq!(args("ntfs3"), "-Q -q -F");
+        assert_eq!(args("f2fs"), "-q -f");
+        assert_eq!(args("vfat"), "");
+        let mut extra = TargetConfig::plain("vfat");
+        extra.mkfs_options = vec!["-F".into(), "32".into()];
+        assert_eq!(mkfs_args(&extra).join(" "), "-F 32");
+    }
+
+    #[test]
+    fn filesystems_without_a_journal_are_repaired_by_fsck_after_a_crash() {
+        for fs in ["ext2", "vfat", "exfat"] {
+            assert!(!journaled(fs), "{fs}");
+        }
+        for fs in ["ext4", "xfs", "btrfs", "f2fs", "ntfs3"] {
+            assert!(journaled(fs), "{fs}");
+            assert!(repair_command(fs, "/dev/loop9").is_none(), "{fs}");
+        }
+        assert_eq!(
+            shown(repair_command("ext2", "/dev/loop9")).as_deref(),
+            Some("e2fsck -f -y /dev/loop9")
+        );
+        assert_eq!(
+            shown(repair_command("vfat", "/dev/loop9")).as_deref(),
+            Some("fsck.fat -a -w /dev/loop9")
+        );
+        assert_eq!(
+            shown(repair_command("exfat", "/dev/loop9")).as_deref(),
+            Some("fsck.exfat -y /dev/loop9")
+        );
     }
 }

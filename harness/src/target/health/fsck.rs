@@ -1,6 +1,7 @@
 //! The read-only fsck of an owned filesystem at the end of a run (as
 //! fstests' `_check_scratch_fs`): e2fsck -fn, xfs_repair -n, btrfs check
-//! --readonly, fsck.f2fs --dry-run, on the unmounted device. Nothing is
+//! --readonly, fsck.f2fs --dry-run, fsck.fat -n, fsck.exfat -n (ntfs3 has no
+//! read-only checker on Linux: ntfsfix repairs), on the unmounted device. Nothing is
 //! repaired: a filesystem the kernel left inconsistent is reported.
 
 use schemars::JsonSchema;
@@ -54,6 +55,8 @@ pub fn command(fs: &str, dev: &str) -> Option<Command> {
         "xfs" => ("xfs_repair", &["-n"]),
         "btrfs" => ("btrfs", &["check", "--readonly"]),
         "f2fs" => ("fsck.f2fs", &["-f", "--dry-run"]),
+        "vfat" => ("fsck.fat", &["-n"]),
+        "exfat" => ("fsck.exfat", &["-n"]),
         _ => return None,
     };
     let mut cmd = Command::new(prog);
@@ -125,6 +128,8 @@ mod tests {
             shown("f2fs").as_deref(),
             Some("fsck.f2fs -f --dry-run /dev/loop9")
         );
+        assert_eq!(shown("vfat").as_deref(), Some("fsck.fat -n /dev/loop9"));
+        assert_eq!(shown("exfat").as_deref(), Some("fsck.exfat -n /dev/loop9"));
         assert!(shown("tmpfs").is_none() && shown("erofs").is_none());
         let o = Outcome {
             command: "e2fsck -f -n /dev/loop9".into(),
