@@ -193,6 +193,7 @@ impl Gen {
             requires: Default::default(),
             timeout: None,
             files,
+            processes: Default::default(),
             steps: self.steps,
         }
     }
