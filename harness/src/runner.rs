@@ -28,8 +28,6 @@ pub fn run_one(
         Some("the run was interrupted".to_string())
     } else if case.case.needs_owned_fs() && opts.owned_fs.is_none() {
         Some("remount, crash and fill_fs need a filesystem the harness made (run --fs)".to_string())
-    } else if case.case.uses_second_mount() && opts.second_mount.is_none() {
-        Some("a process works through a second mount of the filesystem, and the run has none (run --dir with --second-dir)".to_string())
     } else {
         probe::unmet(&case.case, env)
     };
