@@ -6,6 +6,7 @@ tools copied into the initramfs, the swap disk. Run: python3 -m unittest discove
 import importlib.machinery
 import importlib.util
 import os
+import re
 import shutil
 import struct
 import subprocess
@@ -340,6 +341,69 @@ class LocalFilesystemCells(unittest.TestCase):
     def test_nothing_missing_fetches_nothing(self):
         cloud, boots, fetched = self.split({}, {}, ["vfat", "exfat"])
         self.assertEqual((fetched, [fs for _, fs in boots]), ([], [["vfat", "exfat"]]))
+class SharedFilesystems(unittest.TestCase):
+    """The 9p, virtiofs and NFS cells: what the guest mounts, what the host starts, and where cells
+    whose module the cloud kernel lacks boot instead."""
+
+    def test_9p_cells_mount_their_own_tag_in_their_cache_mode_and_run_there(self):
+        for cache in ("mmap", "loose"):
+            cell = km.FILESYSTEMS[f"9p-{cache}"]
+            self.assertEqual(cell.run_args, ["--dir", f"/mnt/9p-{cache}"])
+            self.assertIn(f"cache={cache}", cell.setup)
+            self.assertIn(f"9p-{cache} /mnt/9p-{cache}", cell.setup)
+            self.assertIn("version=9p2000.L", cell.describe)
+            with tempfile.TemporaryDirectory() as d:
+                args, cleanup = cell.host({"name": "7.x"}, Path(d))
+                fsdev = args[args.index("-fsdev") + 1]
+                shared = Path(re.search(r"path=([^,]+)", fsdev)[1])
+                self.assertTrue(shared.is_dir())
+                self.assertIn("security_model=" + ("passthrough" if os.geteuid() == 0 else "mapped-xattr"), fsdev)
+                self.assertIn(f"mount_tag=9p-{cache}", args[args.index("-device") + 1])
+                cleanup()
+                self.assertFalse(shared.exists())
+
+    def test_nfs_cells_mount_one_export_twice_the_second_with_its_own_cache(self):
+        for name, vers in (("nfs3", "vers=3"), ("nfs4", "vers=4.2")):
+            cell = km.FILESYSTEMS[name]
+            self.assertEqual(cell.run_args, ["--dir", f"/mnt/{name}-a", "--second-dir", f"/mnt/{name}-b"])
+            mounts = [l for l in cell.setup.splitlines() if l.startswith("mount.nfs ")]
+            self.assertEqual([m.split()[2] for m in mounts], [f"/mnt/{name}-a", f"/mnt/{name}-b"])
+            self.assertEqual(len(mounts), 2)
+            self.assertTrue(all(vers in m for m in mounts), mounts)
+            self.assertNotIn("nosharecache", mounts[0])
+            self.assertTrue(mounts[1].endswith(",nosharecache"), mounts[1])
+            self.assertIn("ip link set lo up", cell.setup)
+            for tool in ("rpcbind", "rpc.nfsd", "rpc.mountd", "exportfs", "mount.nfs"):
+                self.assertIn(tool, cell.tools)
+        self.assertIn("nolock", km.FILESYSTEMS["nfs3"].describe)
+
+    @unittest.skipUnless(shutil.which("sleep"), "a stand-in virtiofsd")
+    def test_virtiofsd_gets_a_listening_socket_and_dies_with_the_cleanup(self):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            fake = d / "virtiofsd"
+            fake.write_text(f"#!/bin/sh\necho \"$@\" >{d}/args\nexec sleep 600\n")
+            fake.chmod(0o755)
+            os.mkfifo(d / "args")
+            km.VIRTIOFSD, old = str(fake), km.VIRTIOFSD
+            try:
+                args, cleanup = km.virtiofs_host({"name": "7.x"}, d)
+                sock = Path(re.search(r"path=([^,]+)", args[args.index("-chardev") + 1])[1])
+                self.assertTrue(sock.is_socket())
+                self.assertIn(f"memory-backend-memfd,id=mem,size={km.VM_MIB}M,share=on", args)
+                self.assertIn("vhost-user-fs-pci,chardev=virtiofs,tag=mmapconf-virtiofs", args)
+                shares = list(d.glob("share-virtiofs-*"))
+                self.assertEqual(len(shares), 1)
+                # The daemon started with the socket's fd and the shared directory (the FIFO's
+                # read waits for its write).
+                started = (d / "args").read_text()
+                self.assertIn(f"--shared-dir={shares[0]}", started)
+                self.assertRegex(started, r"--fd=\d+")
+                cleanup()
+                self.assertFalse(sock.exists())
+                self.assertEqual(list(d.glob("share-virtiofs-*")), [])
+            finally:
+                km.VIRTIOFSD = old
 
 
 if __name__ == "__main__":

@@ -147,6 +147,8 @@ pub fn run_all(
         ),
         None => Environment::of_run(&root.path, None),
     };
+    let mut env = env;
+    env.second_mount = opts.second_mount.as_ref().map(|m| m.description.clone());
     // Cases that remount, crash or drop caches act on the whole filesystem:
     // they run one at a time after the others, never beside another case.
     let (exclusive, shared): (Vec<usize>, Vec<usize>) =

@@ -586,6 +586,7 @@ fn names_a_field(msg: &str) -> bool {
         "requires",
         "timeout",
         "files",
+        "processes",
         "steps",
     ];
     const WHOLE_FILE: &[&str] = &[

@@ -33,8 +33,35 @@ pub struct Case {
     /// Files created in the case's scratch directory before the first step.
     #[serde(default)]
     pub files: BTreeMap<String, FileInit>,
+    /// Processes that need more than the defaults, by name: which mount of
+    /// the filesystem a fresh process works through.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub processes: BTreeMap<String, ProcessInit>,
     /// The steps, run one at a time in this order.
     pub steps: Vec<Step>,
+}
+
+/// What a fresh process of a case is given beyond the defaults.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, JsonSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessInit {
+    /// The mount of the filesystem the process's paths resolve in: `first`
+    /// (the one the scratch directory was made in, as every other process) or
+    /// `second`: another mount of the same filesystem (`run --second-dir`),
+    /// where the same scratch directory is seen through another client, such
+    /// as a second NFS mount of one export with its own cache. A case with a
+    /// `second` process is skipped where the run has no second mount.
+    #[serde(default)]
+    pub mount: Mount,
+}
+
+/// Which mount of the filesystem under test a process works through.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "lowercase")]
+pub enum Mount {
+    #[default]
+    First,
+    Second,
 }
 
 /// Which standard a case's expectations follow.
@@ -1200,6 +1227,19 @@ impl Case {
     /// inside `together` too: the C reproducer does not run threads.
     pub fn uses_threads(&self) -> bool {
         all_steps(&self.steps).any(|s| s.thread.is_some() || matches!(s.op, Op::SpawnThread))
+    }
+
+    /// Whether a process of the case works through the second mount (`processes`).
+    pub fn uses_second_mount(&self) -> bool {
+        self.processes.values().any(|p| p.mount == Mount::Second)
+    }
+
+    /// The mount process `name` works through.
+    pub fn mount_of(&self, name: &str) -> Mount {
+        self.processes
+            .get(name)
+            .map(|p| p.mount)
+            .unwrap_or_default()
     }
 
     /// Whether the case needs a filesystem the harness made (remount, crash, fill_fs).

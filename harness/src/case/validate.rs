@@ -148,7 +148,45 @@ pub fn validate(
     for (i, step) in steps {
         w.step(step, vec![Seg::from("steps"), Seg::from(*i)], false);
     }
+    if all_steps_parsed {
+        check_processes(&mut w, case, steps);
+    }
     w.issues
+}
+
+/// `processes` names fresh processes of the case: a forked child works
+/// through its parent's mount (it inherits the parent's fds and mappings),
+/// and a name no step uses would be a typo that silently changes nothing.
+fn check_processes(w: &mut Walk, case: &Case, steps: &[(usize, Step)]) {
+    let mut forked = BTreeSet::new();
+    let mut used = BTreeSet::new();
+    let mut visit = |s: &Step| {
+        if matches!(s.op, Op::Fork) {
+            forked.extend(s.name.clone());
+        }
+        used.extend(s.process.clone());
+    };
+    for (_, s) in steps {
+        visit(s);
+        if let Op::Together { steps: inner } = &s.op {
+            inner.iter().for_each(&mut visit);
+        }
+    }
+    for name in case.processes.keys() {
+        let path = vec![Seg::from("processes"), Seg::from(name.as_str())];
+        w.label(&path[..1], name, name);
+        if forked.contains(name) {
+            w.issue(
+                path,
+                format!("processes.{name}: `{name}` is made by a `fork` step: a forked process works through its parent's mount (it inherits its fds and mappings)"),
+            );
+        } else if !used.contains(name) {
+            w.issue(
+                path,
+                format!("processes.{name}: no step runs in a process `{name}`"),
+            );
+        }
+    }
 }
 
 impl Walk {

@@ -395,3 +395,37 @@ fn a_pipe_names_both_ends_and_a_segment_is_inherited_by_a_child() {
     let (_, _, msg) = only(&case);
     assert!(msg.contains("segment `seg`"), "{msg}");
 }
+
+#[test]
+fn processes_name_fresh_processes_of_the_case_with_a_known_mount() {
+    let mut c = base();
+    c["processes"] = json!({ "p": { "mount": "second" } });
+    assert_eq!(problems(&c), vec![]);
+
+    c["processes"] = json!({ "q": { "mount": "second" } });
+    let (_, _, msg) = only(&c);
+    assert_eq!(msg, "processes.q: no step runs in a process `q`");
+
+    c["processes"] = json!({ "p": { "mount": "third" } });
+    let text = serde_json::to_string_pretty(&c).unwrap();
+    let (line, col, msg) = only(&c);
+    assert_eq!((line, col), pos(&text, "\"third\""));
+    assert!(msg.starts_with("processes.p.mount: "), "{msg}");
+    assert_no_serde_words(&msg);
+
+    c["processes"] = json!({ "p": { "mnt": "second" } });
+    let (_, _, msg) = only(&c);
+    assert!(msg.starts_with("processes.p: unknown field `mnt`"), "{msg}");
+
+    // A forked child inherits its parent's fds and mappings, so its mount too.
+    c["processes"] = json!({ "kid": { "mount": "second" } });
+    c["steps"]
+        .as_array_mut()
+        .unwrap()
+        .push(json!({ "in": "p", "do": "fork", "as": "kid" }));
+    let (_, _, msg) = only(&c);
+    assert!(
+        msg.starts_with("processes.kid: `kid` is made by a `fork` step"),
+        "{msg}"
+    );
+}

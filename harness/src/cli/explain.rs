@@ -291,6 +291,18 @@ pub fn timeline(id: &str, case: &crate::case::Case, width: usize) -> String {
         let files: Vec<String> = case.files.keys().cloned().collect();
         out.push_str(&format!("files: {}\n", files.join(", ")));
     }
+    let second: Vec<&str> = case
+        .processes
+        .iter()
+        .filter(|(_, p)| p.mount == crate::case::model::Mount::Second)
+        .map(|(n, _)| n.as_str())
+        .collect();
+    if !second.is_empty() {
+        out.push_str(&format!(
+            "on the second mount of the filesystem (another client): {}\n",
+            second.join(", ")
+        ));
+    }
     let mut header = " ".repeat(INDEX);
     for n in &names {
         header.push_str(&pad(n, lane));

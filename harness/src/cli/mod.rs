@@ -37,6 +37,8 @@ pub struct Cli {
     pub command: Command,
 }
 
+// One value a process, parsed once at start: its size does not matter.
+#[allow(clippy::large_enum_variant)]
 #[derive(Subcommand, Debug)]
 pub enum Command {
     /// Run cases (default: the whole corpus, see `mmapconf corpus`) and write a JSON report.
@@ -46,6 +48,12 @@ pub enum Command {
         /// Directory to make scratch directories in (default: $TMPDIR).
         #[arg(long)]
         dir: Option<PathBuf>,
+        /// The same directory as another mount of --dir's filesystem shows it
+        /// (a second NFS mount of the export, with nosharecache): processes a
+        /// case puts on the second mount (`processes`) work there; without
+        /// it such cases are skipped.
+        #[arg(long, value_name = "DIR", requires = "dir", conflicts_with_all = ["fs", "target"])]
+        second_dir: Option<PathBuf>,
         /// Where to write the JSON report (default:
         /// $XDG_STATE_HOME/mmapconf/latest.json, i.e. ~/.local/state/mmapconf/latest.json).
         #[arg(long)]
@@ -169,6 +177,9 @@ pub enum Command {
         /// (as `run --fs`), so remount and crash cases are mutated too.
         #[arg(long)]
         fs: Option<String>,
+        /// Another mount of --dir's filesystem, as `run --second-dir`.
+        #[arg(long, value_name = "DIR", requires = "dir", conflicts_with = "fs")]
+        second_dir: Option<PathBuf>,
     },
     /// Generate random cases, judge what they observe by the reference
     /// model, and shrink every divergence to a minimal case (saved in --out).
@@ -384,6 +395,7 @@ pub fn main(cli: Cli) -> ExitCode {
             select,
             every,
             fs,
+            second_dir,
         } => mutate::mutate(mutate::MutateArgs {
             paths: default_paths(paths),
             dir,
@@ -391,6 +403,7 @@ pub fn main(cli: Cli) -> ExitCode {
             select,
             every,
             fs,
+            second_dir,
         }),
         Command::Soak {
             paths,
@@ -467,12 +480,14 @@ pub fn main(cli: Cli) -> ExitCode {
             mkfs_options,
             mount_options,
             outputs,
+            second_dir,
         } => {
             let (paths, corpus) = corpus_for(paths);
             run(RunArgs {
                 paths,
                 corpus,
                 dir,
+                second_dir,
                 report,
                 jobs,
                 select,
@@ -598,6 +613,7 @@ struct RunArgs {
     /// What the paths are, recorded in the report.
     corpus: Corpus,
     dir: Option<PathBuf>,
+    second_dir: Option<PathBuf>,
     report: Option<PathBuf>,
     jobs: Option<usize>,
     select: SelectArgs,
@@ -741,6 +757,15 @@ fn run(args: RunArgs) -> ExitCode {
         return ExitCode::from(2);
     };
     opts.health = !args.no_health;
+    if let (Some(first), Some(second)) = (&args.dir, &args.second_dir) {
+        match target::second_mount::SecondMount::new(first, second) {
+            Ok(m) => opts.second_mount = Some(m),
+            Err(e) => {
+                eprintln!("mmapconf: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     let outputs = match reports::Prepared::new(&args.outputs, args.report.as_deref()) {
         Ok(o) => o,
         Err(e) => {

@@ -17,6 +17,7 @@ pub struct MutateArgs {
     pub select: crate::case::select::SelectArgs,
     pub every: Option<usize>,
     pub fs: Option<String>,
+    pub second_dir: Option<PathBuf>,
 }
 
 pub fn mutate(args: MutateArgs) -> ExitCode {
@@ -37,6 +38,15 @@ pub fn mutate(args: MutateArgs) -> ExitCode {
         return ExitCode::from(2);
     };
     let mut base = args.dir.clone().unwrap_or_else(std::env::temp_dir);
+    if let Some(second) = &args.second_dir {
+        match crate::target::second_mount::SecondMount::new(&base, second) {
+            Ok(m) => opts.second_mount = Some(m),
+            Err(e) => {
+                eprintln!("mmapconf: {e}");
+                return ExitCode::from(2);
+            }
+        }
+    }
     // Kept alive (and torn down on drop) for the whole check.
     let _owned = match &args.fs {
         None => None,

@@ -194,6 +194,7 @@ impl Gen {
             requires: Default::default(),
             timeout: None,
             files,
+            processes: Default::default(),
             steps: self.steps,
         }
     }

@@ -591,6 +591,7 @@ mod tests {
             requires: Default::default(),
             timeout: None,
             files,
+            processes: Default::default(),
             steps,
         }
     }

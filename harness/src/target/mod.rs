@@ -12,6 +12,7 @@ pub mod image;
 pub mod ipc;
 pub mod kconfig;
 pub mod probe;
+pub mod second_mount;
 
 use crate::case::model::Probe;
 use crate::names::KernelVersion;
@@ -65,6 +66,10 @@ pub struct Environment {
     /// the start of the run (absent when no case ran).
     #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
     pub capabilities: BTreeMap<Probe, capability::Measured>,
+    /// The second mount of the filesystem (`run --second-dir`): where, its
+    /// options, and whether it shares the first's superblock.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub second_mount: Option<String>,
     /// Effective uid of the harness.
     pub euid: u32,
     pub harness_version: String,
@@ -99,6 +104,7 @@ impl Environment {
             scratch_dir: dir.display().to_string(),
             target: None,
             capabilities: BTreeMap::new(),
+            second_mount: None,
             euid: nix::unistd::geteuid().as_raw(),
             harness_version: env!("CARGO_PKG_VERSION").to_string(),
             corpus: None,

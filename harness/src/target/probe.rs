@@ -13,6 +13,9 @@ pub fn unmet(case: &Case, env: &Environment) -> Option<String> {
     if req.root && env.euid != 0 {
         return Some("needs root".to_string());
     }
+    if case.uses_second_mount() && env.second_mount.is_none() {
+        return Some("a process works through a second mount of the filesystem, and the run has none (run --dir with --second-dir)".to_string());
+    }
     if let Some(k) = &req.kernel {
         match KernelRange::parse(k) {
             Ok(range) if !range.contains(env.kernel()) => {

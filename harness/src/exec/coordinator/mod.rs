@@ -26,7 +26,7 @@ use super::plan;
 use super::power_cut::{Paused, PowerCut};
 use super::protocol::{ends_batch, Call, Observation, Outcome, Request, StatInfo};
 use crate::case::expect::{self, Context};
-use crate::case::model::{Op, Step};
+use crate::case::model::{Mount, Op, Step};
 use crate::case::LoadedCase;
 use crate::report::{CaseReport, Status, StepReport, StepStatus};
 use crate::target::Environment;
@@ -52,6 +52,9 @@ pub struct RunOptions {
     pub power_cut: Option<std::sync::Arc<dyn PowerCut>>,
     /// Health checks around every case (`target::health`); off with `--no-health`.
     pub health: bool,
+    /// Another mount of the filesystem under test (`run --second-dir`), for
+    /// the processes a case puts there (`processes.NAME.mount`).
+    pub second_mount: Option<crate::target::second_mount::SecondMount>,
 }
 
 impl RunOptions {
@@ -63,6 +66,7 @@ impl RunOptions {
             owned_fs: None,
             power_cut: None,
             health: true,
+            second_mount: None,
         }
     }
 }
@@ -78,6 +82,8 @@ enum Stop {
 struct Run<'a> {
     env: &'a Environment,
     dir: PathBuf,
+    /// The scratch directory as the processes on the second mount see it, by process name.
+    second_dirs: BTreeMap<String, PathBuf>,
     dirfd: OwnedFd,
     opts: &'a RunOptions,
     deadline: Instant,
@@ -151,9 +157,26 @@ pub fn run_case_from(
             return report;
         }
     };
+    let second = case
+        .case
+        .processes
+        .iter()
+        .filter(|(_, p)| p.mount == Mount::Second);
+    let mut second_dirs = BTreeMap::new();
+    for (name, _) in second {
+        let Some(mount) = &opts.second_mount else {
+            report.status = Status::Error;
+            report.reason = Some(format!(
+                "process `{name}` works through the second mount, and the run has none"
+            ));
+            return report;
+        };
+        second_dirs.insert(name.clone(), mount.translate(dir));
+    }
     let mut run = Run {
         env,
         dir: dir.to_path_buf(),
+        second_dirs,
         dirfd,
         opts,
         deadline: started + limit,

@@ -88,7 +88,8 @@ impl Run<'_> {
         // Before the process exists, so nothing can fail between its start
         // and its record (teardown finds it only there).
         let chan = Channel::new(ours).map_err(|e| Stop::Broken(format!("channel: {e}")))?;
-        let pid = fork_server::spawn_worker(&self.opts.worker_exe, &self.dir, &theirs)
+        let dir = self.second_dirs.get(name).unwrap_or(&self.dir);
+        let pid = fork_server::spawn_worker(&self.opts.worker_exe, dir, &theirs)
             .map_err(|e| Stop::Broken(format!("cannot start process `{name}`: {e}")))?;
         drop(theirs);
         let group = live::add_group(pid);
