@@ -210,23 +210,29 @@ fn step_mutations(step: &Step, env: &Environment, observing: &mut usize) -> Vec<
         ));
     }
     // Numbers.
-    if let Some(v) = base.value {
+    let number = |s: &Size| s.resolve_number(env.page_size).ok();
+    if let Some(v) = base.value.as_ref().and_then(number) {
+        let w = v.wrapping_add(1);
         out.push((
-            format!("value {v} -> {}", v + 1),
-            with(&|e| e.value = Some(v + 1)),
+            format!("value {v} -> {w}"),
+            with(&|e| e.value = Some(Size::Bytes(w))),
         ));
     }
-    if let Some([lo, hi]) = base.range {
+    let range = base
+        .range
+        .as_ref()
+        .and_then(|[lo, hi]| Some((number(lo)?, number(hi)?)));
+    if let Some((lo, hi)) = range {
         if hi < i64::MAX {
             out.push((
                 format!("range [{lo}, {hi}] -> above it"),
-                with(&|e| e.range = Some([hi + 1, i64::MAX])),
+                with(&|e| e.range = Some([Size::Bytes(hi + 1), Size::Bytes(i64::MAX)])),
             ));
         }
         if lo > i64::MIN {
             out.push((
                 format!("range [{lo}, {hi}] -> below it"),
-                with(&|e| e.range = Some([i64::MIN, lo - 1])),
+                with(&|e| e.range = Some([Size::Bytes(i64::MIN), Size::Bytes(lo - 1)])),
             ));
         }
     }

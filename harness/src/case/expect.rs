@@ -73,7 +73,9 @@ pub fn judge(expect: &Expect, obs: &Observation, ctx: &Context<'_>) -> Result<()
             }
         }
     }
-    if let Some(v) = expect.value {
+    let number = |s: &super::model::Size| s.resolve_number(ctx.page_size);
+    if let Some(v) = &expect.value {
+        let v = number(v)?;
         match obs.value {
             Some(got) if got == v => {}
             Some(got) => problems.push(format!("expected value {v}, observed {got}")),
@@ -82,7 +84,8 @@ pub fn judge(expect: &Expect, obs: &Observation, ctx: &Context<'_>) -> Result<()
             )),
         }
     }
-    if let Some([lo, hi]) = expect.range {
+    if let Some([lo, hi]) = &expect.range {
+        let (lo, hi) = (number(lo)?, number(hi)?);
         match obs.value {
             Some(got) if (lo..=hi).contains(&got) => {}
             Some(got) => problems.push(format!("expected a value in [{lo}, {hi}], observed {got}")),
@@ -434,18 +437,32 @@ mod tests {
     #[test]
     fn bytes_values_and_ranges() {
         let obs = crate::exec::ops::with_bytes(2000u32.to_ne_bytes().to_vec());
+        use crate::case::model::Size;
         let val = |v| Expect {
-            value: Some(v),
+            value: Some(Size::Bytes(v)),
             ..Expect::default()
         };
         let range = |lo, hi| Expect {
-            range: Some([lo, hi]),
+            range: Some([Size::Bytes(lo), Size::Bytes(hi)]),
             ..Expect::default()
         };
         assert!(judge(&val(2000), &obs, &ctx()).is_ok());
         assert!(judge(&val(1999), &obs, &ctx()).is_err());
         assert!(judge(&range(1000, 2000), &obs, &ctx()).is_ok());
         assert!(judge(&range(0, 1999), &obs, &ctx()).is_err());
+        // Numbers are sizes too: hex, and pages of the context's page size.
+        let expr = |e: &str| Expect {
+            value: Some(Size::Expr(e.into())),
+            ..Expect::default()
+        };
+        assert!(judge(&expr("0x7d0"), &obs, &ctx()).is_ok());
+        assert!(judge(&expr("0x7d1"), &obs, &ctx()).is_err());
+        let page = crate::exec::ops::with_bytes(4096u32.to_ne_bytes().to_vec());
+        assert!(judge(&expr("1p"), &page, &ctx()).is_ok());
+        assert!(judge(&expr("1p+1"), &page, &ctx()).is_err());
+        // Eight bytes ff read as -1; the same number written in hex.
+        let ones = crate::exec::ops::with_bytes(vec![0xff; 8]);
+        assert!(judge(&expr("0xffffffffffffffff"), &ones, &ctx()).is_ok());
         let text = crate::exec::ops::with_bytes(b"Hello".to_vec());
         let want = |t: &str| Expect {
             text: Some(t.into()),

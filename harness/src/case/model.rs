@@ -182,6 +182,10 @@ pub enum Probe {
     /// writing ends in ENOSPC; not ramfs, which grows until memory runs
     /// out. Cases with a `fill_fs` step need it.
     FillsUp,
+    /// io_uring works here: a ring can be set up (not ENOSYS, not refused
+    /// by kernel.io_uring_disabled or a seccomp filter) and one anonymous
+    /// page registered as a fixed buffer (RLIMIT_MEMLOCK permitting).
+    IoUring,
 }
 
 impl Probe {
@@ -199,6 +203,7 @@ impl Probe {
                 | Probe::MremapDontunmap
                 | Probe::HugetlbPool
                 | Probe::Swap
+                | Probe::IoUring
         )
     }
 }
@@ -366,12 +371,14 @@ pub struct Expect {
     /// Bytes read equal the pattern from this seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<u64>,
-    /// The number observed (a count, or bytes read as a native-endian unsigned integer).
+    /// The number observed (a count, or bytes read as a native-endian
+    /// unsigned integer): an integer or a size expression ("0x1000", "2p").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<i64>,
-    /// The number observed lies in [min, max], both included.
+    pub value: Option<Size>,
+    /// The number observed lies in [min, max], both included (integers or
+    /// size expressions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range: Option<[i64; 2]>,
+    pub range: Option<[Size; 2]>,
     /// The number observed equals the one an earlier step recorded under this name (`as`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_as: Option<String>,
@@ -435,6 +442,9 @@ pub enum Since {
 #[serde(untagged, deny_unknown_fields)]
 pub enum Addr {
     Raw(u64),
+    /// A raw address written as sizes are ("0x7f0000000000", "16p"): the
+    /// same forms, resolved as a length (0 to 2^64-1).
+    Expr(String),
     InMap {
         map: String,
         #[serde(default = "zero")]
@@ -791,6 +801,51 @@ pub enum Op {
         #[serde(flatten)]
         data: Data,
     },
+    // ---- Pinned pages: vmsplice and io_uring fixed buffers (issue 18, part C; exec::ops_pins).
+    /// vmsplice(2) of a range of a mapping into the pipe whose write end is
+    /// `fd`: the pipe holds the pages themselves (a read-only pin) until
+    /// they are read out. Observes the count spliced.
+    Vmsplice {
+        fd: String,
+        #[serde(flatten)]
+        range: Range,
+    },
+    /// read(2) of at most `len` bytes from `fd` into the harness's own
+    /// buffer, once (a pipe gives what it holds). Observes the bytes read.
+    Read { fd: String, len: Size },
+    /// io_uring_setup(2) of a ring, then IORING_REGISTER_BUFFERS of the
+    /// range as fixed buffer 0: a long-term, writable pin of its pages.
+    /// `as` names the ring.
+    IoUringRegister {
+        #[serde(flatten)]
+        range: Range,
+    },
+    /// IORING_OP_WRITE_FIXED (the pinned pages to file `fd` at `offset`) or
+    /// IORING_OP_READ_FIXED (file to the pinned pages) with fixed buffer 0
+    /// of `ring`, from `at` within the buffer for `len` bytes (default: the
+    /// rest of it). Observes the completion's count.
+    IoUringFixed {
+        ring: String,
+        call: FixedCall,
+        fd: String,
+        offset: Size,
+        #[serde(default = "zero")]
+        at: Size,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        len: Option<Size>,
+    },
+    /// IORING_UNREGISTER_BUFFERS and close of `ring`: the pin ends.
+    IoUringUnregister { ring: String },
+}
+
+/// The fixed-buffer operation of an `io_uring_fixed` step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FixedCall {
+    /// IORING_OP_WRITE_FIXED: what the pinned pages hold goes to the file.
+    WriteFixed,
+    /// IORING_OP_READ_FIXED: the file's bytes go into the pinned pages.
+    ReadFixed,
 }
 
 /// The syscall of an `io` step.
@@ -1000,6 +1055,11 @@ impl Op {
             Op::DropPrivileges => "drop_privileges",
             Op::RemoteRead { .. } => "remote_read",
             Op::RemoteWrite { .. } => "remote_write",
+            Op::Vmsplice { .. } => "vmsplice",
+            Op::Read { .. } => "read",
+            Op::IoUringRegister { .. } => "io_uring_register",
+            Op::IoUringFixed { .. } => "io_uring_fixed",
+            Op::IoUringUnregister { .. } => "io_uring_unregister",
         }
     }
 

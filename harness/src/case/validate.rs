@@ -28,6 +28,9 @@ pub const MAX_LABEL_BYTES: usize = 64;
 /// validator memory in the square of its length. The corpus uses at most 4.
 pub const MAX_PROCESSES: usize = 64;
 
+#[path = "validate_pins.rs"]
+mod pins;
+
 #[derive(Debug, Clone, Default)]
 struct ProcView {
     fds: BTreeSet<String>,
@@ -35,6 +38,8 @@ struct ProcView {
     /// System V segments made by `shmget` (inherited at fork, like ids are).
     segs: BTreeSet<String>,
     exited: bool,
+    /// io_uring rings made by `io_uring_register` (validate_pins.rs).
+    rings: BTreeSet<String>,
 }
 
 struct Walk {
@@ -311,9 +316,15 @@ impl Walk {
     }
 
     fn addr(&mut self, path: &[Seg], key: &str, proc_name: &str, addr: &Addr) {
-        if let Addr::InMap { map, at } = addr {
-            self.map(path, key, proc_name, map);
-            self.size(path, key, at);
+        match addr {
+            Addr::InMap { map, at } => {
+                self.map(path, key, proc_name, map);
+                self.size(path, key, at);
+            }
+            Addr::Expr(e) => {
+                self.len(path, key, &Size::Expr(e.clone()));
+            }
+            Addr::Raw(_) => {}
         }
     }
 
@@ -418,6 +429,10 @@ impl Walk {
                 | Op::ShmOpen { .. }
                 | Op::Shmget { .. }
                 | Op::Shmat { .. }
+                | Op::Vmsplice { .. }
+                | Op::Read { .. }
+                | Op::IoUringRegister { .. }
+                | Op::IoUringFixed { .. }
         );
         let needs_name = matches!(
             op,
@@ -429,6 +444,7 @@ impl Walk {
                 | Op::ShmOpen { .. }
                 | Op::Shmget { .. }
                 | Op::Shmat { .. }
+                | Op::IoUringRegister { .. }
         );
         match (&step.name, creates, needs_name) {
             (Some(_), false, _) => self.key_issue(
@@ -849,6 +865,13 @@ impl Walk {
                 self.size(&path, "at", at);
                 self.data(&path, data, None);
             }
+            Op::Vmsplice { .. }
+            | Op::Read { .. }
+            | Op::IoUringRegister { .. }
+            | Op::IoUringFixed { .. }
+            | Op::IoUringUnregister { .. } => {
+                load_len = self.pin_step(op, &path, &p, has_proc);
+            }
             Op::CheckFile {
                 path: name,
                 len,
@@ -909,6 +932,9 @@ impl Walk {
                     Op::Shmget { .. } => {
                         view.segs.insert(name.clone());
                     }
+                    Op::IoUringRegister { .. } => {
+                        view.rings.insert(name.clone());
+                    }
                     _ => {}
                 }
             }
@@ -916,6 +942,11 @@ impl Walk {
         if let (Op::Close { fd }, true) = (op, has_proc) {
             if let Some(v) = self.procs.get_mut(&p) {
                 v.fds.remove(fd);
+            }
+        }
+        if let (Op::IoUringUnregister { ring }, true) = (op, has_proc) {
+            if let Some(v) = self.procs.get_mut(&p) {
+                v.rings.remove(ring);
             }
         }
     }
@@ -1080,6 +1111,7 @@ impl Walk {
                 | Op::CheckFile { .. }
                 | Op::Mincore { .. }
                 | Op::RemoteRead { .. }
+                | Op::Read { .. }
         );
         if !bytes.is_empty() {
             if !byte_op {
@@ -1125,7 +1157,7 @@ impl Walk {
             }
             let reads_bytes = matches!(
                 op,
-                Op::Load { .. } | Op::Pread { .. } | Op::CheckFile { .. }
+                Op::Load { .. } | Op::Pread { .. } | Op::CheckFile { .. } | Op::Read { .. }
             );
             if let (true, Some(l)) = (reads_bytes, load_len) {
                 if ![1, 2, 4, 8].contains(&l) {
@@ -1135,7 +1167,20 @@ impl Walk {
                     );
                 }
             }
-            if let Some([lo, hi]) = e.range {
+            if let Some(v) = &e.value {
+                if let Err(err) = v.resolve_number(self.page_size) {
+                    self.key_issue(path, "value", err);
+                }
+            }
+            if let Some([lo, hi]) = &e.range {
+                let number = |s: &Size| s.resolve_number(self.page_size);
+                let (lo, hi) = match (number(lo), number(hi)) {
+                    (Ok(lo), Ok(hi)) => (lo, hi),
+                    (Err(err), _) | (_, Err(err)) => {
+                        self.key_issue(path, "range", err);
+                        (0, 0)
+                    }
+                };
                 if lo > hi {
                     self.key_issue(path, "range", "`range` is [min, max] with min <= max");
                 }
@@ -1194,7 +1239,7 @@ fn records_new_value(op: &Op) -> bool {
     matches!(
         op,
         Op::Io { .. } | Op::GetSeals { .. } | Op::Lseek { .. } | Op::Smaps { .. }
-    )
+    ) || pins::records_value(op)
 }
 
 /// A file name inside the scratch directory: no `/`, not `.` or `..`, not empty.

@@ -113,10 +113,10 @@ fn describe(e: &Expect) -> String {
     if let Some(p) = e.pattern {
         parts.push(format!("pattern {p}"));
     }
-    if let Some(v) = e.value {
+    if let Some(v) = &e.value {
         parts.push(format!("= {v}"));
     }
-    if let Some([lo, hi]) = e.range {
+    if let Some([lo, hi]) = &e.range {
         parts.push(format!("in [{lo}, {hi}]"));
     }
     if let Some(c) = e.exit {

@@ -360,6 +360,11 @@ impl WorkerState {
             | Call::Address { .. }
             | Call::RemoteRead { .. }
             | Call::RemoteWrite { .. } => super::ops_objects::dispatch(self, call),
+            Call::Vmsplice { .. }
+            | Call::Read { .. }
+            | Call::IoUringRegister { .. }
+            | Call::IoUringFixed { .. }
+            | Call::IoUringUnregister { .. } => super::ops_pins::dispatch(self, call),
         }
     }
 

@@ -246,6 +246,30 @@ pub enum Call {
         data: Bytes,
         via: crate::case::model::Remote,
     },
+    // ---- Pinned pages (exec::ops_pins).
+    Vmsplice {
+        fd: String,
+        span: Span,
+    },
+    Read {
+        fd: String,
+        len: u64,
+    },
+    IoUringRegister {
+        span: Span,
+        name: String,
+    },
+    IoUringFixed {
+        ring: String,
+        call: crate::case::model::FixedCall,
+        fd: String,
+        offset: i64,
+        at: u64,
+        len: Option<u64>,
+    },
+    IoUringUnregister {
+        ring: String,
+    },
 }
 
 /// What the coordinator asks of a worker.

@@ -273,7 +273,10 @@ fn allowed_sets_judge_observations_and_expectations() {
     assert!(either.admits_expect(&e, 4096));
     assert!(!Allowed::Success.admits_expect(&e, 4096));
     assert_eq!(zeros(8).as_expect().and_then(|e| e.fill), Some(0));
-    assert_eq!(Allowed::value(4).as_expect().and_then(|e| e.value), Some(4));
+    assert_eq!(
+        Allowed::value(4).as_expect().and_then(|e| e.value),
+        Some(crate::case::model::Size::Bytes(4))
+    );
 }
 
 #[test]

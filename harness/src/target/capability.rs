@@ -448,6 +448,7 @@ mod tests {
             Probe::Writable,
             Probe::ReadOnly,
             Probe::FillsUp,
+            Probe::IoUring,
         ];
         for p in all {
             assert_eq!(got.contains_key(&p), p.is_target_capability(), "{p:?}");
