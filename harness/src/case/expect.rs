@@ -62,13 +62,10 @@ pub fn judge(expect: &Expect, obs: &Observation, ctx: &Context<'_>) -> Result<()
             None => problems.push("expected bytes, but the step returned none".to_string()),
             Some(got) => {
                 let len = Some(got.len() as u64);
-                match want.resolve(ctx.page_size, len) {
-                    Err(e) => problems.push(e),
-                    Ok(w) => match w.materialize() {
-                        Ok(w) if &w != got => problems.push(byte_diff(&w, got)),
-                        Ok(_) => {}
-                        Err(e) => problems.push(format!("expected bytes: {e}")),
-                    },
+                match expect.want_bytes(ctx.page_size, len) {
+                    Err(e) => problems.push(format!("expected bytes: {e}")),
+                    Ok(w) if &w != got => problems.push(byte_diff(&w, got)),
+                    Ok(_) => {}
                 }
             }
         }
@@ -122,6 +119,7 @@ pub fn judge(expect: &Expect, obs: &Observation, ctx: &Context<'_>) -> Result<()
             None => problems.push("expected an exit status, observed none".to_string()),
         }
     }
+    super::expect_fault::judge_fault(expect, &obs.outcome, ctx.page_size, &mut problems);
     if let Some(st) = &expect.stat {
         match &obs.stat {
             None => problems.push("expected stat fields, observed none".to_string()),
@@ -402,6 +400,7 @@ mod tests {
             si_code: "BUS_ADRERR".into(),
             offset: 0,
             done: 0,
+            map_offset: 0,
         });
         let want_ok = Expect::default();
         let want_einval = Expect {

@@ -394,6 +394,19 @@ pub struct Expect {
     /// For `fstat`: fields of the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat: Option<StatExpect>,
+    /// With `signal`: the faulting address (si_addr) as an offset from the
+    /// start of the named mapping the step accesses (a size: "2p", "0x1000").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_at: Option<Size>,
+    /// With `signal`: the bytes (or increments) the access completed before
+    /// the fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<Size>,
+    /// With `pattern`: where in the pattern the expected bytes start (a
+    /// size): the bytes the pattern has from this offset on, for data
+    /// written with the pattern from 0 and read from further in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Size>,
 }
 
 impl Expect {

@@ -1039,6 +1039,19 @@ impl Walk {
 
     fn expect(&mut self, op: &Op, e: &Expect, path: &[Seg], load_len: Option<i128>) {
         let name = op.name();
+        for (key, msg) in super::expect_fault::problems(op, e, self.page_size) {
+            self.key_issue(path, key, msg);
+        }
+        if let Some(from) = &e.from {
+            if e.pattern.is_none() {
+                self.key_issue(
+                    path,
+                    "from",
+                    "`from` says where in a `pattern` the bytes start: it goes with `pattern`",
+                );
+            }
+            self.len(path, "from", from);
+        }
         if let Some(errno) = &e.errno {
             if names::errno_value(errno).is_none() {
                 self.key_issue(path, "errno", format!("unknown errno `{errno}`"));

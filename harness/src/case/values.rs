@@ -270,6 +270,22 @@ fn pattern_into(seed: u64, offset: u64, buf: &mut [u8]) {
     }
 }
 
+impl crate::case::model::Expect {
+    /// The bytes this expectation wants, `default_len` long where a fill or
+    /// pattern has no length of its own; a pattern starts at `from`.
+    pub fn want_bytes(&self, page_size: u64, default_len: Option<u64>) -> Result<Vec<u8>, String> {
+        let want = self.bytes().resolve(page_size, default_len)?;
+        let from = match (&self.from, &want) {
+            (None, _) => 0,
+            (Some(f), Bytes::Pattern { .. }) => f.resolve_len(page_size)?,
+            (Some(_), _) => return Err("`from` goes with `pattern`".to_string()),
+        };
+        let mut out = zeroed_vec(want.len())?;
+        want.copy_range(from, &mut out);
+        Ok(out)
+    }
+}
+
 impl Data {
     /// Resolves to bytes. `default_len` is the length the step implies
     /// (a load's `len`), used when a fill or pattern has no `len` of its own.

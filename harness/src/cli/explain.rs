@@ -111,7 +111,10 @@ fn describe(e: &Expect) -> String {
         parts.push(format!("all 0x{f:02x}"));
     }
     if let Some(p) = e.pattern {
-        parts.push(format!("pattern {p}"));
+        parts.push(match &e.from {
+            Some(f) => format!("pattern {p} from {f}"),
+            None => format!("pattern {p}"),
+        });
     }
     if let Some(v) = &e.value {
         parts.push(format!("= {v}"));
@@ -127,6 +130,12 @@ fn describe(e: &Expect) -> String {
     }
     if let Some(st) = &e.stat {
         parts.push(describe_stat(st));
+    }
+    if let Some(at) = &e.fault_at {
+        parts.push(format!("at {at} in the mapping"));
+    }
+    if let Some(d) = &e.done {
+        parts.push(format!("after {d} done"));
     }
     parts.join(", ")
 }

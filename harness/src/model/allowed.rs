@@ -237,10 +237,7 @@ fn admits_expect_one(a: &Allowed, e: &Expect, page_size: u64) -> bool {
     let want = e.bytes();
     if !want.is_empty() {
         let Allowed::Bytes(b) = a else { return false };
-        let Ok(w) = want
-            .resolve(page_size, Some(b.len() as u64))
-            .and_then(|w| w.materialize())
-        else {
+        let Ok(w) = e.want_bytes(page_size, Some(b.len() as u64)) else {
             return false;
         };
         if !b.admits(&w) {

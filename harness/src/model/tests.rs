@@ -263,6 +263,7 @@ fn allowed_sets_judge_observations_and_expectations() {
         si_code: "BUS_ADRERR".into(),
         offset: 0,
         done: 0,
+        map_offset: 0,
     });
     assert!(Allowed::signal("SIGBUS", "BUS_ADRERR").admits(&bus, 4096));
     assert!(!Allowed::signal("SIGBUS", "BUS_OBJERR").admits(&bus, 4096));

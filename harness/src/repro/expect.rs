@@ -100,6 +100,9 @@ fn expect_fields(
     if let Some(p) = e.pattern {
         out.push(format!(".has_pattern = 1, .seed = {p}ULL"));
     }
+    if let Some(f) = &e.from {
+        out.push(format!(".from = {}", number(f)?));
+    }
     if let Some(v) = &e.value {
         out.push(format!(".has_value = 1, .value = {}", number(v)?));
     }
