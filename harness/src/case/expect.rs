@@ -14,6 +14,8 @@ pub struct Applied {
     pub expect: Option<Expect>,
     /// The `why` of the variant that applied, if one did.
     pub variant: Option<String>,
+    /// The `skip_rest` reason of the variant that applied, if it has one.
+    pub skip_rest: Option<String>,
 }
 
 /// Whether `when` describes `env`.
@@ -35,11 +37,13 @@ pub fn applied(step: &Step, env: &Environment) -> Applied {
         return Applied {
             expect: (!v.observe).then(|| v.expect.clone().unwrap_or_default()),
             variant: Some(v.why.clone()),
+            skip_rest: v.skip_rest.clone(),
         };
     }
     Applied {
         expect: (!step.observe).then(|| step.expect.clone().unwrap_or_default()),
         variant: None,
+        skip_rest: None,
     }
 }
 
@@ -356,6 +360,7 @@ mod tests {
                 }),
                 observe: false,
                 why: "tmpfs differs".into(),
+                skip_rest: None,
             },
             Variant {
                 when: When {
@@ -368,6 +373,7 @@ mod tests {
                 }),
                 observe: false,
                 why: "old kernel".into(),
+                skip_rest: None,
             },
         ];
         let a = applied(&s, &env(fs, release));

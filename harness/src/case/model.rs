@@ -318,6 +318,11 @@ pub struct Variant {
     pub observe: bool,
     /// Why it differs: a commit, a man page sentence, a standard clause.
     pub why: String,
+    /// Where this variant applies and the step meets its expectation, the
+    /// rest of the case is skipped with this reason (the step's outcome
+    /// leaves nothing for the later steps to test there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_rest: Option<String>,
 }
 
 /// A description of environments.

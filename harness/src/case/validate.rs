@@ -1023,6 +1023,19 @@ impl Walk {
                     "a variant says why it differs (a commit, man page or clause)",
                 );
             }
+            match (&v.skip_rest, v.observe) {
+                (Some(r), _) if r.trim().is_empty() => self.key_issue(
+                    &vp,
+                    "skip_rest",
+                    "`skip_rest` is the reason the rest of the case is skipped: not blank",
+                ),
+                (Some(_), true) => self.key_issue(
+                    &vp,
+                    "skip_rest",
+                    "`skip_rest` needs an expectation the step must meet, not `observe`",
+                ),
+                _ => {}
+            }
             if v.observe && v.expect.is_some() {
                 self.key_issue(
                     &vp,

@@ -105,3 +105,20 @@ fn numbers_addresses_and_pattern_phases_take_sizes_and_say_when_they_do_not_pars
         "{ps:?}"
     );
 }
+
+#[test]
+fn skip_rest_needs_a_reason_and_an_expectation() {
+    let step = |variant: Value| json!({ "in": "p", "do": "load", "map": "m", "len": 1, "variants": [variant] });
+    let ok = json!({ "when": { "fs": ["ext4"] }, "expect": { "signal": "SIGBUS" }, "why": "w", "skip_rest": "r" });
+    assert_eq!(problems(vec![step(ok)]), Vec::<String>::new());
+    let blank = json!({ "when": { "fs": ["ext4"] }, "why": "w", "skip_rest": " " });
+    let ps = problems(vec![step(blank)]);
+    assert!(
+        ps.len() == 1 && ps[0].contains("skip_rest") && ps[0].contains("not blank"),
+        "{ps:?}"
+    );
+    let observing =
+        json!({ "when": { "fs": ["ext4"] }, "observe": true, "why": "w", "skip_rest": "r" });
+    let ps = problems(vec![step(observing)]);
+    assert!(ps.len() == 1 && ps[0].contains("not `observe`"), "{ps:?}");
+}

@@ -222,6 +222,9 @@ fn step_lines(step: &Step) -> Vec<String> {
             describe_when(&v.when)
         ));
         lines.push(format!("      why: {}", v.why));
+        if let Some(r) = &v.skip_rest {
+            lines.push(format!("      then the rest is skipped: {r}"));
+        }
     }
     if let Some(note) = &step.note {
         lines.push(format!("  ({note})"));
