@@ -1100,6 +1100,12 @@ impl Op {
                 | Op::DropPrivileges
                 | Op::RemoteRead { .. }
                 | Op::RemoteWrite { .. }
+                // Pins: pipes filled by vmsplice and io_uring rings.
+                | Op::Vmsplice { .. }
+                | Op::Read { .. }
+                | Op::IoUringRegister { .. }
+                | Op::IoUringFixed { .. }
+                | Op::IoUringUnregister { .. }
         )
     }
 
