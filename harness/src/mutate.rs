@@ -161,6 +161,7 @@ fn step_mutations(step: &Step, env: &Environment, observing: &mut usize) -> Vec<
         }
         _ => {}
     }
+    let number = |s: &Size| s.resolve_number(env.page_size).ok();
     // Bytes.
     if let Some(t) = &base.text {
         let mut b = t.clone().into_bytes();
@@ -208,26 +209,52 @@ fn step_mutations(step: &Step, env: &Environment, observing: &mut usize) -> Vec<
             format!("pattern {p} -> {}", p + 1),
             with(&|e| e.pattern = Some(p + 1)),
         ));
-    }
-    // Numbers.
-    if let Some(v) = base.value {
+        // The phase: the same pattern read one byte further on.
+        let from = base.from.as_ref().and_then(number).unwrap_or(0);
         out.push((
-            format!("value {v} -> {}", v + 1),
-            with(&|e| e.value = Some(v + 1)),
+            format!("pattern from {from} -> {}", from + 1),
+            with(&|e| e.from = Some(Size::Bytes(from + 1))),
         ));
     }
-    if let Some([lo, hi]) = base.range {
+    // Numbers.
+    if let Some(v) = base.value.as_ref().and_then(number) {
+        let w = v.wrapping_add(1);
+        out.push((
+            format!("value {v} -> {w}"),
+            with(&|e| e.value = Some(Size::Bytes(w))),
+        ));
+    }
+    let range = base
+        .range
+        .as_ref()
+        .and_then(|[lo, hi]| Some((number(lo)?, number(hi)?)));
+    if let Some((lo, hi)) = range {
         if hi < i64::MAX {
             out.push((
                 format!("range [{lo}, {hi}] -> above it"),
-                with(&|e| e.range = Some([hi + 1, i64::MAX])),
+                with(&|e| e.range = Some([Size::Bytes(hi + 1), Size::Bytes(i64::MAX)])),
             ));
         }
         if lo > i64::MIN {
             out.push((
                 format!("range [{lo}, {hi}] -> below it"),
-                with(&|e| e.range = Some([i64::MIN, lo - 1])),
+                with(&|e| e.range = Some([Size::Bytes(i64::MIN), Size::Bytes(lo - 1)])),
             ));
+        }
+    }
+    // Where the fault happened.
+    for (key, v) in [("fault_at", &base.fault_at), ("done", &base.done)] {
+        if let Some(n) = v.as_ref().and_then(number) {
+            let w = n.wrapping_add(1);
+            let moved = with(&|e| {
+                let field = if key == "done" {
+                    &mut e.done
+                } else {
+                    &mut e.fault_at
+                };
+                *field = Some(Size::Bytes(w));
+            });
+            out.push((format!("{key} {n} -> {w}"), moved));
         }
     }
     if let Some(name) = &base.same_as {

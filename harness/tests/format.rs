@@ -68,6 +68,8 @@ struct Names {
     values: BTreeSet<String>,
     paths: BTreeSet<String>,
     segs: BTreeSet<String>,
+    /// io_uring rings (`ring`), each registered over the first mapping.
+    rings: BTreeSet<String>,
     made: BTreeSet<String>,
     pagemap: bool,
 }
@@ -93,6 +95,7 @@ impl Names {
                     .extend(b.get("map").and_then(Value::as_str).map(str::to_string));
             }
             self.segs.extend(text("seg"));
+            self.rings.extend(text("ring"));
             for addr in ["addr", "new_addr"] {
                 self.maps.extend(
                     s.pointer(&format!("/{addr}/map"))
@@ -146,7 +149,11 @@ fn wrap_steps(line: usize, steps: Vec<Value>) -> Value {
     n.walk(&steps);
     let procs = n.used(&n.procs);
     let mut fds = n.used(&n.fds);
-    let maps = n.used(&n.maps);
+    let mut maps = n.used(&n.maps);
+    let rings = n.used(&n.rings);
+    if maps.is_empty() && !rings.is_empty() {
+        maps.push("prelude_map".into());
+    }
     let snapshots = n.used(&n.snapshots);
     let values = n.used(&n.values);
     if fds.is_empty() && !(maps.is_empty() && snapshots.is_empty()) {
@@ -168,6 +175,9 @@ fn wrap_steps(line: usize, steps: Vec<Value>) -> Value {
         }
         for g in n.used(&n.segs) {
             prelude.push(json!({ "in": p, "do": "shmget", "size": "1p", "as": g }));
+        }
+        for r in &rings {
+            prelude.push(json!({ "in": p, "do": "io_uring_register", "map": maps[0], "as": r }));
         }
     }
     let first = procs.first().cloned().unwrap_or_else(|| "p".into());

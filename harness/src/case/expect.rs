@@ -14,6 +14,8 @@ pub struct Applied {
     pub expect: Option<Expect>,
     /// The `why` of the variant that applied, if one did.
     pub variant: Option<String>,
+    /// The `skip_rest` reason of the variant that applied, if it has one.
+    pub skip_rest: Option<String>,
 }
 
 /// Whether `when` describes `env`.
@@ -35,11 +37,13 @@ pub fn applied(step: &Step, env: &Environment) -> Applied {
         return Applied {
             expect: (!v.observe).then(|| v.expect.clone().unwrap_or_default()),
             variant: Some(v.why.clone()),
+            skip_rest: v.skip_rest.clone(),
         };
     }
     Applied {
         expect: (!step.observe).then(|| step.expect.clone().unwrap_or_default()),
         variant: None,
+        skip_rest: None,
     }
 }
 
@@ -62,18 +66,17 @@ pub fn judge(expect: &Expect, obs: &Observation, ctx: &Context<'_>) -> Result<()
             None => problems.push("expected bytes, but the step returned none".to_string()),
             Some(got) => {
                 let len = Some(got.len() as u64);
-                match want.resolve(ctx.page_size, len) {
-                    Err(e) => problems.push(e),
-                    Ok(w) => match w.materialize() {
-                        Ok(w) if &w != got => problems.push(byte_diff(&w, got)),
-                        Ok(_) => {}
-                        Err(e) => problems.push(format!("expected bytes: {e}")),
-                    },
+                match expect.want_bytes(ctx.page_size, len) {
+                    Err(e) => problems.push(format!("expected bytes: {e}")),
+                    Ok(w) if &w != got => problems.push(byte_diff(&w, got)),
+                    Ok(_) => {}
                 }
             }
         }
     }
-    if let Some(v) = expect.value {
+    let number = |s: &super::model::Size| s.resolve_number(ctx.page_size);
+    if let Some(v) = &expect.value {
+        let v = number(v)?;
         match obs.value {
             Some(got) if got == v => {}
             Some(got) => problems.push(format!("expected value {v}, observed {got}")),
@@ -82,7 +85,8 @@ pub fn judge(expect: &Expect, obs: &Observation, ctx: &Context<'_>) -> Result<()
             )),
         }
     }
-    if let Some([lo, hi]) = expect.range {
+    if let Some([lo, hi]) = &expect.range {
+        let (lo, hi) = (number(lo)?, number(hi)?);
         match obs.value {
             Some(got) if (lo..=hi).contains(&got) => {}
             Some(got) => problems.push(format!("expected a value in [{lo}, {hi}], observed {got}")),
@@ -119,6 +123,7 @@ pub fn judge(expect: &Expect, obs: &Observation, ctx: &Context<'_>) -> Result<()
             None => problems.push("expected an exit status, observed none".to_string()),
         }
     }
+    super::expect_fault::judge_fault(expect, &obs.outcome, ctx.page_size, &mut problems);
     if let Some(st) = &expect.stat {
         match &obs.stat {
             None => problems.push("expected stat fields, observed none".to_string()),
@@ -355,6 +360,7 @@ mod tests {
                 }),
                 observe: false,
                 why: "tmpfs differs".into(),
+                skip_rest: None,
             },
             Variant {
                 when: When {
@@ -367,6 +373,7 @@ mod tests {
                 }),
                 observe: false,
                 why: "old kernel".into(),
+                skip_rest: None,
             },
         ];
         let a = applied(&s, &env(fs, release));
@@ -399,6 +406,7 @@ mod tests {
             si_code: "BUS_ADRERR".into(),
             offset: 0,
             done: 0,
+            map_offset: 0,
         });
         let want_ok = Expect::default();
         let want_einval = Expect {
@@ -434,18 +442,32 @@ mod tests {
     #[test]
     fn bytes_values_and_ranges() {
         let obs = crate::exec::ops::with_bytes(2000u32.to_ne_bytes().to_vec());
+        use crate::case::model::Size;
         let val = |v| Expect {
-            value: Some(v),
+            value: Some(Size::Bytes(v)),
             ..Expect::default()
         };
         let range = |lo, hi| Expect {
-            range: Some([lo, hi]),
+            range: Some([Size::Bytes(lo), Size::Bytes(hi)]),
             ..Expect::default()
         };
         assert!(judge(&val(2000), &obs, &ctx()).is_ok());
         assert!(judge(&val(1999), &obs, &ctx()).is_err());
         assert!(judge(&range(1000, 2000), &obs, &ctx()).is_ok());
         assert!(judge(&range(0, 1999), &obs, &ctx()).is_err());
+        // Numbers are sizes too: hex, and pages of the context's page size.
+        let expr = |e: &str| Expect {
+            value: Some(Size::Expr(e.into())),
+            ..Expect::default()
+        };
+        assert!(judge(&expr("0x7d0"), &obs, &ctx()).is_ok());
+        assert!(judge(&expr("0x7d1"), &obs, &ctx()).is_err());
+        let page = crate::exec::ops::with_bytes(4096u32.to_ne_bytes().to_vec());
+        assert!(judge(&expr("1p"), &page, &ctx()).is_ok());
+        assert!(judge(&expr("1p+1"), &page, &ctx()).is_err());
+        // Eight bytes ff read as -1; the same number written in hex.
+        let ones = crate::exec::ops::with_bytes(vec![0xff; 8]);
+        assert!(judge(&expr("0xffffffffffffffff"), &ones, &ctx()).is_ok());
         let text = crate::exec::ops::with_bytes(b"Hello".to_vec());
         let want = |t: &str| Expect {
             text: Some(t.into()),

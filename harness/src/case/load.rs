@@ -345,6 +345,8 @@ mod tests {
         assert!(fields["remote_write"].contains("via"));
         assert!(fields["drop_privileges"].is_empty());
         assert!(fields["spawn_thread"].is_empty());
-        assert_eq!(fields.len(), 56);
+        assert!(fields["vmsplice"].contains("map") && fields["vmsplice"].contains("fd"));
+        assert!(fields["io_uring_fixed"].contains("ring"));
+        assert_eq!(fields.len(), 61);
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod corpus;
 pub mod expect;
+mod expect_fault;
 pub mod json;
 pub mod load;
 pub mod locate;
@@ -13,6 +14,8 @@ pub mod validate;
 mod validation_tests;
 #[cfg(test)]
 mod validation_tests_buffers;
+#[cfg(test)]
+mod validation_tests_pins;
 #[cfg(test)]
 mod validation_tests_threads;
 pub mod values;

@@ -214,6 +214,10 @@ pub enum Probe {
     /// persistent memory without the page cache, and MAP_SYNC is possible
     /// (ext4 or xfs mounted `dax=always` on a pmem device in fsdax mode).
     Dax,
+    /// io_uring works here: a ring can be set up (not ENOSYS, not refused
+    /// by kernel.io_uring_disabled or a seccomp filter) and one anonymous
+    /// page registered as a fixed buffer (RLIMIT_MEMLOCK permitting).
+    IoUring,
 }
 
 impl Probe {
@@ -231,6 +235,7 @@ impl Probe {
                 | Probe::MremapDontunmap
                 | Probe::HugetlbPool
                 | Probe::Swap
+                | Probe::IoUring
         )
     }
 }
@@ -350,6 +355,11 @@ pub struct Variant {
     pub observe: bool,
     /// Why it differs: a commit, a man page sentence, a standard clause.
     pub why: String,
+    /// Where this variant applies and the step meets its expectation, the
+    /// rest of the case is skipped with this reason (the step's outcome
+    /// leaves nothing for the later steps to test there).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub skip_rest: Option<String>,
 }
 
 /// A description of environments.
@@ -403,12 +413,14 @@ pub struct Expect {
     /// Bytes read equal the pattern from this seed.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub pattern: Option<u64>,
-    /// The number observed (a count, or bytes read as a native-endian unsigned integer).
+    /// The number observed (a count, or bytes read as a native-endian
+    /// unsigned integer): an integer or a size expression ("0x1000", "2p").
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub value: Option<i64>,
-    /// The number observed lies in [min, max], both included.
+    pub value: Option<Size>,
+    /// The number observed lies in [min, max], both included (integers or
+    /// size expressions).
     #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub range: Option<[i64; 2]>,
+    pub range: Option<[Size; 2]>,
     /// The number observed equals the one an earlier step recorded under this name (`as`).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub same_as: Option<String>,
@@ -424,6 +436,19 @@ pub struct Expect {
     /// For `fstat`: fields of the result.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub stat: Option<StatExpect>,
+    /// With `signal`: the faulting address (si_addr) as an offset from the
+    /// start of the named mapping the step accesses (a size: "2p", "0x1000").
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub fault_at: Option<Size>,
+    /// With `signal`: the bytes (or increments) the access completed before
+    /// the fault.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub done: Option<Size>,
+    /// With `pattern`: where in the pattern the expected bytes start (a
+    /// size): the bytes the pattern has from this offset on, for data
+    /// written with the pattern from 0 and read from further in.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub from: Option<Size>,
 }
 
 impl Expect {
@@ -472,6 +497,9 @@ pub enum Since {
 #[serde(untagged, deny_unknown_fields)]
 pub enum Addr {
     Raw(u64),
+    /// A raw address written as sizes are ("0x7f0000000000", "16p"): the
+    /// same forms, resolved as a length (0 to 2^64-1).
+    Expr(String),
     InMap {
         map: String,
         #[serde(default = "zero")]
@@ -834,6 +862,51 @@ pub enum Op {
     /// mappings and fds and performs the steps that name it in `thread`
     /// until the process ends.
     SpawnThread,
+    // ---- Pinned pages: vmsplice and io_uring fixed buffers (issue 18, part C; exec::ops_pins).
+    /// vmsplice(2) of a range of a mapping into the pipe whose write end is
+    /// `fd`: the pipe holds the pages themselves (a read-only pin) until
+    /// they are read out. Observes the count spliced.
+    Vmsplice {
+        fd: String,
+        #[serde(flatten)]
+        range: Range,
+    },
+    /// read(2) of at most `len` bytes from `fd` into the harness's own
+    /// buffer, once (a pipe gives what it holds). Observes the bytes read.
+    Read { fd: String, len: Size },
+    /// io_uring_setup(2) of a ring, then IORING_REGISTER_BUFFERS of the
+    /// range as fixed buffer 0: a long-term, writable pin of its pages.
+    /// `as` names the ring.
+    IoUringRegister {
+        #[serde(flatten)]
+        range: Range,
+    },
+    /// IORING_OP_WRITE_FIXED (the pinned pages to file `fd` at `offset`) or
+    /// IORING_OP_READ_FIXED (file to the pinned pages) with fixed buffer 0
+    /// of `ring`, from `at` within the buffer for `len` bytes (default: the
+    /// rest of it). Observes the completion's count.
+    IoUringFixed {
+        ring: String,
+        call: FixedCall,
+        fd: String,
+        offset: Size,
+        #[serde(default = "zero")]
+        at: Size,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        len: Option<Size>,
+    },
+    /// IORING_UNREGISTER_BUFFERS and close of `ring`: the pin ends.
+    IoUringUnregister { ring: String },
+}
+
+/// The fixed-buffer operation of an `io_uring_fixed` step.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, JsonSchema)]
+#[serde(rename_all = "snake_case")]
+pub enum FixedCall {
+    /// IORING_OP_WRITE_FIXED: what the pinned pages hold goes to the file.
+    WriteFixed,
+    /// IORING_OP_READ_FIXED: the file's bytes go into the pinned pages.
+    ReadFixed,
 }
 
 /// The syscall of an `io` step.
@@ -1044,6 +1117,11 @@ impl Op {
             Op::RemoteRead { .. } => "remote_read",
             Op::RemoteWrite { .. } => "remote_write",
             Op::SpawnThread => "spawn_thread",
+            Op::Vmsplice { .. } => "vmsplice",
+            Op::Read { .. } => "read",
+            Op::IoUringRegister { .. } => "io_uring_register",
+            Op::IoUringFixed { .. } => "io_uring_fixed",
+            Op::IoUringUnregister { .. } => "io_uring_unregister",
         }
     }
 
@@ -1066,6 +1144,12 @@ impl Op {
                 | Op::DropPrivileges
                 | Op::RemoteRead { .. }
                 | Op::RemoteWrite { .. }
+                // Pins: pipes filled by vmsplice and io_uring rings.
+                | Op::Vmsplice { .. }
+                | Op::Read { .. }
+                | Op::IoUringRegister { .. }
+                | Op::IoUringFixed { .. }
+                | Op::IoUringUnregister { .. }
         )
     }
 

@@ -32,6 +32,9 @@ pub const MAX_LABEL_BYTES: usize = 64;
 /// validator memory in the square of its length. The corpus uses at most 4.
 pub const MAX_PROCESSES: usize = 64;
 
+#[path = "validate_pins.rs"]
+mod pins;
+
 #[derive(Debug, Clone, Default)]
 struct ProcView {
     fds: BTreeSet<String>,
@@ -41,6 +44,8 @@ struct ProcView {
     exited: bool,
     /// Threads made by `spawn_thread` (besides `main`); a forked child has none.
     threads: BTreeSet<String>,
+    /// io_uring rings made by `io_uring_register` (validate_pins.rs).
+    rings: BTreeSet<String>,
 }
 
 struct Walk {
@@ -355,9 +360,15 @@ impl Walk {
     }
 
     fn addr(&mut self, path: &[Seg], key: &str, proc_name: &str, addr: &Addr) {
-        if let Addr::InMap { map, at } = addr {
-            self.map(path, key, proc_name, map);
-            self.size(path, key, at);
+        match addr {
+            Addr::InMap { map, at } => {
+                self.map(path, key, proc_name, map);
+                self.size(path, key, at);
+            }
+            Addr::Expr(e) => {
+                self.len(path, key, &Size::Expr(e.clone()));
+            }
+            Addr::Raw(_) => {}
         }
     }
 
@@ -464,6 +475,10 @@ impl Walk {
                 | Op::Shmget { .. }
                 | Op::Shmat { .. }
                 | Op::SpawnThread
+                | Op::Vmsplice { .. }
+                | Op::Read { .. }
+                | Op::IoUringRegister { .. }
+                | Op::IoUringFixed { .. }
         );
         let needs_name = matches!(
             op,
@@ -476,6 +491,7 @@ impl Walk {
                 | Op::Shmget { .. }
                 | Op::Shmat { .. }
                 | Op::SpawnThread
+                | Op::IoUringRegister { .. }
         );
         match (&step.name, creates, needs_name) {
             (Some(_), false, _) => self.key_issue(
@@ -903,6 +919,13 @@ impl Walk {
                 self.size(&path, "at", at);
                 self.data(&path, data, None);
             }
+            Op::Vmsplice { .. }
+            | Op::Read { .. }
+            | Op::IoUringRegister { .. }
+            | Op::IoUringFixed { .. }
+            | Op::IoUringUnregister { .. } => {
+                load_len = self.pin_step(op, &path, &p, has_proc);
+            }
             Op::CheckFile {
                 path: name,
                 len,
@@ -968,6 +991,9 @@ impl Walk {
                     Op::Shmget { .. } => {
                         view.segs.insert(name.clone());
                     }
+                    Op::IoUringRegister { .. } => {
+                        view.rings.insert(name.clone());
+                    }
                     _ => {}
                 }
             }
@@ -975,6 +1001,11 @@ impl Walk {
         if let (Op::Close { fd }, true) = (op, has_proc) {
             if let Some(v) = self.procs.get_mut(&p) {
                 v.fds.remove(fd);
+            }
+        }
+        if let (Op::IoUringUnregister { ring }, true) = (op, has_proc) {
+            if let Some(v) = self.procs.get_mut(&p) {
+                v.rings.remove(ring);
             }
         }
     }
@@ -1051,6 +1082,19 @@ impl Walk {
                     "a variant says why it differs (a commit, man page or clause)",
                 );
             }
+            match (&v.skip_rest, v.observe) {
+                (Some(r), _) if r.trim().is_empty() => self.key_issue(
+                    &vp,
+                    "skip_rest",
+                    "`skip_rest` is the reason the rest of the case is skipped: not blank",
+                ),
+                (Some(_), true) => self.key_issue(
+                    &vp,
+                    "skip_rest",
+                    "`skip_rest` needs an expectation the step must meet, not `observe`",
+                ),
+                _ => {}
+            }
             if v.observe && v.expect.is_some() {
                 self.key_issue(
                     &vp,
@@ -1067,6 +1111,19 @@ impl Walk {
 
     fn expect(&mut self, op: &Op, e: &Expect, path: &[Seg], load_len: Option<i128>) {
         let name = op.name();
+        for (key, msg) in super::expect_fault::problems(op, e, self.page_size) {
+            self.key_issue(path, key, msg);
+        }
+        if let Some(from) = &e.from {
+            if e.pattern.is_none() {
+                self.key_issue(
+                    path,
+                    "from",
+                    "`from` says where in a `pattern` the bytes start: it goes with `pattern`",
+                );
+            }
+            self.len(path, "from", from);
+        }
         if let Some(errno) = &e.errno {
             if names::errno_value(errno).is_none() {
                 self.key_issue(path, "errno", format!("unknown errno `{errno}`"));
@@ -1139,6 +1196,7 @@ impl Walk {
                 | Op::CheckFile { .. }
                 | Op::Mincore { .. }
                 | Op::RemoteRead { .. }
+                | Op::Read { .. }
         );
         if !bytes.is_empty() {
             if !byte_op {
@@ -1184,7 +1242,7 @@ impl Walk {
             }
             let reads_bytes = matches!(
                 op,
-                Op::Load { .. } | Op::Pread { .. } | Op::CheckFile { .. }
+                Op::Load { .. } | Op::Pread { .. } | Op::CheckFile { .. } | Op::Read { .. }
             );
             if let (true, Some(l)) = (reads_bytes, load_len) {
                 if ![1, 2, 4, 8].contains(&l) {
@@ -1194,7 +1252,20 @@ impl Walk {
                     );
                 }
             }
-            if let Some([lo, hi]) = e.range {
+            if let Some(v) = &e.value {
+                if let Err(err) = v.resolve_number(self.page_size) {
+                    self.key_issue(path, "value", err);
+                }
+            }
+            if let Some([lo, hi]) = &e.range {
+                let number = |s: &Size| s.resolve_number(self.page_size);
+                let (lo, hi) = match (number(lo), number(hi)) {
+                    (Ok(lo), Ok(hi)) => (lo, hi),
+                    (Err(err), _) | (_, Err(err)) => {
+                        self.key_issue(path, "range", err);
+                        (0, 0)
+                    }
+                };
                 if lo > hi {
                     self.key_issue(path, "range", "`range` is [min, max] with min <= max");
                 }
@@ -1253,7 +1324,7 @@ fn records_new_value(op: &Op) -> bool {
     matches!(
         op,
         Op::Io { .. } | Op::GetSeals { .. } | Op::Lseek { .. } | Op::Smaps { .. }
-    )
+    ) || pins::records_value(op)
 }
 
 /// A file name inside the scratch directory: no `/`, not `.` or `..`, not empty.

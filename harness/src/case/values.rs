@@ -32,6 +32,16 @@ pub fn human_bytes(n: u64) -> String {
     }
 }
 
+/// As written: a number, or the expression ("2p+100").
+impl std::fmt::Display for Size {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            Size::Bytes(n) => write!(f, "{n}"),
+            Size::Expr(e) => f.write_str(e),
+        }
+    }
+}
+
 impl Size {
     /// The size in bytes for a given page size. "2p+100" = 2 pages and 100 bytes.
     pub fn resolve(&self, page_size: u64) -> Result<i128, String> {
@@ -68,6 +78,16 @@ impl Size {
     pub fn resolve_len(&self, page_size: u64) -> Result<u64, String> {
         let v = self.resolve(page_size)?;
         u64::try_from(v).map_err(|_| format!("length {v} is out of range 0..=2^64-1"))
+    }
+
+    /// A number an expectation compares with what a step observed (a
+    /// signed 64-bit value). Values from 2^63 to 2^64-1 wrap to the negative
+    /// numbers they read as, so "0xffffffffffffffff" is the 8 bytes ff.
+    pub fn resolve_number(&self, page_size: u64) -> Result<i64, String> {
+        let v = self.resolve(page_size)?;
+        i64::try_from(v)
+            .or_else(|_| u64::try_from(v).map(|u| u as i64))
+            .map_err(|_| format!("number {v} is out of the 64-bit range"))
     }
 
     /// An offset: may be negative (below a mapping's start).
@@ -247,6 +267,22 @@ fn pattern_into(seed: u64, offset: u64, buf: &mut [u8]) {
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
         *b = z.to_le_bytes()[(at % 8) as usize];
+    }
+}
+
+impl crate::case::model::Expect {
+    /// The bytes this expectation wants, `default_len` long where a fill or
+    /// pattern has no length of its own; a pattern starts at `from`.
+    pub fn want_bytes(&self, page_size: u64, default_len: Option<u64>) -> Result<Vec<u8>, String> {
+        let want = self.bytes().resolve(page_size, default_len)?;
+        let from = match (&self.from, &want) {
+            (None, _) => 0,
+            (Some(f), Bytes::Pattern { .. }) => f.resolve_len(page_size)?,
+            (Some(_), _) => return Err("`from` goes with `pattern`".to_string()),
+        };
+        let mut out = zeroed_vec(want.len())?;
+        want.copy_range(from, &mut out);
+        Ok(out)
     }
 }
 

@@ -111,12 +111,15 @@ fn describe(e: &Expect) -> String {
         parts.push(format!("all 0x{f:02x}"));
     }
     if let Some(p) = e.pattern {
-        parts.push(format!("pattern {p}"));
+        parts.push(match &e.from {
+            Some(f) => format!("pattern {p} from {f}"),
+            None => format!("pattern {p}"),
+        });
     }
-    if let Some(v) = e.value {
+    if let Some(v) = &e.value {
         parts.push(format!("= {v}"));
     }
-    if let Some([lo, hi]) = e.range {
+    if let Some([lo, hi]) = &e.range {
         parts.push(format!("in [{lo}, {hi}]"));
     }
     if let Some(c) = e.exit {
@@ -127,6 +130,12 @@ fn describe(e: &Expect) -> String {
     }
     if let Some(st) = &e.stat {
         parts.push(describe_stat(st));
+    }
+    if let Some(at) = &e.fault_at {
+        parts.push(format!("at {at} in the mapping"));
+    }
+    if let Some(d) = &e.done {
+        parts.push(format!("after {d} done"));
     }
     parts.join(", ")
 }
@@ -220,6 +229,9 @@ fn step_lines(step: &Step) -> Vec<String> {
             describe_when(&v.when)
         ));
         lines.push(format!("      why: {}", v.why));
+        if let Some(r) = &v.skip_rest {
+            lines.push(format!("      then the rest is skipped: {r}"));
+        }
     }
     if let Some(note) = &step.note {
         lines.push(format!("  ({note})"));

@@ -8,6 +8,7 @@ pub mod live;
 pub mod ops;
 pub mod ops_buffers;
 mod ops_objects;
+pub mod ops_pins;
 pub mod pidfd;
 pub mod plan;
 pub mod plant;

@@ -54,12 +54,14 @@ fn from_nix(e: Errno) -> Observation {
     Observation::errno(e as i32)
 }
 
-fn fault_observation(f: Fault, start: usize) -> Observation {
+/// A fault of an access that began at `start` in the mapping at `map_start`.
+fn fault_observation(f: Fault, start: usize, map_start: usize) -> Observation {
     Observation::of(Outcome::Signal {
         signal: names::signal_name(f.signo),
         si_code: names::si_code_name(f.signo, f.code),
         offset: (f.addr as i64).wrapping_sub(start as i64),
         done: f.done,
+        map_offset: (f.addr as i64).wrapping_sub(map_start as i64),
     })
 }
 
@@ -292,15 +294,18 @@ impl WorkerState {
                 let start = m.addr.wrapping_add(*at as usize);
                 let bytes = data.materialize().map_err(Observation::error)?;
                 // SAFETY: see fault::store; faults are caught and reported.
-                unsafe { fault::store(start, &bytes) }.map_err(|f| fault_observation(f, start))?;
+                unsafe { fault::store(start, &bytes) }
+                    .map_err(|f| fault_observation(f, start, m.addr))?;
                 super::plant::leak_store(m.leak, *at, &bytes);
                 Ok(Observation::ok())
             }
             Call::Load { map, at, len } => {
-                let start = self.map(map)?.addr.wrapping_add(*at as usize);
+                let base = self.map(map)?.addr;
+                let start = base.wrapping_add(*at as usize);
                 let mut buf = zeroed_vec(*len).map_err(Observation::error)?;
                 // SAFETY: see fault::load.
-                unsafe { fault::load(start, &mut buf) }.map_err(|f| fault_observation(f, start))?;
+                unsafe { fault::load(start, &mut buf) }
+                    .map_err(|f| fault_observation(f, start, base))?;
                 Ok(with_bytes(buf))
             }
             Call::Increment {
@@ -310,10 +315,11 @@ impl WorkerState {
                 atomic,
                 width,
             } => {
-                let start = self.map(map)?.addr.wrapping_add(*at as usize);
+                let base = self.map(map)?.addr;
+                let start = base.wrapping_add(*at as usize);
                 // SAFETY: see fault::increment.
                 unsafe { fault::increment(start, *count, *atomic, *width) }
-                    .map_err(|f| fault_observation(f, start))?;
+                    .map_err(|f| fault_observation(f, start, base))?;
                 Ok(Observation::ok())
             }
             Call::Pagemap { map, at, swapped } => {
@@ -360,6 +366,11 @@ impl WorkerState {
             | Call::Address { .. }
             | Call::RemoteRead { .. }
             | Call::RemoteWrite { .. } => super::ops_objects::dispatch(self, call),
+            Call::Vmsplice { .. }
+            | Call::Read { .. }
+            | Call::IoUringRegister { .. }
+            | Call::IoUringFixed { .. }
+            | Call::IoUringUnregister { .. } => super::ops_pins::dispatch(self, call),
         }
     }
 

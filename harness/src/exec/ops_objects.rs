@@ -55,6 +55,7 @@ pub(super) fn xfsz_observed(obs: Observation) -> Observation {
         si_code: crate::names::si_code_name(libc::SIGXFSZ, libc::SI_USER),
         offset: 0,
         done: 0,
+        map_offset: 0,
     })
 }
 

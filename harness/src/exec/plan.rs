@@ -20,6 +20,7 @@ fn flags(kind: FlagKind, text: &str) -> Result<i32, String> {
 fn place(a: &Addr, ps: u64) -> Result<Place, String> {
     Ok(match a {
         Addr::Raw(v) => Place::Raw(*v),
+        Addr::Expr(e) => Place::Raw(len(&Size::Expr(e.clone()), ps)?),
         Addr::InMap { map, at } => Place::InMap {
             map: map.clone(),
             at: off(at, ps)?,
@@ -269,6 +270,34 @@ pub fn call(step: &Step, ps: u64) -> Result<Option<Call>, String> {
                 .ok_or_else(|| format!("unknown signal `{signal}`"))?,
         },
         Op::DropPrivileges => Call::DropPrivileges,
+        Op::Vmsplice { fd, range } => Call::Vmsplice {
+            fd: fd.clone(),
+            span: span(range, ps)?,
+        },
+        Op::Read { fd, len: l } => Call::Read {
+            fd: fd.clone(),
+            len: len(l, ps)?,
+        },
+        Op::IoUringRegister { range } => Call::IoUringRegister {
+            span: span(range, ps)?,
+            name: name(),
+        },
+        Op::IoUringFixed {
+            ring,
+            call: c,
+            fd,
+            offset,
+            at,
+            len: l,
+        } => Call::IoUringFixed {
+            ring: ring.clone(),
+            call: *c,
+            fd: fd.clone(),
+            offset: off(offset, ps)?,
+            at: len(at, ps)?,
+            len: l.as_ref().map(|l| len(l, ps)).transpose()?,
+        },
+        Op::IoUringUnregister { ring } => Call::IoUringUnregister { ring: ring.clone() },
         // Two calls in two processes: the coordinator's `remote` does them.
         Op::RemoteRead { .. } | Op::RemoteWrite { .. } => return Ok(None),
         Op::Remount { .. }

@@ -246,6 +246,30 @@ pub enum Call {
         data: Bytes,
         via: crate::case::model::Remote,
     },
+    // ---- Pinned pages (exec::ops_pins).
+    Vmsplice {
+        fd: String,
+        span: Span,
+    },
+    Read {
+        fd: String,
+        len: u64,
+    },
+    IoUringRegister {
+        span: Span,
+        name: String,
+    },
+    IoUringFixed {
+        ring: String,
+        call: crate::case::model::FixedCall,
+        fd: String,
+        offset: i64,
+        at: u64,
+        len: Option<u64>,
+    },
+    IoUringUnregister {
+        ring: String,
+    },
 }
 
 /// What the coordinator asks of a worker.
@@ -287,12 +311,17 @@ pub enum Outcome {
     /// The call failed with this errno.
     Errno { errno: String },
     /// The access raised a signal. `offset` is the faulting address relative
-    /// to the start of the access; `done` the bytes completed before it.
+    /// to the start of the access; `done` the bytes completed before it;
+    /// `map_offset` the faulting address relative to the start of the named
+    /// mapping accessed (what `expect.fault_at` compares; 0 where the
+    /// signal came from no access, as SIGXFSZ).
     Signal {
         signal: String,
         si_code: String,
         offset: i64,
         done: u64,
+        #[serde(default)]
+        map_offset: i64,
     },
     /// The harness could not perform the step (an unknown name, say).
     Error { message: String },
@@ -743,6 +772,7 @@ mod tests {
             si_code: "BUS_ADRERR".into(),
             offset: 4096,
             done: 4096,
+            map_offset: 8192,
         });
         obs.bytes = Some(vec![1, 2, 3]);
         send(&a, &obs, None).unwrap();

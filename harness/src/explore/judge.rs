@@ -207,6 +207,7 @@ mod tests {
             si_code: "BUS_ADRERR".to_string(),
             offset: 0,
             done: 0,
+            map_offset: 0,
         })
     }
 

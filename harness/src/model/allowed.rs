@@ -2,7 +2,7 @@
 //! and how that set is compared with an observation and with a case's
 //! expectation.
 
-use crate::case::model::Expect;
+use crate::case::model::{Expect, Size};
 use crate::exec::protocol::{ExitStatus, Observation, Outcome};
 use std::collections::BTreeMap;
 
@@ -124,11 +124,11 @@ impl Allowed {
             Allowed::Bytes(b) if b.is_exact() => bytes_expect(&b.first),
             Allowed::Bytes(_) => return None,
             Allowed::Value { lo, hi } if lo == hi => Expect {
-                value: Some(*lo),
+                value: Some(Size::Bytes(*lo)),
                 ..e
             },
             Allowed::Value { lo, hi } => Expect {
-                range: Some([*lo, *hi]),
+                range: Some([Size::Bytes(*lo), Size::Bytes(*hi)]),
                 ..e
             },
             Allowed::Errno(name) => Expect {
@@ -237,10 +237,7 @@ fn admits_expect_one(a: &Allowed, e: &Expect, page_size: u64) -> bool {
     let want = e.bytes();
     if !want.is_empty() {
         let Allowed::Bytes(b) = a else { return false };
-        let Ok(w) = want
-            .resolve(page_size, Some(b.len() as u64))
-            .and_then(|w| w.materialize())
-        else {
+        let Ok(w) = e.want_bytes(page_size, Some(b.len() as u64)) else {
             return false;
         };
         if !b.admits(&w) {
@@ -248,9 +245,23 @@ fn admits_expect_one(a: &Allowed, e: &Expect, page_size: u64) -> bool {
         }
     }
     if e.value.is_some() || e.range.is_some() {
-        let [lo, hi] = e.range.unwrap_or([e.value.unwrap_or(0); 2]);
-        let lo = e.value.map_or(lo, |v| v.max(lo));
-        let hi = e.value.map_or(hi, |v| v.min(hi));
+        let number = |s: &Size| s.resolve_number(page_size).ok();
+        let value = match &e.value {
+            Some(v) => match number(v) {
+                Some(v) => Some(v),
+                None => return false,
+            },
+            None => None,
+        };
+        let [lo, hi] = match &e.range {
+            Some([lo, hi]) => match (number(lo), number(hi)) {
+                (Some(lo), Some(hi)) => [lo, hi],
+                _ => return false,
+            },
+            None => [value.unwrap_or(0); 2],
+        };
+        let lo = value.map_or(lo, |v| v.max(lo));
+        let hi = value.map_or(hi, |v| v.min(hi));
         let fits = match a {
             Allowed::Value { lo: l, hi: h } => *l <= lo && hi <= *h,
             // A number read from memory: every allowed content must give one in range.

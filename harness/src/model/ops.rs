@@ -198,6 +198,15 @@ pub fn perform(w: &mut World, env: &Environment, step: &Step) -> Outcome {
             proc_name(w, step)?;
             Ok(Allowed::Success)
         }
+        Op::Vmsplice { .. }
+        | Op::Read { .. }
+        | Op::IoUringRegister { .. }
+        | Op::IoUringFixed { .. }
+        | Op::IoUringUnregister { .. } => Err(format!(
+            "`{}` is not modelled: the model has no pipes, rings or pinned pages, \
+             and what a pin sees after fork is what these cases exist to measure",
+            step.op.name()
+        )),
         op if op.uses_system_state() => Err(format!(
             "`{}` is not modelled: the model knows files, memfds and anonymous memory, \
              not /dev/zero, pipes, shared memory objects, limits, credentials or another \
@@ -461,7 +470,12 @@ fn worker_call(w: &mut World, env: &Environment, p: &str, call: &Call) -> Outcom
         | Call::Lseek { .. }
         | Call::Mlockall { .. }
         | Call::Munlockall
-        | Call::Smaps { .. } => Err("not modelled".to_string()),
+        | Call::Smaps { .. }
+        | Call::Vmsplice { .. }
+        | Call::Read { .. }
+        | Call::IoUringRegister { .. }
+        | Call::IoUringFixed { .. }
+        | Call::IoUringUnregister { .. } => Err("not modelled".to_string()),
         // Refused by step() before a call is made (issue 18, part B).
         Call::OpenSpecial { .. }
         | Call::ShmOpen { .. }

@@ -263,6 +263,7 @@ fn allowed_sets_judge_observations_and_expectations() {
         si_code: "BUS_ADRERR".into(),
         offset: 0,
         done: 0,
+        map_offset: 0,
     });
     assert!(Allowed::signal("SIGBUS", "BUS_ADRERR").admits(&bus, 4096));
     assert!(!Allowed::signal("SIGBUS", "BUS_OBJERR").admits(&bus, 4096));
@@ -273,7 +274,10 @@ fn allowed_sets_judge_observations_and_expectations() {
     assert!(either.admits_expect(&e, 4096));
     assert!(!Allowed::Success.admits_expect(&e, 4096));
     assert_eq!(zeros(8).as_expect().and_then(|e| e.fill), Some(0));
-    assert_eq!(Allowed::value(4).as_expect().and_then(|e| e.value), Some(4));
+    assert_eq!(
+        Allowed::value(4).as_expect().and_then(|e| e.value),
+        Some(crate::case::model::Size::Bytes(4))
+    );
 }
 
 #[test]

@@ -80,6 +80,9 @@ impl Body<'_> {
             None => "NULL".to_string(),
             Some(Addr::Raw(0)) => "NULL".to_string(),
             Some(Addr::Raw(v)) => format!("(void *){v:#x}UL"),
+            Some(Addr::Expr(e)) => {
+                format!("(void *)(uintptr_t)({})", c::size(&Size::Expr(e.clone()))?)
+            }
             Some(Addr::InMap { map, at }) => self.at(map, at)?,
         })
     }
@@ -417,6 +420,17 @@ pub fn body(op: &Op, name: Option<&str>, names: &mut Names) -> Result<String, St
             let a = b.at(map, at)?;
             b.line(format!("smaps_field(o, {a}, {});", c::text(field.label())));
 }
+        Op::Vmsplice { .. }
+        | Op::Read { .. }
+        | Op::IoUringRegister { .. }
+        | Op::IoUringFixed { .. }
+        | Op::IoUringUnregister { .. } => {
+            return Err(format!(
+                "cannot express `{}` in a C reproducer yet: the runtime has no pipes to \
+                 splice into and no io_uring rings (liburing is not a dependency of the program)",
+                op.name()
+            ))
+        }
         op if op.uses_system_state() => {
             return Err(format!(
                 "cannot express `{}` in a C reproducer yet: the runtime has no shared memory objects, special files, limits or credentials",

@@ -3,7 +3,7 @@
 
 use super::c;
 use crate::case::expect::applied;
-use crate::case::model::{Expect, Op, Since, Step};
+use crate::case::model::{Expect, Op, Since, Size, Step};
 use crate::case::values::parse_hex;
 use crate::names::{errno_value, si_code_known, signal_value};
 use crate::target::Environment;
@@ -100,14 +100,17 @@ fn expect_fields(
     if let Some(p) = e.pattern {
         out.push(format!(".has_pattern = 1, .seed = {p}ULL"));
     }
-    if let Some(v) = e.value {
-        out.push(format!(".has_value = 1, .value = {}", long_long(v)));
+    if let Some(f) = &e.from {
+        out.push(format!(".from = {}", number(f)?));
     }
-    if let Some([lo, hi]) = e.range {
+    if let Some(v) = &e.value {
+        out.push(format!(".has_value = 1, .value = {}", number(v)?));
+    }
+    if let Some([lo, hi]) = &e.range {
         out.push(format!(
             ".has_range = 1, .lo = {}, .hi = {}",
-            long_long(lo),
-            long_long(hi)
+            number(lo)?,
+            number(hi)?
         ));
     }
     for (field, name) in [("same_as", &e.same_as), ("differs_from", &e.differs_from)] {
@@ -148,6 +151,14 @@ fn expect_fields(
 }
 
 /// A long long literal, including the one C cannot write directly.
+/// A number of `value`/`range` as C: a literal, or a size expression of the page size.
+fn number(s: &Size) -> Result<String, String> {
+    match s {
+        Size::Bytes(v) => Ok(long_long(*v)),
+        Size::Expr(_) => Ok(format!("(long long)({})", super::c::size(s)?)),
+    }
+}
+
 fn long_long(v: i64) -> String {
     if v == i64::MIN {
         "(-0x7fffffffffffffffLL - 1)".to_string()

@@ -66,6 +66,7 @@ struct expect {
     int has_fill, fill;       /* ... or all equal this value */
     int has_pattern;          /* ... or the splitmix64 pattern of this seed */
     unsigned long long seed;
+    long long from;           /* ... from this offset in the pattern on */
     int has_value;
     long long value;
     int has_range;
@@ -132,14 +133,15 @@ RUNTIME void huge_page_size(void)
 
 /* The same bytes as the harness's `pattern`: byte i is byte i % 8 of
  * splitmix64's output number i / 8, little-endian. */
-RUNTIME void pattern_into(unsigned long long seed, unsigned char *buf, long long n)
+RUNTIME void pattern_into(unsigned long long seed, long long from, unsigned char *buf, long long n)
 {
-    for (long long i = 0; i < n; i++) {
+    for (long long j = 0; j < n; j++) {
+        long long i = from + j;
         uint64_t z = seed + (uint64_t)(i / 8 + 1) * 0x9E3779B97F4A7C15ULL;
         z = (z ^ (z >> 30)) * 0xBF58476D1CE4E5B9ULL;
         z = (z ^ (z >> 27)) * 0x94D049BB133111EBULL;
         z ^= z >> 31;
-        buf[i] = (unsigned char)(z >> (8 * (i % 8)));
+        buf[j] = (unsigned char)(z >> (8 * (i % 8)));
     }
 }
 
@@ -154,7 +156,7 @@ static unsigned char *data_bytes(const struct data *d)
     else if (d->kind == D_FILL)
         memset(p, d->fill, (size_t)d->len);
     else
-        pattern_into(d->seed, p, d->len);
+        pattern_into(d->seed, 0, p, d->len);
     return p;
 }
 
@@ -926,7 +928,7 @@ RUNTIME void judge_bytes(const struct expect *e, const struct obs *o)
     else if (e->has_fill)
         memset(want, e->fill, (size_t)n);
     else
-        pattern_into(e->seed, want, n);
+        pattern_into(e->seed, e->from, want, n);
     if (n != o->nbytes || memcmp(want, o->bytes, (size_t)n) != 0)
         byte_diff(want, n, o->bytes, o->nbytes);
     free(want);

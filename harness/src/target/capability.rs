@@ -481,6 +481,7 @@ mod tests {
             Probe::ReadOnly,
             Probe::FillsUp,
             Probe::Dax,
+            Probe::IoUring,
         ];
         for p in all {
             assert_eq!(got.contains_key(&p), p.is_target_capability(), "{p:?}");

@@ -330,6 +330,7 @@ fn try_feature(p: Probe) -> Result<(), String> {
                 Err("kernel does not know MREMAP_DONTUNMAP (Linux 5.7)".into())
             }
         }
+        Probe::IoUring => crate::exec::ops_pins::probe_io_uring(ps),
     }
 }
 

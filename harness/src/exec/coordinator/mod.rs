@@ -77,6 +77,8 @@ enum Stop {
     Failed,
     /// The harness could not go on (timeout, setup, broken worker).
     Broken(String),
+    /// A step met a variant that skips the rest of the case, for this reason.
+    Skipped(String),
 }
 
 struct Run<'a> {
@@ -226,6 +228,10 @@ pub fn run_case_from(
                 ));
             }
         }
+        Err(Stop::Skipped(why)) => {
+            report.status = Status::Skip;
+            report.reason = Some(why);
+        }
         Err(Stop::Broken(why)) => {
             report.status = Status::Error;
             // Broken at or past the deadline: the time limit ended it.
@@ -351,6 +357,7 @@ impl Run<'_> {
         duration_us: u64,
     ) -> Result<(), Stop> {
         let applied = expect::applied(step, self.env);
+        let applied_skip = applied.skip_rest.clone();
         let ctx = Context {
             page_size: self.ps(),
             snapshots: &self.snapshots,
@@ -367,10 +374,8 @@ impl Run<'_> {
         if let (Op::Fstat { .. }, Some(name), Some(st)) = (&step.op, &step.name, &obs.stat) {
             self.snapshots.insert(name.clone(), st.clone());
         }
-        let records = matches!(
-            step.op,
-            Op::Pagemap { .. } | Op::Load { .. } | Op::Pread { .. } | Op::Mincore { .. }
-        );
+        // Every operation whose number `as` may record (validation's list).
+        let records = crate::case::validate::records_value(&step.op);
         if let (true, Some(name), Some(v)) = (records, &step.name, obs.value) {
             self.values.insert(name.clone(), v);
         }
@@ -392,7 +397,11 @@ impl Run<'_> {
             message: message.clone(),
             duration_us,
         });
+        let skip_rest = applied_skip.map(|why| format!("step {index} ({summary}): {why}"));
         match status {
+            StepStatus::Pass if skip_rest.is_some() => {
+                Err(Stop::Skipped(skip_rest.unwrap_or_default()))
+            }
             StepStatus::Pass | StepStatus::Observed => Ok(()),
             StepStatus::Fail => Err(Stop::Failed),
             StepStatus::Error => {
