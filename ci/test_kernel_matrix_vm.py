@@ -235,7 +235,7 @@ class Arches(unittest.TestCase):
         self.assertNotIn("virtio_pci", s390x.base_modules())
         self.assertEqual(arm64.qemu_args(["-accel", "tcg"])[:1], ["qemu-system-aarch64"])
         self.assertIn("virt", arm64.qemu_args([]))
-        self.assertEqual(km.accelerator(arm64)[-1], "max")
+        self.assertEqual(km.accelerator(arm64)[-1], "max,pauth-impdef=on")
         self.assertEqual(km.accelerator(km.ARCHES["ppc64el"])[1], "tcg")
 
     def test_a_big_endian_static_elf_is_static(self):
