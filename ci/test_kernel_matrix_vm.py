@@ -271,6 +271,10 @@ class Arches(unittest.TestCase):
             known = km.known_failures(d, "6.12.118+deb12-cloud-arm64", "arm64-6.12", "ext4", "arm64")
             self.assertEqual(list(known), ["a/arm"])
             self.assertEqual(list(km.known_failures(d, "6.12.118+deb12-cloud-amd64", "6.12", "ext4")), ["a/generic"])
+            # The 7.x cell's file (named by cell: 7.x follows Debian) serves arm64-7.x too.
+            (d / "7.x-tmpfs.txt").write_text("t/shmem  # a shmem defect\n")
+            self.assertEqual(list(km.known_failures(d, "7.3.4+deb13-cloud-arm64", "arm64-7.x", "tmpfs", "arm64")),
+                             ["t/shmem"])
 
     @unittest.skipUnless(shutil.which("readelf"), "readelf reads DT_NEEDED")
     def test_foreign_tools_come_with_their_libraries_and_loader_from_the_root(self):
