@@ -276,6 +276,17 @@ class Arches(unittest.TestCase):
             self.assertEqual(list(km.known_failures(d, "7.3.4+deb13-cloud-arm64", "arm64-7.x", "tmpfs", "arm64")),
                              ["t/shmem"])
 
+    def test_an_absolute_link_in_a_foreign_root_points_into_the_root(self):
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            (root / "lib/powerpc64le-linux-gnu").mkdir(parents=True)
+            (root / "lib/powerpc64le-linux-gnu/ld64.so.2").write_bytes(b"loader")
+            (root / "lib64").mkdir()
+            (root / "lib64/ld64.so.2").symlink_to("/lib/powerpc64le-linux-gnu/ld64.so.2")
+            self.assertEqual(km.within(root, root / "lib64/ld64.so.2"), root / "lib/powerpc64le-linux-gnu/ld64.so.2")
+            (root / "lib64/gone").symlink_to("/no/such/file")
+            self.assertIsNone(km.within(root, root / "lib64/gone"))
+
     @unittest.skipUnless(shutil.which("readelf"), "readelf reads DT_NEEDED")
     def test_foreign_tools_come_with_their_libraries_and_loader_from_the_root(self):
         # The host's own mount stands in for a foreign one: only readelf reads it, nothing runs it.
