@@ -283,6 +283,8 @@ class DaxCells(unittest.TestCase):
         done = subprocess.run(["busybox", "sh", "-c", "set -e\n" + km.FSDAX_SETUP], capture_output=True, text=True)
         self.assertNotEqual(done.returncode, 0)
         self.assertIn("no nvdimm namespace0.0", done.stdout)
+
+
 class LocalFilesystemCells(unittest.TestCase):
     """vfat, exfat, ntfs3, f2fs: their tools and modules, and the generic flavour for a cell whose
     module the cloud kernel lacks."""
@@ -404,6 +406,117 @@ class SharedFilesystems(unittest.TestCase):
                 self.assertEqual(list(d.glob("share-virtiofs-*")), [])
             finally:
                 km.VIRTIOFSD = old
+
+
+class Arches(unittest.TestCase):
+    """--arch: cell names, kernel packages per architecture, foreign harnesses and userspace."""
+
+    def test_x86_64_cells_keep_their_names_and_others_are_prefixed(self):
+        self.assertEqual(km.ARCHES["x86_64"].cell("6.12"), "6.12")
+        self.assertEqual(km.ARCHES["arm64"].cell("6.12"), "arm64-6.12")
+        self.assertEqual(km.ARCHES["x86_64"].kernel("7.x"), km.KERNELS["7.x"])
+
+    def test_each_architecture_gets_its_flavour_of_the_same_kernel(self):
+        suite, pattern = km.ARCHES["ppc64el"].kernel("6.12")
+        self.assertEqual(suite, km.KERNELS["6.12"][0])
+        self.assertRegex("linux-image-6.12.118+deb12-powerpc64le-64k", f"^{pattern}$")
+        self.assertNotRegex("linux-image-6.12.118+deb12-powerpc64le", f"^{pattern}$")
+        _, pattern = km.ARCHES["arm64-16k"].kernel("7.x")
+        self.assertRegex("linux-image-7.3.4+deb13-arm64-16k", f"^{pattern}$")
+        with self.assertRaisesRegex(km.Fatal, "no 6.12 kernel for s390x"):
+            km.ARCHES["s390x"].kernel("6.12")
+
+    def test_transport_console_and_modules_follow_the_architecture(self):
+        s390x, arm64 = km.ARCHES["s390x"], km.ARCHES["arm64"]
+        self.assertEqual(s390x.serial_device(), "virtio-serial-ccw")
+        self.assertNotIn("virtio_pci", s390x.base_modules())
+        self.assertEqual(arm64.qemu_args(["-accel", "tcg"])[:1], ["qemu-system-aarch64"])
+        self.assertIn("virt", arm64.qemu_args([]))
+        self.assertEqual(km.accelerator(arm64)[-1], "max,pauth-impdef=on")
+        self.assertEqual(km.accelerator(km.ARCHES["ppc64el"])[1], "tcg")
+
+    def test_a_big_endian_static_elf_is_static(self):
+        def elf(order, interp):
+            data = bytearray(0x200)
+            data[:6] = b"\x7fELF\x02" + bytes([1 if order == "<" else 2])
+            struct.pack_into(order + "Q", data, 0x20, 0x40)
+            struct.pack_into(order + "HH", data, 0x36, 56, 2)
+            struct.pack_into(order + "I", data, 0x40, 1)
+            struct.pack_into(order + "I", data, 0x40 + 56, 3 if interp else 1)
+            return bytes(data)
+        with tempfile.TemporaryDirectory() as d:
+            for order in "<>":
+                for interp in (False, True):
+                    path = Path(d) / "exe"
+                    path.write_bytes(elf(order, interp))
+                    self.assertEqual(km.is_static(path), not interp, (order, interp))
+
+    def test_harness_per_architecture(self):
+        self.assertEqual(km.harnesses_of(None, ["arm64"]), {})
+        self.assertEqual(km.harnesses_of("./m", ["arm64"]), {"arm64": "./m"})
+        self.assertEqual(km.harnesses_of("arm64=a,x86_64=b", ["arm64", "s390x"]), {"arm64": "a", "x86_64": "b"})
+        with self.assertRaises(ValueError):
+            km.harnesses_of("./m", ["arm64", "s390x"])
+        with self.assertRaises(ValueError):
+            km.harnesses_of("sparc=./m", ["arm64"])
+
+    def test_an_architecture_baseline_comes_before_the_kernel_one(self):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            (d / "6.12-ext4.txt").write_text("a/generic  # everywhere\n")
+            # The release's own file goes into the VM, where the harness applies it (run --baseline).
+            self.assertEqual(km.known_failures(d, "6.12.118+deb12-cloud-arm64", "arm64-6.12", "ext4", "arm64"), {})
+            (d / "arm64-6.12-ext4.txt").write_text("a/arm  # arm64 only\n")
+            known = km.known_failures(d, "6.12.118+deb12-cloud-arm64", "arm64-6.12", "ext4", "arm64")
+            self.assertEqual(list(known), ["a/arm"])
+            self.assertEqual(km.known_failures(d, "6.12.118+deb12-cloud-amd64", "6.12", "ext4"), {})
+            # The 7.x cell's file (named by cell: 7.x follows Debian) serves arm64-7.x too.
+            (d / "7.x-tmpfs.txt").write_text("t/shmem  # a shmem defect\n")
+            self.assertEqual(list(km.known_failures(d, "7.3.4+deb13-cloud-arm64", "arm64-7.x", "tmpfs", "arm64")),
+                             ["t/shmem"])
+
+    def test_an_absolute_link_in_a_foreign_root_points_into_the_root(self):
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d)
+            (root / "lib/powerpc64le-linux-gnu").mkdir(parents=True)
+            (root / "lib/powerpc64le-linux-gnu/ld64.so.2").write_bytes(b"loader")
+            (root / "lib64").mkdir()
+            (root / "lib64/ld64.so.2").symlink_to("/lib/powerpc64le-linux-gnu/ld64.so.2")
+            self.assertEqual(km.within(root, root / "lib64/ld64.so.2"), root / "lib/powerpc64le-linux-gnu/ld64.so.2")
+            (root / "lib64/gone").symlink_to("/no/such/file")
+            self.assertIsNone(km.within(root, root / "lib64/gone"))
+
+    @unittest.skipUnless(shutil.which("readelf"), "readelf reads DT_NEEDED")
+    def test_foreign_tools_come_with_their_libraries_and_loader_from_the_root(self):
+        # The host's own mount stands in for a foreign one: only readelf reads it, nothing runs it.
+        mount = Path(shutil.which("mount")).resolve()
+        with tempfile.TemporaryDirectory() as d:
+            root = Path(d) / "arm64"
+            (root / "usr/bin").mkdir(parents=True)
+            shutil.copy(mount, root / "usr/bin/mount")
+            with self.assertRaises(km.MissingLibrary):
+                km.foreign_tool_files(root, ["mount"])
+            interp = re.search(r"interpreter: (/[^\]]+)", subprocess.run(
+                ["readelf", "-lW", mount], capture_output=True, text=True).stdout)[1]
+            libs = {km.needed_libraries(mount)[0]}
+            while libs:
+                lib = libs.pop()
+                host = next(Path(p) for p in (f"/lib/x86_64-linux-gnu/{lib}", f"/usr/lib/x86_64-linux-gnu/{lib}")
+                            if Path(p).exists())
+                (root / "usr/lib/x86_64-linux-gnu").mkdir(parents=True, exist_ok=True)
+                if not (root / "usr/lib/x86_64-linux-gnu" / lib).exists():
+                    shutil.copy(host, root / "usr/lib/x86_64-linux-gnu" / lib)
+                    libs |= set(km.needed_libraries(host))
+                for exe in [root / "usr/bin/mount"]:
+                    libs |= {n for n in km.needed_libraries(exe) if not km.find_library(root, n)}
+            (root / interp.lstrip("/")).parent.mkdir(parents=True, exist_ok=True)
+            shutil.copy(Path(interp).resolve(), root / interp.lstrip("/"))
+            files = km.foreign_tool_files(root, ["mount"])
+        self.assertIn("usr/sbin/mount", files)
+        self.assertIn(interp.lstrip("/"), files)
+        self.assertIn("lib/x86_64-linux-gnu/libc.so.6", files)  # where ld.so looks, not usr/lib
+        with self.assertRaises(km.Fatal):
+            km.foreign_tool_files(root, ["no-such-tool"])
 
 
 if __name__ == "__main__":

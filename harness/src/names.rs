@@ -107,7 +107,9 @@ const MAP_FLAGS: &[(&str, i64)] = &[
     ("MAP_SYNC", libc::MAP_SYNC as i64),
     ("MAP_DENYWRITE", libc::MAP_DENYWRITE as i64),
     ("MAP_EXECUTABLE", libc::MAP_EXECUTABLE as i64),
-    ("MAP_32BIT", 0x40),
+    // x86_64's alone: 0x40 is MAP_NORESERVE on powerpc, so the name exists only where libc has it.
+    #[cfg(target_arch = "x86_64")]
+    ("MAP_32BIT", libc::MAP_32BIT as i64),
 ];
 
 const MSYNC_FLAGS: &[(&str, i64)] = &[
@@ -419,6 +421,17 @@ mod tests {
     #[case(FlagKind::Madvise, "DONTNEED", libc::MADV_DONTNEED as i64)]
     fn flags_parse(#[case] kind: FlagKind, #[case] text: &str, #[case] want: i64) {
         assert_eq!(parse_flags(kind, text), Ok(want));
+    }
+
+    #[test]
+    fn map_32bit_is_a_name_only_where_the_target_has_it() {
+        #[cfg(target_arch = "x86_64")]
+        assert_eq!(
+            parse_flags(FlagKind::Map, "MAP_32BIT"),
+            Ok(libc::MAP_32BIT as i64)
+        );
+        #[cfg(not(target_arch = "x86_64"))]
+        assert!(parse_flags(FlagKind::Map, "MAP_32BIT").is_err());
     }
 
     #[rstest]

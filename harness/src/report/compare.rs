@@ -14,6 +14,9 @@ pub struct Column {
     pub fs: String,
     /// Where the report came from (a file name).
     pub source: String,
+    /// The machine's architecture and page size ("aarch64 64K"), when the
+    /// reports compared are not all of one (then every label ends with it).
+    pub machine: Option<String>,
     /// What tells this column from another of the same kernel and
     /// filesystem: the report's target name when those differ, else its
     /// file name (with its position when even that is the same).
@@ -69,9 +72,11 @@ impl<'a> Matrix<'a> {
                 kernel: r.environment.kernel_release.clone(),
                 fs: r.environment.fs_type.clone(),
                 source: source.clone(),
+                machine: None,
                 extra: None,
             })
             .collect();
+        name_machines(&mut columns, reports);
         let targets: Vec<Option<String>> = reports
             .iter()
             .map(|(_, r)| r.environment.target.clone())
@@ -109,6 +114,28 @@ impl<'a> Matrix<'a> {
     pub fn notable(&self) -> impl Iterator<Item = &Row<'a>> {
         self.rows.iter().filter(|r| r.differs() || r.absent())
     }
+}
+
+/// The architecture and page size of each report ("aarch64 64K"), put in
+/// every column and label when they are not the same for all: the same
+/// kernel version on two architectures or page sizes is two columns.
+fn name_machines(columns: &mut [Column], reports: &[(String, Report)]) {
+    let machines: Vec<String> = reports
+        .iter()
+        .map(|(_, r)| machine_of(&r.environment.arch, r.environment.page_size))
+        .collect();
+    if machines.iter().all(|m| *m == machines[0]) {
+        return;
+    }
+    for (c, m) in columns.iter_mut().zip(machines) {
+        c.label = format!("{} {m}", c.label);
+        c.machine = Some(m);
+    }
+}
+
+/// "x86_64 4K", "ppc64le 64K": uname's machine and the page size in KiB.
+pub fn machine_of(arch: &str, page_size: u64) -> String {
+    format!("{arch} {}K", page_size / 1024)
 }
 
 /// Gives every column that shares its kernel and filesystem with another
@@ -199,8 +226,36 @@ mod tests {
             kernel: "6.1".into(),
             fs: "ext4".into(),
             source: source.into(),
+            machine: None,
             extra: None,
         }
+    }
+
+    #[test]
+    fn columns_of_several_machines_name_their_architecture_and_page_size() {
+        let report = |arch: &str, page_size: u64| {
+            let mut r: Report = serde_json::from_value(serde_json::json!({
+                "schema_version": 1, "started_at": "", "cases": [],
+                "summary": {"total": 0, "pass": 0, "fail": 0, "skip": 0, "error": 0, "duration_ms": 0},
+                "environment": {"kernel_release": "6.12", "kernel_version": "", "arch": "x86_64",
+                    "page_size": 4096, "distro": "", "fs_type": "ext4", "mount_options": "",
+                    "mount_point": "", "mount_source": "", "scratch_dir": "", "euid": 0,
+                    "harness_version": ""}
+            }))
+            .expect("a minimal report parses");
+            r.environment.arch = arch.into();
+            r.environment.page_size = page_size;
+            ("r.json".to_string(), r)
+        };
+        let mixed = [report("x86_64", 4096), report("ppc64le", 65536)];
+        let m = Matrix::build(&mixed);
+        let labels: Vec<&str> = m.columns.iter().map(|c| c.label.as_str()).collect();
+        assert_eq!(labels, ["6.12 ext4 x86_64 4K", "6.12 ext4 ppc64le 64K"]);
+        // One machine for all: the labels stay as they were.
+        let same = [report("aarch64", 16384), report("aarch64", 16384)];
+        let m = Matrix::build(&same);
+        assert!(m.columns.iter().all(|c| c.machine.is_none()));
+        assert!(m.columns[0].label.starts_with("6.12 ext4 ("));
     }
 
     #[test]

@@ -43,6 +43,8 @@ struct Header<'a> {
     fs: &'a str,
     /// The target or file name when another column has the same kernel and filesystem.
     extra: Option<&'a str>,
+    /// Architecture and page size, when the columns are not all of one.
+    machine: Option<&'a str>,
     source: &'a str,
 }
 
@@ -134,6 +136,7 @@ pub fn render(m: &Matrix) -> String {
                     kernel: &c.kernel,
                     fs: &c.fs,
                     extra: c.extra.as_deref(),
+                    machine: c.machine.as_deref(),
                     source: &c.source,
                 })
                 .collect(),

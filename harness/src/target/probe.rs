@@ -302,8 +302,7 @@ fn try_feature(p: Probe) -> Result<(), String> {
             f.seek(SeekFrom::Start((a.addr as u64 / ps as u64) * 8))
                 .and_then(|_| f.read_exact(&mut entry))
                 .map_err(|e| format!("cannot read /proc/self/pagemap: {e}"))?;
-            let v = u64::from_le_bytes(entry);
-            if v & (1 << 63) != 0 && v & ((1 << 55) - 1) != 0 {
+            if shows_frame(entry) {
                 Ok(())
             } else {
                 Err("/proc/self/pagemap hides page frame numbers (needs CAP_SYS_ADMIN)".into())
@@ -334,6 +333,13 @@ fn try_feature(p: Probe) -> Result<(), String> {
     }
 }
 
+/// Whether a /proc/self/pagemap entry (a u64 in the machine's own byte
+/// order: big-endian on s390x) has its page present and a frame number.
+fn shows_frame(entry: [u8; 8]) -> bool {
+    let v = u64::from_ne_bytes(entry);
+    v & (1 << 63) != 0 && v & ((1 << 55) - 1) != 0
+}
+
 /// Whether the text of /proc/swaps lists a swap area with room left: its
 /// lines after the header are `Filename Type Size Used Priority`, sizes in KiB.
 fn swap_active(proc_swaps: &str) -> Result<(), String> {
@@ -358,6 +364,22 @@ fn swap_active(proc_swaps: &str) -> Result<(), String> {
 mod tests {
     use super::*;
     use crate::target::capability::Measured;
+
+    #[test]
+    fn a_pagemap_entry_is_read_in_the_machine_byte_order() {
+        let present_pfn_42 = (1u64 << 63) | 42;
+        assert!(shows_frame(present_pfn_42.to_ne_bytes()));
+        // Read in the other byte order, the present bit would be bit 7 and the frame 0x80 << 56.
+        assert!(!shows_frame(present_pfn_42.swap_bytes().to_ne_bytes()));
+        assert!(
+            !shows_frame((1u64 << 63).to_ne_bytes()),
+            "present without a frame number"
+        );
+        assert!(
+            !shows_frame(42u64.to_ne_bytes()),
+            "a frame number of a page not present"
+        );
+    }
 
     #[test]
     fn swap_is_active_with_an_area_that_has_room() {
