@@ -120,11 +120,15 @@ fn clip(text: &str) -> String {
     }
 }
 
-/// The step's own text, without the "process: " prefix the lane already says.
+/// The step's own text, without the "process: " prefix the lane already
+/// says; a thread's step keeps the thread ("t1: load ...").
 fn label(s: &Step) -> String {
     let text = plan::summary(s);
     match &s.process {
-        Some(p) => text.trim_start_matches(&format!("{p}: ")).to_string(),
+        Some(p) => text
+            .trim_start_matches(&format!("{p}: "))
+            .trim_start_matches(&format!("{p}/"))
+            .to_string(),
         None => text,
     }
 }

@@ -140,9 +140,17 @@ fn together(
 ) -> Result<Vec<StepPrediction>, (String, String)> {
     // Its races are judged between processes; two threads of one process
     // at once (an munmap under a fault, say) the model does not order.
+    let threaded = |o: &crate::case::model::Step| {
+        o.thread
+            .as_deref()
+            .is_some_and(|t| t != crate::case::validate::MAIN_THREAD)
+    };
     for (j, s) in steps.iter().enumerate() {
         let p = &s.process;
-        if steps[..j].iter().any(|o| &o.process == p) {
+        if steps[..j]
+            .iter()
+            .any(|o| &o.process == p && (threaded(o) || threaded(s)))
+        {
             return Err((
                 format!("{number}.{}", j + 1),
                 "threads of one process at once in `together` are not modelled".to_string(),
