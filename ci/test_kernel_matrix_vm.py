@@ -214,6 +214,23 @@ class Guest(unittest.TestCase):
             (d / "7.x-xfs.txt").write_text('when: {"fs": ["ext4"]}\nshared/c\n')
             self.assertEqual(km.known_failures(d, "7.3.1+deb13-cloud-amd64", "7.x", "xfs"), {})
 
+    def test_a_kmsg_line_of_the_cells_baseline_makes_a_console_complaint_known(self):
+        with tempfile.TemporaryDirectory() as d:
+            d = Path(d)
+            (d / "6.12-9p-mmap.txt").write_text(
+                "shared/a # why\nkmsg: WARNING: CPU: \\d+ PID: \\d+ at fs/netfs/buffered_write.c # netfs defect\n")
+            known = km.known_complaints(d, "6.12.118+deb12-amd64", "6.12", "9p-mmap")
+            self.assertEqual(len(known), 1)
+            self.assertTrue(known[0][1].endswith("6.12-9p-mmap.txt:2: netfs defect"))
+            self.assertEqual(list(km.known_failures(d, "6.12.118+deb12-amd64", "6.12", "9p-mmap")), ["shared/a"])
+            splat = km.kernel_complaints(SPLAT.replace("mm/memory.c:1234 do_swap_page",
+                                                       "fs/netfs/buffered_write.c:606 netfs_page_mkwrite"))
+            self.assertEqual(km.unknown_complaints(splat, known), [])
+            # Another warning is still new.
+            self.assertEqual(len(km.unknown_complaints(km.kernel_complaints(SPLAT), known)), 1)
+            # No baseline, or one for another filesystem: every complaint is new.
+            self.assertEqual(km.known_complaints(d, "6.12.118+deb12-amd64", "6.12", "ext4"), [])
+
     @unittest.skipUnless(shutil.which("busybox"), "busybox lists the archive")
     def test_the_baselines_go_into_the_vm(self):
         with tempfile.TemporaryDirectory() as d:
