@@ -361,6 +361,24 @@ class LocalFilesystemCells(unittest.TestCase):
     def test_nothing_missing_fetches_nothing(self):
         cloud, boots, fetched = self.split({}, {}, ["vfat", "exfat"])
         self.assertEqual((fetched, [fs for _, fs in boots]), ([], [["vfat", "exfat"]]))
+
+    def test_a_cell_the_kernel_cannot_have_skips_every_case_and_is_no_failure(self):
+        # run_kernel boots nothing for it: the module is in neither flavour (ntfs3 in Debian's 7.x).
+        kernel = {"name": "7.x", "package": "linux-image-7.x-cloud", "unsupported": {"ntfs3": "ntfs3"}}
+        cells = km.run_kernel(kernel, ["ntfs3"], None, None, 1)
+        self.assertIsInstance(cells["ntfs3"], km.Absent)
+        report = km.error_report(kernel, "ntfs3", cells["ntfs3"], [("a/b", "t"), ("a/c", "u")])
+        self.assertEqual([c["status"] for c in report["cases"]], ["skip", "skip"])
+        self.assertEqual((report["summary"]["skip"], report["summary"]["error"]), (2, 0))
+        self.assertIn("linux-image-7.x-cloud has no ntfs3 module", report["cases"][0]["reason"])
+        # A VM that gave no report stays an error.
+        broken = km.error_report(kernel, "ext4", km.Broken("the VM produced no report"), [("a/b", "t")])
+        self.assertEqual((broken["summary"]["error"], broken["cases"][0]["status"]), (1, "error"))
+
+    def test_ntfs_is_the_new_driver_of_7x_made_by_mkfs_ntfs(self):
+        self.assertEqual(km.FILESYSTEMS["ntfs"].modules, ["ntfs"])
+        self.assertEqual(km.FILESYSTEMS["ntfs"].run_args, ["--fs", "ntfs"])
+        self.assertIn("mkfs.ntfs", km.guest_tools(["ntfs"]))
 class SharedFilesystems(unittest.TestCase):
     """The 9p, virtiofs and NFS cells: what the guest mounts, what the host starts, and where cells
     whose module the cloud kernel lacks boot instead."""

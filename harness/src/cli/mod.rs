@@ -70,8 +70,8 @@ pub enum Command {
         #[arg(long, short)]
         verbose: bool,
         /// Make a scratch filesystem of each type (comma-separated: tmpfs,
-        /// ramfs, ext2, ext3, ext4, xfs, btrfs, f2fs, vfat, exfat, ntfs3 (the
-        /// kernel driver), overlay, hugetlbfs, the
+        /// ramfs, ext2, ext3, ext4, xfs, btrfs, f2fs, vfat, exfat, ntfs3 or ntfs (the
+        /// kernel drivers), overlay, hugetlbfs, the
         /// read-only images erofs and squashfs, the own FUSE server's
         /// fuse-<mode>, ntfs-3g, exfat-fuse, fuse2fs, bindfs, fuse-overlayfs;
         /// `host` for tmpfs, ramfs, ext4, hugetlbfs, the images and every
@@ -268,8 +268,8 @@ pub enum Command {
 #[derive(clap::Args, Debug, Clone)]
 pub struct TargetArgs {
     /// Make a scratch filesystem of each type (comma-separated: tmpfs,
-    /// ramfs, ext2, ext3, ext4, xfs, btrfs, f2fs, vfat, exfat, ntfs3 (the
-    /// kernel driver), overlay, hugetlbfs, the
+    /// ramfs, ext2, ext3, ext4, xfs, btrfs, f2fs, vfat, exfat, ntfs3 or ntfs (the
+    /// kernel drivers), overlay, hugetlbfs, the
     /// read-only images erofs and squashfs, the own FUSE server's
     /// fuse-<mode>, ntfs-3g, exfat-fuse, fuse2fs, bindfs, fuse-overlayfs;
     /// `host` for tmpfs, ramfs, ext4, hugetlbfs, the images and every

@@ -19,7 +19,7 @@ pub struct TargetConfig {
     /// The name used with `--target` and in report file names.
     pub name: String,
     /// Filesystem type: tmpfs, ramfs, ext2, ext3, ext4, xfs, btrfs, f2fs,
-    /// vfat, exfat, ntfs3 (the kernel's NTFS driver, made by mkfs.ntfs),
+    /// vfat, exfat, ntfs3 or ntfs (the kernel's NTFS drivers, made by mkfs.ntfs),
     /// overlay, erofs, squashfs (read-only images, see `target::image`).
     pub fs: String,
     /// Extra mkfs arguments.
@@ -251,12 +251,13 @@ pub fn image_dir(base: &Path) -> PathBuf {
     }
 }
 
-/// The program that makes filesystem `fs`: `mkfs.FS`, except for ntfs3,
-/// the kernel's NTFS driver, whose volumes ntfs-3g's mkfs.ntfs makes (the
-/// driver has no mkfs of its own).
+/// The program that makes filesystem `fs`: `mkfs.FS`, except for the
+/// kernel's NTFS drivers (ntfs3, and `ntfs`, the driver that replaced it in
+/// Debian's 7.x kernels), whose volumes ntfs-3g's mkfs.ntfs makes (neither
+/// driver has a mkfs of its own).
 fn mkfs_program(fs: &str) -> String {
     match fs {
-        "ntfs3" => "mkfs.ntfs".to_string(),
+        "ntfs3" | "ntfs" => "mkfs.ntfs".to_string(),
         fs => format!("mkfs.{fs}"),
     }
 }
@@ -275,7 +276,7 @@ fn mkfs_args(config: &TargetConfig) -> Vec<String> {
         "f2fs" => vec!["-q".into(), "-f".into()],
         // Quick (no zeroing of the whole device), quiet, and forced: mkntfs
         // refuses a whole disk (a loop device) that is not a partition.
-        "ntfs3" => vec!["-Q".into(), "-q".into(), "-F".into()],
+        "ntfs3" | "ntfs" => vec!["-Q".into(), "-q".into(), "-F".into()],
         _ => Vec::new(),
     };
     args.extend(config.mkfs_options.iter().cloned());
@@ -593,6 +594,11 @@ impl OwnedFs {
     fn mount_block(&self) -> Result<(), String> {
         let dev = self.loop_dev.as_ref().ok_or("no loop device")?;
         let mut cmd = Command::new("mount");
+        if self.config.fs == "ntfs" {
+            // `mount -t ntfs` runs /sbin/mount.ntfs when it exists, and
+            // ntfs-3g installs that as itself: -i keeps the kernel's driver.
+            cmd.arg("-i");
+        }
         cmd.args(["-t", &self.config.fs]);
         let opts = match (self.is_image(), self.config.mount_options.as_str()) {
             (true, "") => "ro".to_string(),
@@ -994,6 +1000,8 @@ mod tests {
         assert_eq!(mkfs_program("f2fs"), "mkfs.f2fs");
         assert_eq!(mkfs_program("ntfs3"), "mkfs.ntfs");
         assert_eq!(args("ntfs3"), "-Q -q -F");
+        assert_eq!(mkfs_program("ntfs"), "mkfs.ntfs");
+        assert_eq!(args("ntfs"), "-Q -q -F");
         assert_eq!(args("f2fs"), "-q -f");
         assert_eq!(args("vfat"), "");
         let mut extra = TargetConfig::plain("vfat");

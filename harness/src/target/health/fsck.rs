@@ -1,6 +1,6 @@
 //! The read-only fsck of an owned filesystem at the end of a run (as
 //! fstests' `_check_scratch_fs`): e2fsck -fn, xfs_repair -n, btrfs check
-//! --readonly, fsck.f2fs --dry-run, fsck.fat -n, fsck.exfat -n (ntfs3 has no
+//! --readonly, fsck.f2fs --dry-run, fsck.fat -n, fsck.exfat -n (ntfs3 and ntfs have no
 //! read-only checker on Linux: ntfsfix repairs), on the unmounted device. Nothing is
 //! repaired: a filesystem the kernel left inconsistent is reported.
 
