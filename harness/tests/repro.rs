@@ -293,28 +293,60 @@ fn step_op(case: &mmapconf::case::Case, index: &str) -> &'static str {
     }
 }
 
+/// Runs the program of the case in `file` in `root`: it must fail, with a
+/// line that starts with `head` (the step) and ends with `message`, and
+/// leave no process behind.
+fn fails_with(root: &Path, file: &Path, head: &str, message: &str) {
+    let case = mmapconf::case::load_file(file, mmapconf::target::page_size()).unwrap();
+    let env = Environment::of_run(root, None);
+    let program = c_program(&case, &env).unwrap();
+    let out = run(&compile(root, "program", &program).unwrap(), root);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(head) && l.ends_with(message)),
+        "{stdout}"
+    );
+    assert_eq!(left_running(root), Vec::<String>::new());
+}
+
 #[test]
 fn a_step_in_a_thread_of_a_dead_process_names_the_process_and_the_thread() {
     // The fixture's child, forked while t1 existed, must not keep t1's
     // pipes: if it did, p's death would not close them and the step would
     // time out instead.
     let root = scratch_root();
-    let file = repo("harness/tests/fixtures/thread-of-killed-process.json");
-    let case = mmapconf::case::load_file(&file, mmapconf::target::page_size()).unwrap();
-    let env = Environment::of_run(root.path(), None);
-    let program = c_program(&case, &env).unwrap();
-    let out = run(
-        &compile(root.path(), "killed", &program).unwrap(),
+    fails_with(
         root.path(),
+        &repo("harness/tests/fixtures/thread-of-killed-process.json"),
+        "FAIL 5 load (p/t1: ",
+        "process `p` died during the step; the step was in its thread `t1`",
     );
-    let stdout = String::from_utf8_lossy(&out.stdout);
-    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
-    assert!(
-        stdout.lines().any(|l| l.starts_with("FAIL 5 load (p/t1: ")
-            && l.ends_with("process `p` died during the step; the step was in its thread `t1`")),
-        "{stdout}"
+}
+
+#[test]
+fn a_step_in_a_thread_past_the_time_limit_names_the_thread() {
+    // Far more increments than a second allows: the program's time limit
+    // ends the step, naming the thread, and every process is killed.
+    let root = scratch_root();
+    let file = root.path().join("slow.json");
+    std::fs::write(
+        &file,
+        r#"{ "title": "t", "refs": ["harness self-test"], "timeout": 1, "steps": [
+  { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "PRIVATE|ANONYMOUS", "as": "m" },
+  { "in": "p", "do": "spawn_thread", "as": "t1" },
+  { "in": "p", "thread": "t1", "do": "increment", "map": "m", "count": 1000000000000 }
+] }"#,
+    )
+    .unwrap();
+    fails_with(
+        root.path(),
+        &file,
+        "FAIL 3 increment (p/t1: ",
+        "timed out after 1000 ms waiting for thread `t1` of process `p`",
     );
-    assert_eq!(left_running(root.path()), Vec::<String>::new());
 }
 
 #[test]

@@ -618,6 +618,19 @@ static const char *who(int p)
     return s;
 }
 
+/* The coordinator's: which threads a spawn_thread started. A step sent to
+ * one that did not start (pthread_create failed) is an error at once, as
+ * in the harness, rather than a wait for the time limit. */
+static int spawned[NPROC];
+
+RUNTIME int thread_missing(struct obs *o, int p)
+{
+    if (OWNER[p] < 0 || spawned[p])
+        return 0;
+    error(o, "no %s (was its spawn_thread performed?)", who(p));
+    return 1;
+}
+
 static void *thread_main(void *slot)
 {
     self = (int)(intptr_t)slot;
@@ -875,6 +888,8 @@ RUNTIME void receive(int p, struct obs *o)
 {
     int r;
     memset(o, 0, sizeof *o);
+    if (thread_missing(o, p))
+        return;
     r = read_all(reply_fd[p][0], o, sizeof *o, 1);
     o->bytes = NULL;
     if (r == 0 && o->has_bytes) {
@@ -914,6 +929,8 @@ RUNTIME void spawn_thread(struct obs *o, int by, int t)
 {
     send_command(by, C_THREAD, t, 0);
     receive(by, o);
+    if (o->kind == OUT_OK)
+        spawned[t] = 1;
 }
 
 /* remote_read / remote_write, in two commands as the harness does: the
@@ -938,7 +955,10 @@ RUNTIME void remote_step(struct obs *o, int by, int target, int address, int ste
 RUNTIME int wait_gone(struct obs *o, int p)
 {
     char c;
-    int r = read_all(reply_fd[p][0], &c, 1, 1);
+    int r;
+    if (thread_missing(o, p))
+        return 0;
+    r = read_all(reply_fd[p][0], &c, 1, 1);
     gone[p] = 1;
     if (r == -2)
         error(o, "timed out waiting for %s to end", who(p));
