@@ -1,5 +1,5 @@
 //! `mmapconf repro`: the C program of every corpus case that can be one
-//! compiles with `cc -O2 -Wall -Werror` and, run on a tmpfs, judges the
+//! compiles with `cc -O2 -Wall -Werror -pthread` and, run on a tmpfs, judges the
 //! case as the harness does (passes, or fails where this kernel and
 //! filesystem's baseline lists a known failure); the program of a mutated
 //! case fails and names the mutated step.
@@ -41,7 +41,7 @@ fn compile(dir: &Path, name: &str, program: &str) -> Result<PathBuf, String> {
     let bin = dir.join(name);
     std::fs::write(&src, program).unwrap();
     let out = Command::new("cc")
-        .args(["-O2", "-Wall", "-Werror", "-o"])
+        .args(["-O2", "-Wall", "-Werror", "-pthread", "-o"])
         .arg(&bin)
         .arg(&src)
         .output()
@@ -133,13 +133,11 @@ fn every_expressible_corpus_case_judges_as_the_harness_does() {
             Err(e) => {
                 // Only steps that need the harness's own filesystem, or
                 // system state the C runtime does not have yet (shared
-                // memory objects, limits, credentials, another process's
-                // memory), may be beyond a program; anything else is a gap
-                // in `repro`.
+                // memory objects, limits, credentials), may be beyond a
+                // program; anything else (threads, another process's
+                // memory included) is a gap in `repro`.
                 assert!(
-                    case.case.needs_owned_fs()
-                        || case.case.uses_system_state()
-                        || case.case.uses_threads(),
+                    case.case.needs_owned_fs() || case.case.uses_system_state_but_remote(),
                     "{}: cannot be a C program: {e}",
                     case.id
                 );
@@ -191,7 +189,7 @@ fn every_expressible_corpus_case_judges_as_the_harness_does() {
         }
     }
     eprintln!(
-        "{} cases: {} expressible as C programs ({} of them run here, {} skipped for unmet requirements), {} not (crash, remount, fill_fs, system state); {:.1} s",
+        "{} cases: {} expressible as C programs ({} of them run here, {} skipped for unmet requirements), {} not (crash, remount, fill_fs, system state but another process's memory); {:.1} s",
         cases.len(),
         cases.len() - inexpressible,
         programs.len(),
@@ -219,6 +217,8 @@ fn the_program_of_a_mutated_case_fails_and_names_the_step() {
     let env = Environment::of_run(root.path(), None);
     // Bytes, a value, an errno, a signal and its si_code, an exit status,
     // a stat field: every kind of expectation the corpus has, mutated.
+    // Threads (a fork from one, faults of two at once) and another
+    // process's memory (each `via`) too.
     let ids = [
         "seed/writer-reader",
         "mprotect/read-only-store-segv-accerr",
@@ -226,10 +226,20 @@ fn the_program_of_a_mutated_case_fails_and_names_the_step() {
         "errors/zero-length-einval",
         "timestamps/write-updates-mtime-ctime",
         "concurrency/shared-anon-atomic-four-processes-8byte",
+        "threads/fork-from-a-thread-child-has-that-thread",
+        "threads/two-threads-fault-at-once-each-catches-its-own",
+        "remote/process-vm-writev-read-only-efault",
+        "remote/proc-mem-write-read-only-private-cow",
+        "remote/ptrace-poke-read-only-private-cow",
     ];
     let mut all = Vec::new();
     for id in ids {
         let case = load(id);
+        // The remote cases need root (ptrace of a process not one's child).
+        if let Some(why) = probe::unmet(&case.case, &env) {
+            eprintln!("{id}: skipped: {why}");
+            continue;
+        }
         let (ms, _) = mutants(&case.case, &env);
         assert!(!ms.is_empty(), "{id} has no mutants");
         for m in ms {
@@ -281,6 +291,62 @@ fn step_op(case: &mmapconf::case::Case, index: &str) -> &'static str {
         (mmapconf::case::model::Op::Together { steps }, Some(j)) => steps[j].op.name(),
         (op, _) => op.name(),
     }
+}
+
+/// Runs the program of the case in `file` in `root`: it must fail, with a
+/// line that starts with `head` (the step) and ends with `message`, and
+/// leave no process behind.
+fn fails_with(root: &Path, file: &Path, head: &str, message: &str) {
+    let case = mmapconf::case::load_file(file, mmapconf::target::page_size()).unwrap();
+    let env = Environment::of_run(root, None);
+    let program = c_program(&case, &env).unwrap();
+    let out = run(&compile(root, "program", &program).unwrap(), root);
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(
+        stdout
+            .lines()
+            .any(|l| l.starts_with(head) && l.ends_with(message)),
+        "{stdout}"
+    );
+    assert_eq!(left_running(root), Vec::<String>::new());
+}
+
+#[test]
+fn a_step_in_a_thread_of_a_dead_process_names_the_process_and_the_thread() {
+    // The fixture's child, forked while t1 existed, must not keep t1's
+    // pipes: if it did, p's death would not close them and the step would
+    // time out instead.
+    let root = scratch_root();
+    fails_with(
+        root.path(),
+        &repo("harness/tests/fixtures/thread-of-killed-process.json"),
+        "FAIL 5 load (p/t1: ",
+        "process `p` died during the step; the step was in its thread `t1`",
+    );
+}
+
+#[test]
+fn a_step_in_a_thread_past_the_time_limit_names_the_thread() {
+    // Far more increments than a second allows: the program's time limit
+    // ends the step, naming the thread, and every process is killed.
+    let root = scratch_root();
+    let file = root.path().join("slow.json");
+    std::fs::write(
+        &file,
+        r#"{ "title": "t", "refs": ["harness self-test"], "timeout": 1, "steps": [
+  { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "PRIVATE|ANONYMOUS", "as": "m" },
+  { "in": "p", "do": "spawn_thread", "as": "t1" },
+  { "in": "p", "thread": "t1", "do": "increment", "map": "m", "count": 1000000000000 }
+] }"#,
+    )
+    .unwrap();
+    fails_with(
+        root.path(),
+        &file,
+        "FAIL 3 increment (p/t1: ",
+        "timed out after 1000 ms waiting for thread `t1` of process `p`",
+    );
 }
 
 #[test]

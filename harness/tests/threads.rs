@@ -44,34 +44,8 @@ fn a_thread_that_blocks_is_reported_at_its_step_naming_the_thread() {
 }
 
 #[test]
-fn the_reproducer_refuses_threads_naming_the_step() {
-    let file = repo("cases/threads/munmap-in-one-thread-unmaps-for-all.json");
-    let case = mmapconf::case::load_file(&file, mmapconf::target::page_size()).unwrap();
-    let env = mmapconf::target::Environment::probe(&std::env::temp_dir());
-    let e = mmapconf::repro::c_program(&case, &env).unwrap_err();
-    assert!(
-        e.starts_with("step 4 (p: spawn_thread") && e.contains("cannot express threads"),
-        "{e}"
-    );
-}
-
-#[test]
 fn a_step_in_a_thread_of_a_killed_process_names_the_kill_and_the_thread() {
-    // The child forked while t1 existed must not hold t1's channel: if it
-    // did, p's death would not close it and the step would time out.
-    let base = tempfile::tempdir().unwrap();
-    let case = base.path().join("killed.json");
-    std::fs::write(
-        &case,
-        r#"{ "title": "t", "refs": ["harness self-test"], "timeout": 5, "steps": [
-  { "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "PRIVATE|ANONYMOUS", "as": "m" },
-  { "in": "p", "do": "spawn_thread", "as": "t1" },
-  { "in": "p", "do": "fork", "as": "child" },
-  { "do": "kill", "proc": "p", "signal": "SIGKILL" },
-  { "in": "p", "thread": "t1", "do": "load", "map": "m", "len": 1 }
-] }"#,
-    )
-    .unwrap();
+    let case = repo("harness/tests/fixtures/thread-of-killed-process.json");
     let case = &run_failing(&case);
     assert_eq!(case["status"], "error", "{case}");
     assert_ne!(case["timed_out"], true, "{case}");

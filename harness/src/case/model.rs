@@ -1307,10 +1307,14 @@ impl Case {
         all_steps(&self.steps).any(|s| s.op.uses_system_state())
     }
 
-    /// Whether a step starts or names a thread (`spawn_thread`, `thread`),
-    /// inside `together` too: the C reproducer does not run threads.
-    pub fn uses_threads(&self) -> bool {
-        all_steps(&self.steps).any(|s| s.thread.is_some() || matches!(s.op, Op::SpawnThread))
+    /// [`Case::uses_system_state`] but for another process's memory
+    /// (`remote_read`, `remote_write`), which reaches only the case's own
+    /// processes: the state the C reproducer (repro/runtime.c) cannot make.
+    pub fn uses_system_state_but_remote(&self) -> bool {
+        all_steps(&self.steps).any(|s| {
+            s.op.uses_system_state()
+                && !matches!(s.op, Op::RemoteRead { .. } | Op::RemoteWrite { .. })
+        })
     }
 
     /// Whether a process of the case works through the second mount (`processes`).

@@ -40,9 +40,11 @@ fn literal(bytes: &[u8]) -> String {
     s
 }
 
-/// Text for a C comment: no `*/` inside, one line.
+/// Text for a C comment: no `*/` inside, nor `/*` (-Wcomment), one line.
 pub fn comment(text: &str) -> String {
-    text.replace("*/", "* /").replace(['\n', '\r'], " ")
+    text.replace("*/", "* /")
+        .replace("/*", "/ *")
+        .replace(['\n', '\r'], " ")
 }
 
 /// Identifiers for the names a case gives (processes, fds, mappings,
@@ -185,6 +187,13 @@ mod tests {
         );
         assert!(f.fallbacks().contains("#define PROT_WRITE 0x2\n"));
         assert!(f.spell(FlagKind::Prot, "READ|WRTE").is_err());
+    }
+
+    #[test]
+    fn comments_neither_end_nor_open_another() {
+        // "concurrency/*-plain-*" in a case's text: `/*` inside a comment is -Wcomment.
+        assert_eq!(comment("a/*-b-*/c\nd"), "a/ *-b-* /c d");
+        assert!(!comment("*/*").contains("/*") && !comment("*/*").contains("*/"));
     }
 
     #[test]

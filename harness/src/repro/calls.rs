@@ -4,7 +4,7 @@
 //! expressions of the page size.
 
 use super::c::{self, Flags, Idents};
-use crate::case::model::{Addr, Data, IoCall, Op, Range, Size};
+use crate::case::model::{Addr, Data, IoCall, Op, Range, Remote, Size};
 use crate::case::values::parse_hex;
 use crate::names::{parse_flags, FlagKind};
 
@@ -153,6 +153,30 @@ pub fn data(d: &Data, default_len: Option<&Size>) -> Result<String, String> {
         ));
     }
     Err("give exactly one of `text`, `hex`, `fill`, `pattern`".to_string())
+}
+
+/// The runtime's name of a `via` of `remote_read`/`remote_write`.
+fn via_name(via: Remote) -> &'static str {
+    match via {
+        Remote::ProcessVm => "VIA_PROCESS_VM",
+        Remote::ProcMem => "VIA_PROC_MEM",
+        Remote::Ptrace => "VIA_PTRACE",
+    }
+}
+
+/// The body that tells where `at` in mapping `map` is in the process that
+/// runs it, as the step's value (the harness's `Call::Address`): the first
+/// half of a `remote_read`/`remote_write`, run in the target.
+pub fn address(map: &str, at: &Size, names: &mut Names) -> Result<String, String> {
+    let mut b = Body {
+        names,
+        lines: Vec::new(),
+    };
+    let a = b.at(map, at)?;
+    b.line(format!(
+        "o->has_value = 1;\n    o->value = (long long)(uintptr_t)({a});"
+    ));
+    Ok(b.lines.join("\n"))
 }
 
 /// The body of a worker step's function, or Err when the operation is not
@@ -410,6 +434,14 @@ pub fn body(op: &Op, name: Option<&str>, names: &mut Names) -> Result<String, St
                 c::size(offset)?
             ));
             b.counted("n");
+        }
+        // The target's pid and address come with the command (remote_step).
+        Op::RemoteRead { via, len, .. } => {
+            b.line(format!("remote_read(o, {}, {});", via_name(*via), c::size(len)?));
+        }
+        Op::RemoteWrite { via, data: d, .. } => {
+            b.line(format!("const struct data d = {};", data(d, None)?));
+            b.line(format!("remote_write(o, {}, &d);", via_name(*via)));
         }
         Op::Mlockall { flags } => {
             let f = b.flags(FlagKind::Mlockall, flags)?;

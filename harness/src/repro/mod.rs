@@ -2,9 +2,10 @@
 //!
 //! One C file, libc only, that does what the harness does for the case:
 //! the same processes (fresh ones forked from a clean parent before
-//! anything is mapped, `fork` steps in the process that forks), the same
-//! order (a command byte on a pipe to the process that acts next, its
-//! observation back; never a sleep), the same raw calls and the same
+//! anything is mapped, `fork` steps in the process that forks) and
+//! threads (pthreads, each with its own pipes), the same order (a command
+//! on a pipe to the process or thread that acts next, its observation
+//! back; never a sleep), the same raw calls and the same
 //! expectations, chosen for one environment when the program is made.
 //!
 //! `c` spells values in C, `calls` writes each worker step's calls,
@@ -60,39 +61,10 @@ const SIGNALS: &[&str] = &[
     "SIGSTOP", "SIGTSTP", "SIGXCPU", "SIGXFSZ", "SIGSYS",
 ];
 
-/// The runtime runs each process's steps in its one thread, so a case with
-/// threads ([`crate::case::model::Op::SpawnThread`]) is refused at its first
-/// step that spawns or names one, rather than run in a single thread, where
-/// a `together` of two threads would not be at once and a fork from a
-/// thread would copy the wrong one.
-fn refuse_threads(steps: &[crate::case::model::Step]) -> Result<(), String> {
-    use crate::case::model::Op;
-    for (i, s) in steps.iter().enumerate() {
-        let inner: Vec<(String, &crate::case::model::Step)> = match &s.op {
-            Op::Together { steps } => steps
-                .iter()
-                .enumerate()
-                .map(|(j, t)| (format!("{}.{}", i + 1, j + 1), t))
-                .collect(),
-            _ => vec![((i + 1).to_string(), s)],
-        };
-        for (index, t) in inner {
-            if t.thread.is_some() || matches!(t.op, Op::SpawnThread) {
-                return Err(format!(
-                    "step {index} ({}): cannot express threads in a C reproducer yet: its runtime performs each process's steps in the process's one thread",
-                    crate::exec::plan::summary(t)
-                ));
-            }
-        }
-    }
-    Ok(())
-}
-
 /// The C program of a case, with the expectations that apply in `env`.
 /// Err names the step that cannot be expressed and why.
 pub fn c_program(case: &LoadedCase, env: &Environment) -> Result<String, String> {
     let steps = &case.case.steps;
-    refuse_threads(steps)?;
     let procs = order::Processes::of(steps);
     let mut walk = order::Walk::new(&procs);
     for (i, s) in steps.iter().enumerate() {
@@ -202,7 +174,7 @@ fn header(case: &LoadedCase, env: &Environment) -> String {
     h.push_str(&wrapped(
         "Build and run in an empty directory on the filesystem under test (the current directory if none is given):",
     ));
-    h.push_str(" *     cc -O2 -Wall -o repro repro.c && ./repro [DIR]\n");
+    h.push_str(" *     cc -O2 -Wall -pthread -o repro repro.c && ./repro [DIR]\n");
     h.push_str(&wrapped(
         "It prints one line per step (ok, or FAIL with what differs) and exits 1 if an expectation fails.",
     ));
@@ -236,14 +208,20 @@ fn tables(
         "static const char *const PROC_NAME[] = {{ {} }};\n",
         quoted(&mut procs.names.iter())
     ));
-    let parents: Vec<String> = procs
-        .parent
-        .iter()
-        .map(|p| p.map_or("-1".to_string(), |i| walk.proc_ids[i].clone()))
-        .collect();
+    // Slots by their C ids, -1 for none.
+    let slots = |of: &[Option<usize>]| {
+        of.iter()
+            .map(|p| p.map_or("-1".to_string(), |i| walk.proc_ids[i].clone()))
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
     t.push_str(&format!(
-        "/* who forked each process; -1: a fresh one */\nstatic const int PARENT[] = {{ {} }};\n",
-        parents.join(", ")
+        "/* who forked each process (a thread: its process); -1: a fresh one */\nstatic const int PARENT[] = {{ {} }};\n",
+        slots(&procs.parent)
+    ));
+    t.push_str(&format!(
+        "/* the process of each thread; -1: a process */\nstatic const int OWNER[] = {{ {} }};\n",
+        slots(&procs.owner)
     ));
     let mut values = vec![String::new(); walk.recorded.values.len() + 1];
     for (name, i) in &walk.recorded.values {

@@ -1,22 +1,29 @@
 //! The coordinator's walk, as the body of the program's `main`: each step
-//! sent to its process in the case's order, judged before the next;
-//! `fork`, `exit`, `wait`, `kill`, `together` and `check_file` as the
-//! harness performs them. Also the process table it needs.
+//! sent to its process (or thread) in the case's order, judged before the
+//! next; `fork`, `exit`, `wait`, `kill`, `together`, `spawn_thread`,
+//! `remote_read`/`remote_write` and `check_file` as the harness performs
+//! them. Also the table of processes and threads it needs.
 
 use super::c;
 use super::calls::{self, Names};
 use super::expect::{initializer, Recorded};
 use crate::case::model::{Op, ReadFrom, Step};
+use crate::case::validate::MAIN_THREAD;
 use crate::exec::plan;
 use crate::names::signal_value;
 use crate::target::Environment;
 use std::collections::BTreeSet;
 
-/// The case's processes in order of first appearance: a name first seen
-/// in `in` is fresh; one made by `fork` has the forking process as parent.
+/// The case's processes and threads in order of first appearance, each a
+/// slot with its own pipes: a process name first seen in `in` is fresh;
+/// one made by `fork` has the forking process as parent; a thread made by
+/// `spawn_thread` has its process as owner (and, for the program's pipe
+/// bookkeeping, as parent: the process keeps its threads' pipe ends).
 pub struct Processes {
     pub names: Vec<String>,
     pub parent: Vec<Option<usize>>,
+    /// For a thread's slot, its process's slot; None for a process.
+    pub owner: Vec<Option<usize>>,
 }
 
 impl Processes {
@@ -24,6 +31,7 @@ impl Processes {
         let mut p = Processes {
             names: Vec::new(),
             parent: Vec::new(),
+            owner: Vec::new(),
         };
         p.walk(steps);
         p
@@ -38,6 +46,14 @@ impl Processes {
                 let parent = self.index(parent);
                 self.add(child, parent);
             }
+            if let (Op::SpawnThread, Some(thread), Some(process)) = (&s.op, &s.name, &s.process) {
+                let owner = self.index(process);
+                if self.thread(process, thread).is_none() {
+                    self.names.push(thread.clone());
+                    self.parent.push(owner);
+                    self.owner.push(owner);
+                }
+            }
             if let Op::Together { steps } = &s.op {
                 self.walk(steps);
             }
@@ -48,11 +64,32 @@ impl Processes {
         if self.index(name).is_none() {
             self.names.push(name.to_string());
             self.parent.push(parent);
+            self.owner.push(None);
         }
     }
 
+    /// The slot of process `name` (never a thread's).
     pub fn index(&self, name: &str) -> Option<usize> {
-        self.names.iter().position(|n| n == name)
+        (0..self.names.len()).find(|&i| self.owner[i].is_none() && self.names[i] == name)
+    }
+
+    /// The slot of thread `thread` of process `process`.
+    fn thread(&self, process: &str, thread: &str) -> Option<usize> {
+        let p = self.index(process)?;
+        (0..self.names.len()).find(|&i| self.owner[i] == Some(p) && self.names[i] == thread)
+    }
+
+    /// The slot that performs `step`: its process, or the thread it names.
+    fn performer(&self, step: &Step) -> Result<usize, String> {
+        let process = step.process.as_deref().unwrap_or_default();
+        match step.thread.as_deref() {
+            Some(t) if t != MAIN_THREAD => self
+                .thread(process, t)
+                .ok_or_else(|| format!("no thread `{t}` of process `{process}`")),
+            _ => self
+                .index(process)
+                .ok_or_else(|| format!("no process `{process}`")),
+        }
     }
 }
 
@@ -78,11 +115,11 @@ pub struct Walk {
 /// The step without its operation name: "writer: at=0 len=18 map=\"m\"".
 fn what(step: &Step) -> String {
     let summary = plan::summary(step);
-    let who = step
-        .process
-        .as_deref()
-        .map(|p| format!("{p}: "))
-        .unwrap_or_default();
+    let who = match (&step.process, &step.thread) {
+        (Some(p), Some(t)) => format!("{p}/{t}: "),
+        (Some(p), None) => format!("{p}: "),
+        _ => String::new(),
+    };
     let head = format!("{who}{}", step.op.name());
     match summary.strip_prefix(&head) {
         Some(rest) => format!("{who}{}", rest.trim_start()),
@@ -93,10 +130,14 @@ fn what(step: &Step) -> String {
 impl Walk {
     pub fn new(procs: &Processes) -> Walk {
         let mut w = Walk::default();
-        w.proc_ids = procs
-            .names
-            .iter()
-            .map(|n| w.names.ids.get("P_", n))
+        w.proc_ids = (0..procs.names.len())
+            .map(|i| match procs.owner[i] {
+                None => w.names.ids.get("P_", &procs.names[i]),
+                Some(p) => {
+                    let key = format!("{}_{}", procs.names[p], procs.names[i]);
+                    w.names.ids.get("T_", &key)
+                }
+            })
             .collect();
         w
     }
@@ -108,6 +149,11 @@ impl Walk {
             .ok_or_else(|| format!("no process `{name}`"))
     }
 
+    /// The id of the process or thread that performs `step`.
+    fn performer(&self, procs: &Processes, step: &Step) -> Result<String, String> {
+        procs.performer(step).map(|i| self.proc_ids[i].clone())
+    }
+
     fn line(&mut self, l: impl Into<String>) {
         self.main.push(l.into());
     }
@@ -115,18 +161,23 @@ impl Walk {
     /// A worker step's function; returns its id.
     fn function(&mut self, index: &str, step: &Step) -> Result<usize, String> {
         let body = calls::body(&step.op, step.name.as_deref(), &mut self.names)?;
+        Ok(self.add_function(index, "", &plan::summary(step), body))
+    }
+
+    /// A step function named `step_<index><suffix>` with `body`; its id.
+    fn add_function(&mut self, index: &str, suffix: &str, what: &str, body: String) -> usize {
         let id = self.functions.len() + 1;
-        let function = format!("step_{}", index.replace('.', "_"));
+        let function = format!("step_{}{suffix}", index.replace('.', "_"));
         let text = format!(
             "/* {index}. {} */\nstatic void {function}(struct obs *o)\n{{\n{body}\n}}\n",
-            c::comment(&plan::summary(step))
+            c::comment(what)
         );
         self.functions.push(StepFunction {
             index: index.to_string(),
             name: function,
             text,
         });
-        Ok(id)
+        id
     }
 
     fn expectation(&mut self, var: &str, step: &Step, env: &Environment) -> Result<(), String> {
@@ -159,7 +210,7 @@ impl Walk {
                 let id = self
                     .function(&at, inner)
                     .map_err(|e| format!("step {at}: {e}"))?;
-                let p = self.proc_id(procs, inner.process.as_deref().unwrap_or_default())?;
+                let p = self.performer(procs, inner)?;
                 self.expectation(&format!("e{}", j + 1), inner, env)?;
                 rows.push(format!(
                     "            {{ {p}, {id}, \"{}\", {}, &e{} }},",
@@ -180,13 +231,25 @@ impl Walk {
         self.line("        struct obs o;");
         let call = match &step.op {
             Op::Fork => {
-                let parent = self.proc_id(procs, step.process.as_deref().unwrap_or_default())?;
+                // The forking thread's slot: it becomes the child's one thread.
+                let parent = self.performer(procs, step)?;
                 let child = self.proc_id(procs, step.name.as_deref().unwrap_or_default())?;
                 format!("fork_process(&o, {parent}, {child});")
             }
             Op::Exit { code } => {
-                let p = self.proc_id(procs, step.process.as_deref().unwrap_or_default())?;
+                let p = self.performer(procs, step)?;
                 format!("exit_process(&o, {p}, {code});")
+            }
+            Op::SpawnThread => {
+                let by = self.performer(procs, step)?;
+                let thread = Step {
+                    thread: step.name.clone(),
+                    ..step.clone()
+                };
+                format!(
+                    "spawn_thread(&o, {by}, {});",
+                    self.performer(procs, &thread)?
+                )
             }
             Op::Wait { target } => format!("wait_process(&o, {});", self.proc_id(procs, target)?),
             Op::Kill { target, signal } => {
@@ -209,11 +272,23 @@ impl Walk {
                 (*from == ReadFrom::Storage) as u8
             ),
             Op::DropCaches => "drop_caches(&o);".to_string(),
-            Op::RemoteRead { .. } | Op::RemoteWrite { .. } => {
-                return Err(format!(
-                    "step {index} ({}): cannot express `{op}` in a C reproducer yet: another process's memory needs its pid and the address of its mapping",
-                    plan::summary(step)
-                ))
+            Op::RemoteRead {
+                target, map, at, ..
+            }
+            | Op::RemoteWrite {
+                target, map, at, ..
+            } => {
+                // As the harness's coordinator/remote.rs: the target says
+                // where its mapping is now, then the actor reaches it.
+                let by = self.performer(procs, step)?;
+                let target = self.proc_id(procs, target)?;
+                let body = calls::address(map, at, &mut self.names)?;
+                let place = format!("where `{map}` is, for {}", plan::summary(step));
+                let address = self.add_function(index, "_address", &place, body);
+                let id = self
+                    .function(index, step)
+                    .map_err(|e| format!("step {index}: {e}"))?;
+                format!("remote_step(&o, {by}, {target}, {address}, {id});")
             }
             Op::Crash | Op::Remount { .. } | Op::FillFs { .. } => {
                 return Err(format!(
@@ -222,7 +297,7 @@ impl Walk {
                 ))
             }
             _ => {
-                let p = self.proc_id(procs, step.process.as_deref().unwrap_or_default())?;
+                let p = self.performer(procs, step)?;
                 let id = self
                     .function(index, step)
                     .map_err(|e| format!("step {index}: {e}"))?;

@@ -5,8 +5,8 @@
  * process that performs it as a command on that process's pipe and waits
  * for the observation on its reply pipe. That reply is what orders the
  * processes: nothing here sleeps. Every process keeps only the pipe ends
- * of itself and of the children it will fork, so a reply pipe reads EOF
- * exactly when its process is gone.
+ * of itself, of its threads and of the children it will fork, so a reply
+ * pipe reads EOF exactly when its process is gone.
  */
 #include <errno.h>
 #include <fcntl.h>
@@ -435,14 +435,17 @@ RUNTIME void smaps_field(struct obs *o, char *addr, const char *label)
 
 static void run_step(int id, struct obs *o); /* the case's steps, generated below */
 
-enum { C_STEP, C_FORK, C_EXIT, C_WAIT };
+enum { C_STEP, C_FORK, C_EXIT, C_WAIT, C_THREAD, C_REMOTE };
 
 struct command {
     int op, arg;
     long long pid;
+    unsigned long long addr;      /* C_REMOTE: the address in process pid */
 };
 
-static int self = -1;             /* the process this is; -1: the coordinator */
+/* The process or thread this is (-1: the coordinator), per thread: each
+ * thread of a process serves its own pipes. */
+static __thread int self = -1;
 static int cmd_fd[NPROC][2];      /* coordinator -> process */
 static int reply_fd[NPROC][2];    /* process -> coordinator */
 static pid_t pid_of[NPROC];
@@ -534,6 +537,7 @@ RUNTIME void reply(struct obs *o)
 }
 
 RUNTIME void worker_fork(int child, struct obs *o);
+RUNTIME void thread_or_remote(const struct command *c, struct obs *o);
 
 /* A process's life: one command at a time, one reply each. */
 RUNTIME void worker(void)
@@ -552,6 +556,8 @@ RUNTIME void worker(void)
             worker_fork(c.arg, &o);
             if (self == c.arg)
                 continue; /* the child: its parent replies */
+        } else if (c.op == C_THREAD || c.op == C_REMOTE) {
+            thread_or_remote(&c, &o);
         } else if (c.op == C_WAIT) {
             int st;
             pid_t r;
@@ -585,6 +591,213 @@ RUNTIME void worker_fork(int child, struct obs *o)
             close_end(&reply_fd[q][1]);
         }
 }
+
+/* ==== threads and another process's memory, in a worker (issue 18) ====
+ *
+ * A thread of a case's process is a pthread serving its own pair of pipes
+ * with the same loop as the process's first thread (worker), so steps
+ * reach it in the case's order like any process's, and a `together` of
+ * two threads of one process runs them at once. The case's names (fds,
+ * mappings) are the program's globals, which threads share as they share
+ * the process's fd table and address space; the fault state of the
+ * guarded accesses is per thread (fault.c). A fork in a thread leaves the
+ * child only that thread, which goes on serving the child's pipes
+ * (worker_fork); `exit` in any thread is _exit(2), which ends the process.
+ */
+#include <pthread.h>
+#include <sys/ptrace.h>
+
+/* "process `p`" or "thread `t1` of process `p`", for messages. */
+static const char *who(int p)
+{
+    static char s[200];
+    if (OWNER[p] < 0)
+        snprintf(s, sizeof s, "process `%s`", PROC_NAME[p]);
+    else
+        snprintf(s, sizeof s, "thread `%s` of process `%s`", PROC_NAME[p], PROC_NAME[OWNER[p]]);
+    return s;
+}
+
+/* The coordinator's: which threads a spawn_thread started. A step sent to
+ * one that did not start (pthread_create failed) is an error at once, as
+ * in the harness, rather than a wait for the time limit. */
+static int spawned[NPROC];
+
+RUNTIME int thread_missing(struct obs *o, int p)
+{
+    if (OWNER[p] < 0 || spawned[p])
+        return 0;
+    error(o, "no %s (was its spawn_thread performed?)", who(p));
+    return 1;
+}
+
+static void *thread_main(void *slot)
+{
+    self = (int)(intptr_t)slot;
+    worker();
+    return NULL;
+}
+
+/* remote_read / remote_write: the target's pid and the address of its
+ * mapping, which come with the command (the coordinator asked the target
+ * for the address just before). */
+static __thread long long remote_pid;
+static __thread unsigned long long remote_addr;
+
+RUNTIME void thread_or_remote(const struct command *c, struct obs *o)
+{
+    if (c->op == C_THREAD) {
+        pthread_t t;
+        int err = pthread_create(&t, NULL, thread_main, (void *)(intptr_t)c->arg);
+        if (err != 0) {
+            o->kind = OUT_ERRNO;
+            o->err = err;
+        } else
+            pthread_detach(t);
+        return;
+    }
+    remote_pid = c->pid;
+    remote_addr = c->addr;
+    run_step(c->arg, o);
+}
+
+enum { VIA_PROCESS_VM, VIA_PROC_MEM, VIA_PTRACE };
+
+/* process_vm_readv or process_vm_writev (one signature) of len bytes at
+ * the target's address: the count, or -1 with the errno observed. */
+typedef ssize_t (*vm_call)(pid_t, const struct iovec *, unsigned long, const struct iovec *,
+                           unsigned long, unsigned long);
+
+RUNTIME long long via_process_vm(struct obs *o, vm_call call, void *buf, long long len)
+{
+    struct iovec local = { buf, (size_t)len };
+    struct iovec there = { (void *)(uintptr_t)remote_addr, (size_t)len };
+    long long n = call((pid_t)remote_pid, &local, 1, &there, 1, 0);
+    if (n < 0)
+        failed(o);
+    return n;
+}
+
+/* pread or pwrite of the target's /proc/PID/mem at its address: the
+ * count, or -1 with the errno of open or of the call observed. */
+RUNTIME long long via_proc_mem(struct obs *o, void *buf, long long len, int writing)
+{
+    char path[64];
+    long long n;
+    int fd;
+    snprintf(path, sizeof path, "/proc/%lld/mem", remote_pid);
+    fd = open(path, (writing ? O_RDWR : O_RDONLY) | O_CLOEXEC);
+    if (!check(o, fd))
+        return -1;
+    n = writing ? pwrite(fd, buf, (size_t)len, (off_t)remote_addr)
+              : pread(fd, buf, (size_t)len, (off_t)remote_addr);
+    if (n < 0)
+        failed(o);
+    close(fd);
+    return n;
+}
+
+/* The target seized and stopped (PTRACE_SEIZE then PTRACE_INTERRUPT: no
+ * SIGSTOP is queued to it, and after PTRACE_DETACH its blocking read of
+ * its pipe goes on as if nothing was). 0, or -1 with the errno observed. */
+RUNTIME int seize(struct obs *o)
+{
+    pid_t pid = (pid_t)remote_pid;
+    int st;
+    if (!check(o, ptrace(PTRACE_SEIZE, pid, NULL, NULL)))
+        return -1;
+    if (!check(o, ptrace(PTRACE_INTERRUPT, pid, NULL, NULL))) {
+        ptrace(PTRACE_DETACH, pid, NULL, NULL);
+        return -1;
+    }
+    while (waitpid(pid, &st, __WALL) < 0 && errno == EINTR)
+        ;
+    return 0;
+}
+
+/* PTRACE_PEEKDATA: errno tells a failure from a word of -1. */
+RUNTIME int peek(struct obs *o, unsigned long long at, long *word)
+{
+    errno = 0;
+    *word = ptrace(PTRACE_PEEKDATA, (pid_t)remote_pid, (void *)(uintptr_t)at, NULL);
+    if (*word == -1 && errno != 0) {
+        failed(o);
+        return 0;
+    }
+    return 1;
+}
+
+RUNTIME void remote_read(struct obs *o, int via, long long len)
+{
+    unsigned char *buf = malloc(len > 0 ? (size_t)len : 1);
+    long long n = -1;
+    if (!buf) {
+        error(o, "out of memory");
+        return;
+    }
+    if (via == VIA_PROCESS_VM)
+        n = via_process_vm(o, process_vm_readv, buf, len);
+    else if (via == VIA_PROC_MEM)
+        n = via_proc_mem(o, buf, len, 0);
+    else if (seize(o) == 0) {
+        n = len;
+        for (long long i = 0; i < len; i += 8) {
+            long word;
+            if (!peek(o, remote_addr + (unsigned long long)i, &word)) {
+                n = -1;
+                break;
+            }
+            memcpy(buf + i, &word, (size_t)(len - i < 8 ? len - i : 8));
+        }
+        ptrace(PTRACE_DETACH, (pid_t)remote_pid, NULL, NULL);
+    }
+    if (n < 0)
+        free(buf);
+    else
+        set_bytes(o, buf, n);
+}
+
+/* Observes the count written, as pwrite does. */
+RUNTIME void remote_write(struct obs *o, int via, const struct data *d)
+{
+    unsigned char *src = data_bytes(d);
+    long long n = -1;
+    if (!src) {
+        error(o, "out of memory");
+        return;
+    }
+    if (via == VIA_PROCESS_VM)
+        n = via_process_vm(o, process_vm_writev, src, d->len);
+    else if (via == VIA_PROC_MEM)
+        n = via_proc_mem(o, src, d->len, 1);
+    else if (seize(o) == 0) {
+        n = d->len;
+        for (long long i = 0; i < d->len; i += 8) {
+            unsigned long long at = remote_addr + (unsigned long long)i;
+            long long k = d->len - i < 8 ? d->len - i : 8;
+            long word = 0;
+            /* A partial last word keeps the target's bytes past the data. */
+            if (k < 8 && !peek(o, at, &word)) {
+                n = -1;
+                break;
+            }
+            memcpy(&word, src + i, (size_t)k);
+            if (!check(o, ptrace(PTRACE_POKEDATA, (pid_t)remote_pid, (void *)(uintptr_t)at,
+                                 (void *)word))) {
+                n = -1;
+                break;
+            }
+        }
+        ptrace(PTRACE_DETACH, (pid_t)remote_pid, NULL, NULL);
+    }
+    if (n >= 0) {
+        o->has_value = 1;
+        o->value = n;
+    }
+    free(src);
+}
+
+/* ==== end of threads and another process's memory, in a worker ==== */
 
 /* A fresh process: forked from the coordinator before anything is mapped,
  * dying with it (PR_SET_PDEATHSIG). Forked children get no such signal:
@@ -675,6 +888,8 @@ RUNTIME void receive(int p, struct obs *o)
 {
     int r;
     memset(o, 0, sizeof *o);
+    if (thread_missing(o, p))
+        return;
     r = read_all(reply_fd[p][0], o, sizeof *o, 1);
     o->bytes = NULL;
     if (r == 0 && o->has_bytes) {
@@ -685,11 +900,17 @@ RUNTIME void receive(int p, struct obs *o)
     }
     if (r == -2) {
         memset(o, 0, sizeof *o);
-        error(o, "timed out after %d ms waiting for process `%s`", TIMEOUT_MS, PROC_NAME[p]);
+        error(o, "timed out after %d ms waiting for %s", TIMEOUT_MS, who(p));
     } else if (r != 0) {
         memset(o, 0, sizeof *o);
         gone[p] = 1;
-        error(o, "process `%s` died during the step", PROC_NAME[p]);
+        if (OWNER[p] >= 0) {
+            /* A thread's pipe closes only when its whole process ends. */
+            gone[OWNER[p]] = 1;
+            error(o, "process `%s` died during the step; the step was in its thread `%s`",
+                  PROC_NAME[OWNER[p]], PROC_NAME[p]);
+        } else
+            error(o, "process `%s` died during the step", PROC_NAME[p]);
     }
 }
 
@@ -700,16 +921,49 @@ RUNTIME void in_process(struct obs *o, int p, int step)
     receive(p, o);
 }
 
+/* ==== threads and another process's memory, in the coordinator (issue 18) ==== */
+
+/* spawn_thread: process (or thread) `by` starts thread t, which serves
+ * t's pipes; `by` answers once pthread_create returned. */
+RUNTIME void spawn_thread(struct obs *o, int by, int t)
+{
+    send_command(by, C_THREAD, t, 0);
+    receive(by, o);
+    if (o->kind == OUT_OK)
+        spawned[t] = 1;
+}
+
+/* remote_read / remote_write, in two commands as the harness does: the
+ * target tells where its mapping is now (step `address`), then `by`
+ * performs `step` on that address in the target's pid. */
+RUNTIME void remote_step(struct obs *o, int by, int target, int address, int step)
+{
+    struct command c = { C_REMOTE, step, 0, 0 };
+    in_process(o, target, address);
+    if (o->kind != OUT_OK)
+        return;
+    c.pid = pid_of[target];
+    c.addr = (unsigned long long)o->value;
+    if (write_all(cmd_fd[by][1], &c, sizeof c) != 0 && errno != EPIPE)
+        die("write to a process");
+    receive(by, o);
+}
+
+/* ==== end of threads and another process's memory, in the coordinator ==== */
+
 /* Waits until process p has ended: its reply pipe reads end of file. */
 RUNTIME int wait_gone(struct obs *o, int p)
 {
     char c;
-    int r = read_all(reply_fd[p][0], &c, 1, 1);
+    int r;
+    if (thread_missing(o, p))
+        return 0;
+    r = read_all(reply_fd[p][0], &c, 1, 1);
     gone[p] = 1;
     if (r == -2)
-        error(o, "timed out waiting for process `%s` to end", PROC_NAME[p]);
+        error(o, "timed out waiting for %s to end", who(p));
     else if (r == 0)
-        error(o, "process `%s` answered when it should have ended", PROC_NAME[p]);
+        error(o, "%s answered when it should have ended", who(p));
     return r == -1;
 }
 
