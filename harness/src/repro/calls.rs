@@ -430,7 +430,7 @@ pub fn body(op: &Op, name: Option<&str>, names: &mut Names) -> Result<String, St
         op if super::system::expresses(op) => super::system::body(op, name, &mut b)?,
         op if op.uses_system_state() => {
             return Err(format!(
-                "cannot express `{}` in a C reproducer yet: the runtime has no shared memory objects, special files, limits or credentials",
+                "cannot express `{}` in a C reproducer yet: another process's memory needs its pid and the address of its mapping",
                 op.name()
             ))
         }

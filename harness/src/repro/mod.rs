@@ -7,10 +7,12 @@
 //! observation back; never a sleep), the same raw calls and the same
 //! expectations, chosen for one environment when the program is made.
 //!
-//! `c` spells values in C, `calls` writes each worker step's calls,
-//! `expect` each step's expectation, `order` the coordinator's walk; the
-//! C runtime (pipes, processes, judging) is `runtime.c`, and the guarded
-//! memory accesses are the harness's own `exec/fault.c`.
+//! `c` spells values in C, `calls` writes each worker step's calls
+//! (`system` those on pins, special objects, shared memory, limits and
+//! credentials), `expect` each step's expectation, `order` the
+//! coordinator's walk; the C runtime (pipes, processes, judging) is
+//! `runtime.c`, and the guarded memory accesses are the harness's own
+//! `exec/fault.c`.
 
 mod c;
 mod calls;
