@@ -5,7 +5,7 @@
 
 mod common;
 
-use common::{exe, held_by};
+use common::{exe, held_by, segment_exists};
 use std::path::Path;
 use std::process::Stdio;
 use std::time::{Duration, Instant};
@@ -44,14 +44,6 @@ fn registered_segments(pid: u32) -> Vec<i32> {
             name.strip_prefix(&prefix)?.rsplit('-').next()?.parse().ok()
         })
         .collect()
-}
-
-fn segment_exists(id: i32) -> bool {
-    std::fs::read_to_string("/proc/sysvipc/shm")
-        .unwrap_or_default()
-        .lines()
-        .skip(1)
-        .any(|l| l.split_whitespace().nth(1) == Some(&id.to_string()))
 }
 
 #[test]

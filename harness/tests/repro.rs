@@ -131,13 +131,12 @@ fn every_expressible_corpus_case_judges_as_the_harness_does() {
     for (i, case) in cases.iter().enumerate() {
         match c_program(case, &env) {
             Err(e) => {
-                // Only steps that need the harness's own filesystem, or
-                // system state the C runtime does not have yet (shared
-                // memory objects, limits, credentials), may be beyond a
-                // program; anything else (threads, another process's
-                // memory included) is a gap in `repro`.
+                // Only steps that need the harness's own filesystem (crash,
+                // remount, fill_fs) may be beyond a program; anything else
+                // (threads, another process's memory, pins and system state
+                // included) is a gap in `repro`.
                 assert!(
-                    case.case.needs_owned_fs() || case.case.uses_system_state_but_remote(),
+                    case.case.needs_owned_fs(),
                     "{}: cannot be a C program: {e}",
                     case.id
                 );
@@ -189,7 +188,7 @@ fn every_expressible_corpus_case_judges_as_the_harness_does() {
         }
     }
     eprintln!(
-        "{} cases: {} expressible as C programs ({} of them run here, {} skipped for unmet requirements), {} not (crash, remount, fill_fs, system state but another process's memory); {:.1} s",
+        "{} cases: {} expressible as C programs ({} of them run here, {} skipped for unmet requirements), {} not (crash, remount, fill_fs); {:.1} s",
         cases.len(),
         cases.len() - inexpressible,
         programs.len(),
@@ -231,13 +230,22 @@ fn the_program_of_a_mutated_case_fails_and_names_the_step() {
         "remote/process-vm-writev-read-only-efault",
         "remote/proc-mem-write-read-only-private-cow",
         "remote/ptrace-poke-read-only-private-cow",
+        // Pins, POSIX and System V shared memory, limits (SIGXFSZ as the
+        // observation), credentials.
+        "pins/io-uring-fixed-buffer-fork-child-store-not-seen",
+        "pins/vmsplice-before-fork-child-store-not-seen",
+        "objects/shm-open-trunc-sigbus-in-other-process",
+        "objects/sysv-shm-rmid-in-parent-child-keeps-it",
+        "limits/rlimit-fsize-write-sigxfsz",
+        "limits/map-locked-unprivileged-over-limit-eagain",
     ];
     let mut all = Vec::new();
     for id in ids {
         let case = load(id);
-        // The remote cases need root (ptrace of a process not one's child).
+        // The remote cases need root (ptrace of a process not one's child);
+        // a kernel without io_uring skips the io_uring case.
         if let Some(why) = probe::unmet(&case.case, &env) {
-            eprintln!("{id}: skipped: {why}");
+            eprintln!("{id}: not mutated here: {why}");
             continue;
         }
         let (ms, _) = mutants(&case.case, &env);
@@ -281,6 +289,86 @@ fn the_program_of_a_mutated_case_fails_and_names_the_step() {
         all.len(),
         ids.len()
     );
+}
+
+/// The System V segments whose creator descends from `program`.
+fn segments_of(program: i32) -> Vec<i32> {
+    let descends = |mut pid: i32| {
+        while pid > 1 {
+            if pid == program {
+                return true;
+            }
+            pid = ppid_and_state(pid).map_or(0, |(ppid, _)| ppid);
+        }
+        false
+    };
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            let (id, cpid) = (f.get(1)?.parse().ok()?, f.get(4)?.parse().ok()?);
+            descends(cpid).then_some(id)
+        })
+        .collect()
+}
+
+/// A program killed with SIGKILL in the middle of a case leaves no POSIX
+/// shm object and no System V segment (one made by a forked child too):
+/// its guardian removes them once the case's processes, which die with
+/// the program, are gone.
+#[test]
+fn a_killed_program_leaves_no_shared_memory() {
+    use std::io::{BufRead, BufReader};
+    let root = scratch_root();
+    let env = Environment::of_run(root.path(), None);
+    let file = root.path().join("hang.json");
+    std::fs::write(
+        &file,
+        r#"{ "title": "leaves shared memory", "refs": ["harness/tests/repro.rs"], "timeout": 60, "steps": [
+  { "in": "p", "do": "shm_open", "name": "left", "flags": "O_RDWR|O_CREAT", "as": "fd" },
+  { "in": "p", "do": "shmget", "size": "1p", "as": "seg" },
+  { "in": "p", "do": "shmat", "seg": "seg", "as": "m" },
+  { "in": "p", "do": "fork", "as": "c" },
+  { "in": "c", "do": "shmget", "size": "1p", "as": "seg2" },
+  { "in": "q", "do": "mmap", "len": "1p", "prot": "READ", "flags": "PRIVATE|ANONYMOUS", "as": "m" },
+  { "do": "wait", "proc": "q", "expect": { "exit": 0 } } ] }"#,
+    )
+    .unwrap();
+    let case = mmapconf::case::load_file(&file, mmapconf::target::page_size()).unwrap();
+    let bin = compile(root.path(), "hang", &c_program(&case, &env).unwrap()).unwrap();
+    let work = root.path().join("hang.d");
+    std::fs::create_dir(&work).unwrap();
+    let mut child = Command::new(&bin)
+        .arg(&work)
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let program = child.id() as i32;
+    let mut lines = BufReader::new(child.stdout.take().unwrap()).lines();
+    // After step 6 the case waits for `q`, which never exits.
+    let reached = lines
+        .by_ref()
+        .map_while(Result::ok)
+        .any(|l| l.starts_with("ok 6 "));
+    let object = Path::new("/dev/shm").join(format!("repro-shm-{program}-left"));
+    let made = object.exists();
+    let segments = segments_of(program);
+    // SAFETY: kill(2) of our own child.
+    unsafe { libc::kill(program, libc::SIGKILL) };
+    // Every process of the program, the guardian too, holds its standard
+    // output: end of file is all of them gone.
+    lines.for_each(drop);
+    child.wait().unwrap();
+    assert!(reached, "the program did not reach step 6");
+    assert!(made, "{} was not made", object.display());
+    assert_eq!(segments.len(), 2, "segments made: {segments:?}");
+    assert!(!object.exists(), "{} left behind", object.display());
+    for id in segments {
+        assert!(!segment_exists(id), "segment {id} left behind");
+    }
+    assert_eq!(left_running(root.path()), Vec::<String>::new());
 }
 
 /// The operation of step "3" or "3.2".

@@ -1307,16 +1307,6 @@ impl Case {
         all_steps(&self.steps).any(|s| s.op.uses_system_state())
     }
 
-    /// [`Case::uses_system_state`] but for another process's memory
-    /// (`remote_read`, `remote_write`), which reaches only the case's own
-    /// processes: the state the C reproducer (repro/runtime.c) cannot make.
-    pub fn uses_system_state_but_remote(&self) -> bool {
-        all_steps(&self.steps).any(|s| {
-            s.op.uses_system_state()
-                && !matches!(s.op, Op::RemoteRead { .. } | Op::RemoteWrite { .. })
-        })
-    }
-
     /// Whether a process of the case works through the second mount (`processes`).
     pub fn uses_second_mount(&self) -> bool {
         self.processes.values().any(|p| p.mount == Mount::Second)

@@ -16,10 +16,16 @@ pub struct Names {
     pub fds: Vec<String>,
     pub maps: Vec<String>,
     pub flags: Flags,
+    /// System V segments (`seg_*`), io_uring rings (`ring_*`) and the
+    /// shm_open names the case uses (removed at the program's end): see
+    /// `system`.
+    pub segs: Vec<String>,
+    pub rings: Vec<String>,
+    pub shm_labels: Vec<String>,
 }
 
 impl Names {
-    fn fd(&mut self, name: &str) -> String {
+    pub(super) fn fd(&mut self, name: &str) -> String {
         let id = self.ids.get("fd_", name);
         if !self.fds.contains(&id) {
             self.fds.push(id.clone());
@@ -27,7 +33,7 @@ impl Names {
         id
     }
 
-    fn map(&mut self, name: &str) -> String {
+    pub(super) fn map(&mut self, name: &str) -> String {
         let id = self.ids.get("map_", name);
         if !self.maps.contains(&id) {
             self.maps.push(id.clone());
@@ -38,17 +44,17 @@ impl Names {
 
 /// A body being written: guards first (a name whose creating call failed
 /// is a harness error, as in `exec::ops`), then the call.
-struct Body<'a> {
-    names: &'a mut Names,
+pub(super) struct Body<'a> {
+    pub(super) names: &'a mut Names,
     lines: Vec<String>,
 }
 
 impl Body<'_> {
-    fn line(&mut self, l: impl Into<String>) {
+    pub(super) fn line(&mut self, l: impl Into<String>) {
         self.lines.push(format!("    {}", l.into()));
     }
 
-    fn fd(&mut self, name: &str) -> String {
+    pub(super) fn fd(&mut self, name: &str) -> String {
         let id = self.names.fd(name);
         self.line(format!(
             "if (!need_fd(o, {id}, {}))\n        return;",
@@ -57,7 +63,7 @@ impl Body<'_> {
         id
     }
 
-    fn map(&mut self, name: &str) -> String {
+    pub(super) fn map(&mut self, name: &str) -> String {
         let id = self.names.map(name);
         self.line(format!(
             "if (!need_map(o, &{id}, {}))\n        return;",
@@ -67,7 +73,7 @@ impl Body<'_> {
     }
 
     /// `map.addr + at`, or `map.addr` when at is 0.
-    fn at(&mut self, map: &str, at: &Size) -> Result<String, String> {
+    pub(super) fn at(&mut self, map: &str, at: &Size) -> Result<String, String> {
         let id = self.map(map);
         Ok(match c::size(at)?.as_str() {
             "0" => format!("{id}.addr"),
@@ -88,7 +94,7 @@ impl Body<'_> {
     }
 
     /// Address and length of a range; the length defaults to the rest of the mapping.
-    fn range(&mut self, r: &Range) -> Result<(String, String), String> {
+    pub(super) fn range(&mut self, r: &Range) -> Result<(String, String), String> {
         let addr = self.at(&r.map, &r.at)?;
         let id = self.names.map(&r.map);
         let len = match &r.len {
@@ -99,18 +105,18 @@ impl Body<'_> {
     }
 
     /// The call's result `var` as the step's number, or its errno.
-    fn counted(&mut self, var: &str) {
+    pub(super) fn counted(&mut self, var: &str) {
         self.line(format!(
             "if (check(o, (long){var})) {{\n        o->has_value = 1;\n        o->value = {var};\n    }}"
         ));
     }
 
-    fn flags(&mut self, kind: FlagKind, text: &str) -> Result<String, String> {
+    pub(super) fn flags(&mut self, kind: FlagKind, text: &str) -> Result<String, String> {
         self.names.flags.spell(kind, text)
     }
 
     /// A new fd under `name`; as in the harness, one it replaces is closed.
-    fn keep_fd(&mut self, name: &str) {
+    pub(super) fn keep_fd(&mut self, name: &str) {
         let id = self.names.fd(name);
         self.line(format!(
             "if (check(o, fd)) {{\n        if ({id} >= 0)\n            close({id});\n        {id} = fd;\n    }}"
@@ -452,20 +458,11 @@ pub fn body(op: &Op, name: Option<&str>, names: &mut Names) -> Result<String, St
             let a = b.at(map, at)?;
             b.line(format!("smaps_field(o, {a}, {});", c::text(field.label())));
 }
-        Op::Vmsplice { .. }
-        | Op::Read { .. }
-        | Op::IoUringRegister { .. }
-        | Op::IoUringFixed { .. }
-        | Op::IoUringUnregister { .. } => {
-            return Err(format!(
-                "cannot express `{}` in a C reproducer yet: the runtime has no pipes to \
-                 splice into and no io_uring rings (liburing is not a dependency of the program)",
-                op.name()
-            ))
-        }
+        // Pins, special objects, shared memory, limits, credentials.
+        op if super::system::expresses(op) => super::system::body(op, name, &mut b)?,
         op if op.uses_system_state() => {
             return Err(format!(
-                "cannot express `{}` in a C reproducer yet: the runtime has no shared memory objects, special files, limits or credentials",
+                "cannot express `{}` in a C reproducer yet: another process's memory needs its pid and the address of its mapping",
                 op.name()
             ))
         }

@@ -2,7 +2,7 @@
 //! (`case::expect::applied`), written as a C `struct expect` initializer.
 
 use super::c;
-use crate::case::expect::applied;
+use crate::case::expect::{applied, Applied};
 use crate::case::model::{Expect, Op, Since, Size, Step};
 use crate::case::values::parse_hex;
 use crate::names::{errno_value, si_code_known, signal_value};
@@ -24,13 +24,14 @@ impl Recorded {
     }
 }
 
-/// The initializer, with a comment naming the variant that applied.
+/// The initializer, with what applied: the variant's `why` (for a
+/// comment) and its `skip_rest`.
 pub fn initializer(
     step: &Step,
     env: &Environment,
     rec: &mut Recorded,
     errnos: &mut BTreeSet<String>,
-) -> Result<(String, Option<String>), String> {
+) -> Result<(String, Applied), String> {
     let applied = applied(step, env);
     let mut fields = Vec::new();
     match &applied.expect {
@@ -59,7 +60,7 @@ pub fn initializer(
     } else {
         format!("{{ {} }}", fields.join(", "))
     };
-    Ok((init, applied.variant))
+    Ok((init, applied))
 }
 
 fn expect_fields(

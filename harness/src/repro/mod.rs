@@ -8,15 +8,18 @@
 //! back; never a sleep), the same raw calls and the same
 //! expectations, chosen for one environment when the program is made.
 //!
-//! `c` spells values in C, `calls` writes each worker step's calls,
-//! `expect` each step's expectation, `order` the coordinator's walk; the
-//! C runtime (pipes, processes, judging) is `runtime.c`, and the guarded
-//! memory accesses are the harness's own `exec/fault.c`.
+//! `c` spells values in C, `calls` writes each worker step's calls
+//! (`system` those on pins, special objects, shared memory, limits and
+//! credentials), `expect` each step's expectation, `order` the
+//! coordinator's walk; the C runtime (pipes, processes, judging) is
+//! `runtime.c`, and the guarded memory accesses are the harness's own
+//! `exec/fault.c`.
 
 mod c;
 mod calls;
 mod expect;
 mod order;
+mod system;
 
 use crate::case::model::{Case, Op, Zeros};
 use crate::case::LoadedCase;
@@ -96,6 +99,12 @@ pub fn c_program(case: &LoadedCase, env: &Environment) -> Result<String, String>
     for id in &walk.names.maps {
         out.push_str(&format!("static struct map {id};\n"));
     }
+    for id in &walk.names.segs {
+        out.push_str(&format!("static int {id} = -1;\n"));
+    }
+    for id in &walk.names.rings {
+        out.push_str(&format!("static struct ring {id};\n"));
+    }
     out.push('\n');
     for f in &walk.functions {
         out.push_str(&f.text);
@@ -105,11 +114,24 @@ pub fn c_program(case: &LoadedCase, env: &Environment) -> Result<String, String>
     for f in &walk.functions {
         out.push_str(&format!("    {},\n", f.name));
     }
+    // step_begin/step_end: a SIGXFSZ the step raised is what it observed,
+    // as in the harness's worker.
     out.push_str(
-        "};\n\nstatic void run_step(int id, struct obs *o)\n{\n    STEP_FUNCTIONS[id](o);\n}\n\n",
+        "};\n\nstatic void run_step(int id, struct obs *o)\n{\n    step_begin();\n    STEP_FUNCTIONS[id](o);\n    step_end(o);\n}\n\n",
     );
     out.push_str(&files);
-    out.push_str("int main(int argc, char **argv)\n{\n    start(argc, argv);\n    make_files();\n    start_processes();\n\n");
+    out.push_str("int main(int argc, char **argv)\n{\n    start(argc, argv);\n    make_files();\n");
+    // Shared memory outlives the processes: a guardian removes the case's
+    // once every process of the case is gone, however the program ends.
+    let shm = !walk.names.segs.is_empty() || !walk.names.shm_labels.is_empty();
+    if shm {
+        out.push_str("    start_guardian();\n");
+    }
+    out.push_str("    start_processes();\n");
+    if shm {
+        out.push_str("    guardian_detach();\n");
+    }
+    out.push('\n');
     out.push_str(&walk.main.join("\n"));
     out.push_str("\nout:\n    return finish();\n}\n");
     Ok(out)
@@ -270,6 +292,14 @@ fn tables(
         t.push_str(&format!("    {{ {sig}, {name}, \"{name}\" }},\n"));
     }
     t.push_str("};\n");
+    t.push_str(&format!(
+        "/* the case's shm_open names, which the guardian removes at the end */\nstatic const char *const SHM_LABELS[] = {{ {}NULL }};\n",
+        walk.names
+            .shm_labels
+            .iter()
+            .map(|l| format!("{}, ", c::text(l)))
+            .collect::<String>()
+    ));
     t
 }
 

@@ -180,13 +180,32 @@ impl Walk {
         id
     }
 
-    fn expectation(&mut self, var: &str, step: &Step, env: &Environment) -> Result<(), String> {
-        let (init, variant) = initializer(step, env, &mut self.recorded, &mut self.errnos)?;
-        if let Some(why) = variant {
+    /// The step's expectation as `var`; returns the variant's `skip_rest`.
+    fn expectation(
+        &mut self,
+        var: &str,
+        step: &Step,
+        env: &Environment,
+    ) -> Result<Option<String>, String> {
+        let (init, applied) = initializer(step, env, &mut self.recorded, &mut self.errnos)?;
+        if let Some(why) = applied.variant {
             self.line(format!("        /* variant: {} */", c::comment(&why)));
         }
         self.line(format!("        const struct expect {var} = {init};"));
-        Ok(())
+        Ok(applied.skip_rest)
+    }
+
+    /// As the harness does after a step that met a variant with
+    /// `skip_rest`: the rest of the case is skipped, with the reason.
+    fn skip_rest(&mut self, index: &str, step: &Step, why: Option<String>) {
+        if let Some(why) = why {
+            let line = format!(
+                "# the rest is skipped: step {index} ({}): {why}\n",
+                plan::summary(step)
+            );
+            self.line(format!("        printf(\"%s\", {});", c::text(&line)));
+            self.line("        goto out;");
+        }
     }
 
     /// One top-level step of the case, as a block of `main`.
@@ -205,13 +224,16 @@ impl Walk {
         self.line("    {");
         if let Op::Together { steps } = &step.op {
             let mut rows = Vec::new();
+            let mut skip = None;
             for (j, inner) in steps.iter().enumerate() {
                 let at = format!("{index}.{}", j + 1);
                 let id = self
                     .function(&at, inner)
                     .map_err(|e| format!("step {at}: {e}"))?;
                 let p = self.performer(procs, inner)?;
-                self.expectation(&format!("e{}", j + 1), inner, env)?;
+                if let Some(why) = self.expectation(&format!("e{}", j + 1), inner, env)? {
+                    skip.get_or_insert((at.clone(), inner, why));
+                }
                 rows.push(format!(
                     "            {{ {p}, {id}, \"{}\", {}, &e{} }},",
                     inner.op.name(),
@@ -224,10 +246,13 @@ impl Walk {
             self.line("        };");
             self.line(format!("        if (!together(steps, {}))", steps.len()));
             self.line("            goto out;");
+            if let Some((at, inner, why)) = skip {
+                self.skip_rest(&at, inner, Some(why));
+            }
             self.line("    }");
             return Ok(());
         }
-        self.expectation("e", step, env)?;
+        let skip = self.expectation("e", step, env)?;
         self.line("        struct obs o;");
         let call = match &step.op {
             Op::Fork => {
@@ -310,6 +335,7 @@ impl Walk {
             c::text(&what(step))
         ));
         self.line("            goto out;");
+        self.skip_rest(index, step, skip);
         self.line("    }");
         Ok(())
     }

@@ -1383,3 +1383,347 @@ RUNTIME void make_file(const char *name, const struct data *content, long long s
         die(name);
     close(fd);
 }
+
+/* ==== pins and system state (issue 18): begin ====
+ *
+ * What exec/ops_pins.rs and exec/ops_objects.rs do, for the steps of
+ * repro/system.rs: pinned pages (a read of a pipe; io_uring fixed buffers
+ * over the raw syscalls and the rings mmap'd as io_uring_setup(2)
+ * describes, so the program needs no liburing), shared memory, limits,
+ * SIGXFSZ as an observation, credentials.
+ *
+ * Shared memory outlives processes, so a case's objects have names of
+ * this run ("/repro-shm-<coordinator pid>-<name>"; segments are
+ * IPC_PRIVATE) and a guardian process removes them: every process of the
+ * case holds the write end of its "life" pipe and nothing else does, so
+ * the guardian reads end of file once they are all gone, whether the
+ * program finished, was interrupted, or was killed (its processes die
+ * with it: PR_SET_PDEATHSIG, or end of file on their command pipes). It
+ * then removes the segments the workers registered on its "registry" pipe
+ * (each while its creator pid still matches, so a recycled id of someone
+ * else's is left alone) and unlinks the case's shm_open names. Only a
+ * SIGKILL of the whole process group leaves them behind. */
+#include <grp.h>
+#include <linux/capability.h>
+#include <linux/io_uring.h>
+#include <sys/ipc.h>
+#include <sys/resource.h>
+#include <sys/shm.h>
+
+static int life_fd[2] = { -1, -1 };     /* case processes hold [1]; the guardian reads [0] */
+static int registry_fd[2] = { -1, -1 }; /* case processes write segments to [1] */
+
+struct segment_record {
+    int shmid, cpid;
+};
+
+RUNTIME void shm_name(char *out, size_t n, const char *label)
+{
+    snprintf(out, n, "/repro-shm-%d-%s", coordinator_pid, label);
+}
+
+RUNTIME int need_seg(struct obs *o, int id, const char *name)
+{
+    if (id < 0)
+        error(o, "no segment named `%s` in this process (did its shmget fail?)", name);
+    return id >= 0;
+}
+
+/* Told to the guardian before anything else happens, so it is removed even
+ * if this process is killed a moment later; one that cannot be told is
+ * removed at once, as the harness does. */
+RUNTIME int register_segment(struct obs *o, int id)
+{
+    struct segment_record r = { id, (int)getpid() };
+    if (write(registry_fd[1], &r, sizeof r) != (ssize_t)sizeof r) {
+        int e = errno;
+        shmctl(id, IPC_RMID, NULL);
+        error(o, "cannot register segment %d for removal: %s", id, strerror(e));
+        return 0;
+    }
+    return 1;
+}
+
+RUNTIME void guardian(void)
+{
+    struct segment_record r;
+    char c, path[256];
+    /* A ^C or a kill of the group's other processes must not stop the cleanup. */
+    signal(SIGINT, SIG_IGN);
+    signal(SIGTERM, SIG_IGN);
+    signal(SIGHUP, SIG_IGN);
+    close_end(&life_fd[1]);
+    close_end(&registry_fd[1]);
+    for (int q = 0; q < NPROC; q++) {
+        close_end(&cmd_fd[q][0]);
+        close_end(&cmd_fd[q][1]);
+        close_end(&reply_fd[q][0]);
+        close_end(&reply_fd[q][1]);
+    }
+    while (read(life_fd[0], &c, 1) < 0 && errno == EINTR)
+        ;
+    /* The registry is non-blocking: what was written, then EAGAIN. */
+    while (read(registry_fd[0], &r, sizeof r) == (ssize_t)sizeof r) {
+        struct shmid_ds ds;
+        if (shmctl(r.shmid, IPC_STAT, &ds) == 0 && ds.shm_cpid == r.cpid)
+            shmctl(r.shmid, IPC_RMID, NULL);
+    }
+    for (int i = 0; SHM_LABELS[i]; i++) {
+        shm_name(path, sizeof path, SHM_LABELS[i]);
+        shm_unlink(path);
+    }
+    _exit(0);
+}
+
+/* Before the case's processes start, so they all inherit the pipes. */
+RUNTIME void start_guardian(void)
+{
+    pid_t pid;
+    if (pipe2(life_fd, O_CLOEXEC) != 0 || pipe2(registry_fd, O_CLOEXEC | O_NONBLOCK) != 0)
+        die("pipe");
+    fflush(stdout);
+    pid = fork();
+    if (pid < 0)
+        die("fork");
+    if (pid == 0)
+        guardian();
+    close_end(&life_fd[0]);
+    close_end(&registry_fd[0]);
+}
+
+/* After they started: the coordinator holds neither pipe, so the guardian
+ * waits for the case's processes alone (and finish() reaps it). */
+RUNTIME void guardian_detach(void)
+{
+    close_end(&life_fd[1]);
+    close_end(&registry_fd[1]);
+}
+
+/* RLIMIT_FSIZE: the kernel sends SIGXFSZ with the EFBIG it returns. As in
+ * the harness's worker, the signal is caught and is what the step
+ * observed (si_code SI_USER, nothing done); `ignore_signal` replaces the
+ * handler, and then the EFBIG is. Installed at a process's first step
+ * (a forked child inherits it), before any step could ignore it. */
+static volatile sig_atomic_t xfsz_raised;
+static int xfsz_handled;
+
+RUNTIME void on_xfsz(int sig)
+{
+    (void)sig;
+    xfsz_raised = 1;
+}
+
+RUNTIME void step_begin(void)
+{
+    if (!xfsz_handled) {
+        struct sigaction sa;
+        memset(&sa, 0, sizeof sa);
+        sa.sa_handler = on_xfsz;
+        sa.sa_flags = SA_RESTART;
+        sigemptyset(&sa.sa_mask);
+        if (sigaction(SIGXFSZ, &sa, NULL) != 0)
+            die("sigaction");
+        xfsz_handled = 1;
+    }
+    xfsz_raised = 0;
+}
+
+RUNTIME void step_end(struct obs *o)
+{
+    if (!xfsz_raised)
+        return;
+    free(o->bytes);
+    memset(o, 0, sizeof *o);
+    o->kind = OUT_SIGNAL;
+    o->signo = SIGXFSZ;
+    o->code = SI_USER;
+}
+
+/* With root: no groups, gid and uid 65534 (nobody), which clears the
+ * capability sets; then, for a process that had capabilities without
+ * being root, the ambient set and capset(2) with empty sets. */
+RUNTIME void drop_privileges(struct obs *o)
+{
+    struct __user_cap_header_struct h = { _LINUX_CAPABILITY_VERSION_3, 0 };
+    struct __user_cap_data_struct d[2];
+    memset(d, 0, sizeof d);
+    if (geteuid() == 0 && (setgroups(0, NULL) != 0 || setresgid(65534, 65534, 65534) != 0 ||
+                           setresuid(65534, 65534, 65534) != 0)) {
+        failed(o);
+        return;
+    }
+    prctl(PR_CAP_AMBIENT, PR_CAP_AMBIENT_CLEAR_ALL, 0, 0, 0);
+    check(o, syscall(SYS_capset, &h, d));
+}
+
+/* One read(2) of at most len bytes: a pipe gives what it holds. */
+RUNTIME void read_once(struct obs *o, int fd, long long len)
+{
+    /* at least 8 bytes: set_bytes reads up to 8 when the count says so */
+    unsigned char *buf = calloc(len > 8 ? (size_t)len : 8, 1);
+    ssize_t n;
+    if (!buf) {
+        error(o, "out of memory");
+        return;
+    }
+    n = read(fd, buf, (size_t)len);
+    if (n < 0) {
+        failed(o);
+        free(buf);
+        return;
+    }
+    set_bytes(o, buf, n);
+}
+
+/* An io_uring instance with its queues mapped, and its fixed buffer 0. */
+struct ring {
+    int valid, fd;
+    struct io_uring_params p;
+    char *sq, *cq;             /* the rings (one mapping with IORING_FEAT_SINGLE_MMAP) */
+    size_t sq_len, cq_len;
+    struct io_uring_sqe *sqes;
+    char *addr;                /* the registered buffer */
+    long long len;
+};
+
+RUNTIME void ring_close(struct ring *r)
+{
+    if (r->sqes && r->sqes != MAP_FAILED)
+        munmap(r->sqes, r->p.sq_entries * sizeof(struct io_uring_sqe));
+    if (r->cq && r->cq != MAP_FAILED && r->cq != r->sq)
+        munmap(r->cq, r->cq_len);
+    if (r->sq && r->sq != MAP_FAILED)
+        munmap(r->sq, r->sq_len);
+    close(r->fd);
+    memset(r, 0, sizeof *r);
+}
+
+/* io_uring_setup(2) and the three mappings; -1 with errno on failure. */
+RUNTIME int ring_setup(struct ring *r, unsigned entries)
+{
+    int e;
+    memset(r, 0, sizeof *r);
+    r->fd = (int)syscall(__NR_io_uring_setup, entries, &r->p);
+    if (r->fd < 0)
+        return -1;
+    r->sq_len = r->p.sq_off.array + r->p.sq_entries * sizeof(unsigned);
+    r->cq_len = r->p.cq_off.cqes + r->p.cq_entries * sizeof(struct io_uring_cqe);
+    if (r->p.features & IORING_FEAT_SINGLE_MMAP)
+        r->sq_len = r->cq_len = r->sq_len > r->cq_len ? r->sq_len : r->cq_len;
+    r->sq = mmap(NULL, r->sq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd,
+                 IORING_OFF_SQ_RING);
+    if (r->sq == MAP_FAILED)
+        goto fail;
+    r->cq = (r->p.features & IORING_FEAT_SINGLE_MMAP)
+                ? r->sq
+                : mmap(NULL, r->cq_len, PROT_READ | PROT_WRITE, MAP_SHARED | MAP_POPULATE, r->fd,
+                       IORING_OFF_CQ_RING);
+    if (r->cq == MAP_FAILED)
+        goto fail;
+    r->sqes = mmap(NULL, r->p.sq_entries * sizeof(struct io_uring_sqe), PROT_READ | PROT_WRITE,
+                   MAP_SHARED | MAP_POPULATE, r->fd, IORING_OFF_SQES);
+    if (r->sqes == MAP_FAILED)
+        goto fail;
+    return 0;
+fail:
+    e = errno;
+    ring_close(r);
+    errno = e;
+    return -1;
+}
+
+/* A new ring of two entries (as the harness's), the range registered as
+ * its fixed buffer 0 (IORING_REGISTER_BUFFERS: the kernel pins the pages
+ * for writing, long-term, or refuses with an errno). A ring already under
+ * the name is closed once the new one stands. */
+RUNTIME void ring_register(struct obs *o, struct ring *r, char *addr, long long len)
+{
+    struct ring n;
+    struct iovec iov = { addr, (size_t)len };
+    if (ring_setup(&n, 2) != 0) {
+        failed(o);
+        return;
+    }
+    if (syscall(__NR_io_uring_register, n.fd, IORING_REGISTER_BUFFERS, &iov, 1) != 0) {
+        failed(o);
+        ring_close(&n);
+        return;
+    }
+    n.valid = 1;
+    n.addr = addr;
+    n.len = len;
+    if (r->valid)
+        ring_close(r);
+    *r = n;
+}
+
+RUNTIME int need_ring(struct obs *o, const struct ring *r, const char *name, int registering)
+{
+    if (!r->valid)
+        error(o, "no io_uring ring named `%s` in this process%s", name,
+              registering ? " (did its registration fail?)" : "");
+    return r->valid;
+}
+
+/* IORING_OP_WRITE_FIXED or READ_FIXED with fixed buffer 0, from `at` in it
+ * for len bytes (-1: the rest), submitted and waited for: the completion's
+ * count, or its errno. */
+RUNTIME void ring_fixed(struct obs *o, struct ring *r, int write, int fd, long long offset,
+                       long long at, long long len)
+{
+    unsigned *sq_head = (unsigned *)(r->sq + r->p.sq_off.head);
+    unsigned *sq_tail = (unsigned *)(r->sq + r->p.sq_off.tail);
+    unsigned sq_mask = *(unsigned *)(r->sq + r->p.sq_off.ring_mask);
+    unsigned *array = (unsigned *)(r->sq + r->p.sq_off.array);
+    unsigned *cq_head = (unsigned *)(r->cq + r->p.cq_off.head);
+    unsigned *cq_tail = (unsigned *)(r->cq + r->p.cq_off.tail);
+    unsigned cq_mask = *(unsigned *)(r->cq + r->p.cq_off.ring_mask);
+    struct io_uring_cqe *cqes = (struct io_uring_cqe *)(r->cq + r->p.cq_off.cqes);
+    unsigned tail = *sq_tail, head;
+    struct io_uring_sqe *sqe;
+    int res;
+    if (tail - __atomic_load_n(sq_head, __ATOMIC_ACQUIRE) >= r->p.sq_entries) {
+        error(o, "io_uring submission queue full");
+        return;
+    }
+    sqe = &r->sqes[tail & sq_mask];
+    memset(sqe, 0, sizeof *sqe);
+    sqe->opcode = write ? IORING_OP_WRITE_FIXED : IORING_OP_READ_FIXED;
+    sqe->fd = fd;
+    sqe->off = (unsigned long long)offset;
+    sqe->addr = (unsigned long long)(uintptr_t)(r->addr + at);
+    sqe->len = (unsigned)(len >= 0 ? len : (r->len > at ? r->len - at : 0));
+    sqe->buf_index = 0;
+    array[tail & sq_mask] = tail & sq_mask;
+    __atomic_store_n(sq_tail, tail + 1, __ATOMIC_RELEASE);
+    if (syscall(__NR_io_uring_enter, r->fd, 1, 1, IORING_ENTER_GETEVENTS, NULL, 0) < 0) {
+        failed(o);
+        return;
+    }
+    head = *cq_head;
+    if (head == __atomic_load_n(cq_tail, __ATOMIC_ACQUIRE)) {
+        error(o, "io_uring gave no completion after waiting");
+        return;
+    }
+    res = cqes[head & cq_mask].res;
+    __atomic_store_n(cq_head, head + 1, __ATOMIC_RELEASE);
+    if (res < 0) {
+        o->kind = OUT_ERRNO;
+        o->err = -res;
+        return;
+    }
+    o->has_value = 1;
+    o->value = res;
+}
+
+/* IORING_UNREGISTER_BUFFERS, then the ring closed whatever it answered: the
+ * pin ends. */
+RUNTIME void ring_unregister(struct obs *o, struct ring *r)
+{
+    struct ring old = *r;
+    r->valid = 0;
+    if (syscall(__NR_io_uring_register, old.fd, IORING_UNREGISTER_BUFFERS, NULL, 0) != 0)
+        failed(o);
+    ring_close(&old);
+}
+/* ==== pins and system state (issue 18): end ==== */

@@ -165,3 +165,12 @@ pub fn field_pairs(
         })
         .collect()
 }
+
+/// Whether System V shared memory segment `id` exists.
+pub fn segment_exists(id: i32) -> bool {
+    std::fs::read_to_string("/proc/sysvipc/shm")
+        .unwrap_or_default()
+        .lines()
+        .skip(1)
+        .any(|l| l.split_whitespace().nth(1) == Some(&id.to_string()))
+}
