@@ -19,6 +19,12 @@
 //!
 //! Children of the floor never allocate (the bench process has threads):
 //! every buffer and path is made before fork.
+//!
+//! Besides wall time, each side's CPU time (this process's and its reaped
+//! children's: every floor process, every harness worker) is printed, per
+//! step, as the median of the rounds: on a machine others load, CPU time
+//! moves less than wall time. `MMAPCONF_BENCH_ONLY=WORD` runs only the
+//! scenarios whose name contains WORD, `MMAPCONF_BENCH_ROUNDS=N` N rounds.
 
 use mmapconf::case::{parse_case_bytes, LoadedCase};
 use mmapconf::exec::RunOptions;
@@ -30,6 +36,7 @@ use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 /// Repetitions of each measurement; the median is printed.
+/// `MMAPCONF_BENCH_ROUNDS` overrides it (more, for a profiler's samples).
 const ROUNDS: usize = 7;
 /// Store/load pairs in the one-process scenario.
 const PAIRS: usize = 100;
@@ -104,33 +111,56 @@ fn main() {
         },
     ];
 
+    let only = std::env::var("MMAPCONF_BENCH_ONLY").unwrap_or_default();
+    let rounds = std::env::var("MMAPCONF_BENCH_ROUNDS")
+        .ok()
+        .and_then(|r| r.parse().ok())
+        .unwrap_or(ROUNDS);
+    let scenarios: Vec<Scenario> = scenarios
+        .into_iter()
+        .filter(|s| s.name.contains(only.as_str()))
+        .collect();
     // Warm up: the fork server starts on the first case.
     for s in &scenarios {
         run_harness(&s.case, &env, &root, &opts);
     }
     println!("load average: {}", load_average());
     println!(
-        "{:<36} {:>6} {:>10} {:>10} {:>7} {:>9} {:>9}",
-        "scenario", "steps", "floor", "harness", "ratio", "floor/st", "harn/st"
+        "{:<36} {:>6} {:>10} {:>10} {:>7} {:>9} {:>9} {:>9} {:>9}",
+        "scenario",
+        "steps",
+        "floor",
+        "harness",
+        "ratio",
+        "floor/st",
+        "harn/st",
+        "fcpu/st",
+        "hcpu/st"
     );
-    let mut mix = (Duration::ZERO, Duration::ZERO, 0usize);
-    for (i, s) in scenarios.iter().enumerate() {
+    let mut mix = Totals::default();
+    for s in &scenarios {
         let steps = count_steps(&s.case);
-        let mut floor = Vec::new();
-        let mut harness = Vec::new();
-        for _ in 0..ROUNDS {
+        let mut row = Totals {
+            steps,
+            ..Totals::default()
+        };
+        let (mut floor, mut harness) = (Vec::new(), Vec::new());
+        for _ in 0..rounds {
             floor.push(time(|| (s.floor)(&floor_dir)));
             harness.push(time(|| run_harness(&s.case, &env, &root, &opts)));
         }
-        let (f, h) = (median(floor), median(harness));
-        if i >= 4 {
-            mix.0 += f;
-            mix.1 += h;
-            mix.2 += steps;
+        let (fw, fc): (Vec<_>, Vec<_>) = floor.into_iter().unzip();
+        let (hw, hc): (Vec<_>, Vec<_>) = harness.into_iter().unzip();
+        row.floor = [median(fw), median(fc)];
+        row.harness = [median(hw), median(hc)];
+        if s.name.contains('/') {
+            mix.add(&row);
         }
-        print_row(s.name, steps, f, h);
+        print_row(s.name, &row);
     }
-    print_row("corpus mix (the 5 cases above)", mix.2, mix.0, mix.1);
+    if mix.steps > 0 {
+        print_row("corpus mix (the corpus cases above)", &mix);
+    }
     println!("load average: {}", load_average());
     let _ = std::fs::remove_dir_all(&floor_dir);
 }
@@ -141,17 +171,38 @@ struct Scenario {
     floor: Box<dyn Fn(&Path)>,
 }
 
-fn print_row(name: &str, steps: usize, f: Duration, h: Duration) {
+/// A scenario's (or the mix's) steps, and the medians of wall and CPU time of each side.
+#[derive(Default)]
+struct Totals {
+    steps: usize,
+    floor: [Duration; 2],
+    harness: [Duration; 2],
+}
+
+impl Totals {
+    fn add(&mut self, other: &Totals) {
+        self.steps += other.steps;
+        for k in 0..2 {
+            self.floor[k] += other.floor[k];
+            self.harness[k] += other.harness[k];
+        }
+    }
+}
+
+fn print_row(name: &str, t: &Totals) {
     let us = |d: Duration| d.as_secs_f64() * 1e6;
+    let per = |d: Duration| us(d) / t.steps as f64;
     println!(
-        "{:<36} {:>6} {:>8.0}us {:>8.0}us {:>6.1}x {:>7.1}us {:>7.1}us",
+        "{:<36} {:>6} {:>8.0}us {:>8.0}us {:>6.1}x {:>7.1}us {:>7.1}us {:>7.1}us {:>7.1}us",
         name,
-        steps,
-        us(f),
-        us(h),
-        us(h) / us(f),
-        us(f) / steps as f64,
-        us(h) / steps as f64
+        t.steps,
+        us(t.floor[0]),
+        us(t.harness[0]),
+        us(t.harness[0]) / us(t.floor[0]),
+        per(t.floor[0]),
+        per(t.harness[0]),
+        per(t.floor[1]),
+        per(t.harness[1])
     );
 }
 
@@ -166,10 +217,22 @@ fn count_steps(case: &LoadedCase) -> usize {
         .sum()
 }
 
-fn time(f: impl FnOnce()) -> Duration {
-    let t = Instant::now();
+/// Wall time and CPU time (this process's and its reaped children's) of `f`.
+fn time(f: impl FnOnce()) -> (Duration, Duration) {
+    let (t, cpu) = (Instant::now(), cpu_time());
     f();
-    t.elapsed()
+    (t.elapsed(), cpu_time().saturating_sub(cpu))
+}
+
+fn cpu_time() -> Duration {
+    let of = |who| {
+        // SAFETY: a zeroed rusage is valid, and getrusage fills it.
+        let mut u: libc::rusage = unsafe { std::mem::zeroed() };
+        unsafe { libc::getrusage(who, &mut u) };
+        let tv = |t: libc::timeval| Duration::new(t.tv_sec as u64, t.tv_usec as u32 * 1000);
+        tv(u.ru_utime) + tv(u.ru_stime)
+    };
+    of(libc::RUSAGE_SELF) + of(libc::RUSAGE_CHILDREN)
 }
 
 fn median(mut v: Vec<Duration>) -> Duration {

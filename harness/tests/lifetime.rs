@@ -491,6 +491,76 @@ fn the_time_limit_names_the_step_of_a_batch_that_never_ends() {
     assert!(reason.starts_with("step 3 ("), "{reason}");
 }
 
+// A run of one process's steps long enough to go as direct hand-offs
+// (exec::relay) from a case's first step, the process started for it:
+// the same promises as a batch.
+
+/// `pairs` store/load pairs of process `p` on its mapping `m`, as steps.
+fn filler(pairs: usize) -> String {
+    (0..pairs)
+        .map(|i| {
+            format!(
+                r#"{{ "in": "p", "do": "store", "map": "m", "at": {i}, "text": "{c}" }},
+                   {{ "in": "p", "do": "load", "map": "m", "at": {i}, "len": 1, "expect": {{ "text": "{c}" }} }},"#,
+                c = (b'a' + i as u8) as char
+            )
+        })
+        .collect()
+}
+
+#[test]
+fn a_fault_inside_a_long_run_of_one_process_ends_it_there_and_the_steps_after_it_still_run() {
+    let case = run_json(&format!(
+        r#"{{ "title": "t", "refs": ["r"], "steps": [
+          {{ "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "PRIVATE|ANONYMOUS", "as": "m" }},
+          {filler}
+          {{ "in": "p", "do": "mprotect", "map": "m", "prot": "READ" }},
+          {{ "in": "p", "do": "store", "map": "m", "at": 0, "text": "x", "expect": {{ "signal": "SIGSEGV" }} }},
+          {{ "in": "p", "do": "mprotect", "map": "m", "prot": "READ|WRITE" }},
+          {{ "in": "p", "do": "store", "map": "m", "at": 0, "text": "ok" }},
+          {{ "in": "p", "do": "load", "map": "m", "at": 0, "len": 2, "expect": {{ "text": "ok" }} }}
+        ] }}"#,
+        filler = filler(5)
+    ));
+    assert_eq!(case["steps"].as_array().map(Vec::len), Some(16), "{case}");
+    passed_past_a_fault(&case, 13, "6f6b");
+}
+
+#[test]
+fn a_failed_step_inside_a_long_run_of_one_process_is_the_last_reported() {
+    let case = run_json(&format!(
+        r#"{{ "title": "t", "refs": ["r"], "steps": [
+          {{ "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "PRIVATE|ANONYMOUS", "as": "m" }},
+          {filler}
+          {{ "in": "p", "do": "load", "map": "m", "at": 0, "len": 2, "expect": {{ "text": "zz" }} }},
+          {{ "in": "p", "do": "store", "map": "m", "at": 0, "text": "cd" }},
+          {{ "in": "p", "do": "load", "map": "m", "at": 0, "len": 2, "expect": {{ "text": "cd" }} }}
+        ] }}"#,
+        filler = filler(5)
+    ));
+    failed_at(&case, 12, "6162");
+}
+
+#[test]
+fn the_time_limit_names_the_step_of_a_long_run_of_one_process_that_never_ends() {
+    let case = run_json(&format!(
+        r#"{{ "title": "t", "refs": ["r"], "timeout": 0.5, "steps": [
+          {{ "in": "p", "do": "mmap", "len": "1p", "prot": "READ|WRITE", "flags": "SHARED|ANONYMOUS", "as": "m" }},
+          {filler}
+          {{ "in": "p", "do": "increment", "map": "m", "at": 0, "count": 1000000000000000 }},
+          {{ "in": "p", "do": "load", "map": "m", "at": 0, "len": 4 }}
+        ] }}"#,
+        filler = filler(5)
+    ));
+    assert_eq!(case["status"], "error", "{case}");
+    assert_eq!(case["timed_out"], true, "{case}");
+    assert_eq!(case["failed_step"], 12, "{case}");
+    assert_eq!(case["steps"].as_array().unwrap().len(), 11, "{case}");
+    let reason = case["reason"].as_str().unwrap();
+    assert!(reason.starts_with("step 12 ("), "{reason}");
+    assert!(reason.contains("waiting for process `p`"), "{reason}");
+}
+
 // Runs of direct hand-offs between processes (exec::relay): the same
 // promises as one step at a time, for steps of several processes.
 

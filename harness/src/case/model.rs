@@ -1188,22 +1188,36 @@ impl Op {
 
 /// Every step, those inside `together` included, in order.
 fn all_steps(steps: &[Step]) -> impl Iterator<Item = &Step> {
-    numbered_steps(steps).into_iter().map(|(_, s)| s)
+    numbered_steps(steps).map(|(_, s)| s)
 }
 
-/// Every step with its number as reports write it ("3", "4.1").
-fn numbered_steps(steps: &[Step]) -> Vec<(String, &Step)> {
-    let mut out = Vec::new();
-    for (i, s) in steps.iter().enumerate() {
-        if let Op::Together { steps: inner } = &s.op {
-            for (j, t) in inner.iter().enumerate() {
-                out.push((format!("{}.{}", i + 1, j + 1), t));
-            }
-        } else {
-            out.push(((i + 1).to_string(), s));
+/// A step's number as reports write it ("3", "4.1"): formatted only when
+/// shown, since the steps of every case are walked several times before
+/// it runs.
+#[derive(Clone, Copy)]
+struct StepNumber(usize, Option<usize>);
+
+impl std::fmt::Display for StepNumber {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self.1 {
+            Some(inner) => write!(f, "{}.{inner}", self.0),
+            None => write!(f, "{}", self.0),
         }
     }
-    out
+}
+
+/// Every step with its number.
+fn numbered_steps(steps: &[Step]) -> impl Iterator<Item = (StepNumber, &Step)> {
+    steps.iter().enumerate().flat_map(|(i, s)| {
+        let (inner, together) = match &s.op {
+            Op::Together { steps: inner } => (inner.as_slice(), true),
+            _ => (std::slice::from_ref(s), false),
+        };
+        inner
+            .iter()
+            .enumerate()
+            .map(move |(j, t)| (StepNumber(i + 1, together.then_some(j + 1)), t))
+    })
 }
 
 impl Case {

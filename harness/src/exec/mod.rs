@@ -9,12 +9,14 @@ pub mod ops;
 pub mod ops_buffers;
 mod ops_objects;
 pub mod ops_pins;
+mod packed;
 pub mod pidfd;
 pub mod plan;
 pub mod plant;
 pub mod power_cut;
 pub mod protocol;
 pub mod relay;
+mod summary;
 mod threads;
 pub mod worker;
 

@@ -343,40 +343,4 @@ pub fn remote_call(step: &Step, ps: u64, pid: i32, addr: u64) -> Result<Option<C
     })
 }
 
-/// One readable line for a step ("writer: store m+0 \"Hello\"").
-pub fn summary(step: &Step) -> String {
-    let who = match (&step.process, &step.thread) {
-        (Some(p), Some(t)) => format!("{p}/{t}: "),
-        (Some(p), None) => format!("{p}: "),
-        _ => String::new(),
-    };
-    let v = serde_json::to_value(&step.op).unwrap_or_default();
-    let mut args = Vec::new();
-    if let Some(obj) = v.as_object() {
-        for (k, val) in obj {
-            if k == "do" || k == "steps" {
-                continue;
-            }
-            let shown = match val {
-                serde_json::Value::String(s) => {
-                    let short: String = s.chars().take(40).collect();
-                    if s.chars().count() > 40 {
-                        format!("{k}={short:?}…")
-                    } else {
-                        format!("{k}={short:?}")
-                    }
-                }
-                other => format!("{k}={other}"),
-            };
-            args.push(shown);
-        }
-    }
-    let named = step
-        .name
-        .as_deref()
-        .map(|n| format!(" -> {n}"))
-        .unwrap_or_default();
-    format!("{who}{} {}{named}", step.op.name(), args.join(" "))
-        .trim_end()
-        .to_string()
-}
+pub use super::summary::summary;

@@ -35,8 +35,14 @@ pub struct Span {
 }
 
 /// One operation with its arguments resolved.
+///
+/// Externally tagged on the wire (`{"store": {...}}`), not internally
+/// (`{"op": "store", ...}`): serde reads an internally tagged enum by
+/// buffering each value first, which made decoding a run's calls most of
+/// a worker's time in a long run of steps. Only the wire carries calls,
+/// between two copies of the same binary.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(tag = "op", rename_all = "snake_case")]
+#[serde(rename_all = "snake_case")]
 pub enum Call {
     Open {
         path: String,

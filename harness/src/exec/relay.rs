@@ -23,6 +23,7 @@
 //! as a futex, each with its own bit, so a hand-off wakes one process.
 
 use super::ops::WorkerState;
+use super::packed::{self, Packed};
 use super::protocol::{ends_batch, Call, Observation};
 use linux_futex::{AsFutex, Shared, WaitError};
 use serde::{Deserialize, Serialize};
@@ -141,22 +142,21 @@ impl Region {
     /// Appends one observation and how long its step took; false when it
     /// does not fit (the caller then sends it on its channel).
     fn append(&self, obs: &Observation, us: u32) -> bool {
-        let body = serde_json::to_vec(obs).expect("observations serialize");
+        let body = Packed::of(obs);
         let at = self.used().load(Ordering::Relaxed) as usize;
-        let end = LOG_START + at + 8 + body.len();
+        let len = body.len();
+        let end = LOG_START + at + 8 + len;
         if end > REGION_SIZE {
             return false;
         }
         // SAFETY: within the mapping (checked above); only the owner of the
         // turn writes the log, and it publishes it with the turn's release.
-        unsafe {
-            let p = self.base.add(LOG_START + at);
-            std::ptr::copy_nonoverlapping((body.len() as u32).to_le_bytes().as_ptr(), p, 4);
-            std::ptr::copy_nonoverlapping(us.to_le_bytes().as_ptr(), p.add(4), 4);
-            std::ptr::copy_nonoverlapping(body.as_ptr(), p.add(8), body.len());
-        }
-        self.used()
-            .store((at + 8 + body.len()) as u32, Ordering::Relaxed);
+        let entry =
+            unsafe { std::slice::from_raw_parts_mut(self.base.add(LOG_START + at), 8 + len) };
+        entry[..4].copy_from_slice(&(len as u32).to_le_bytes());
+        entry[4..8].copy_from_slice(&us.to_le_bytes());
+        body.write(&mut entry[8..]);
+        self.used().store((at + 8 + len) as u32, Ordering::Relaxed);
         true
     }
 
@@ -183,8 +183,7 @@ impl Region {
             // SAFETY: as above.
             let body =
                 unsafe { std::slice::from_raw_parts(self.base.add(LOG_START + at + 8), len) };
-            let obs =
-                serde_json::from_slice(body).map_err(|e| format!("relay log: entry {k}: {e}"))?;
+            let obs = packed::unpack(body).map_err(|e| format!("relay log: entry {k}: {e}"))?;
             out.push((obs, us));
             at += 8 + len;
         }

@@ -187,7 +187,8 @@ pub fn run_case_from(
         pgids: Vec::new(),
         snapshots: HashMap::new(),
         values: HashMap::new(),
-        steps: Vec::new(),
+        // One report a step as a rule (a `together` has more): made once.
+        steps: Vec::with_capacity(case.case.steps.len()),
         current: None,
         started,
         earlier_ms: 0,
@@ -268,7 +269,13 @@ impl Run<'_> {
             }
             // Plain steps, of one process or several, hand over to each
             // other directly; a run that ends before its first step
-            // leaves that step to go alone.
+            // leaves that step to go alone. A process new at this step
+            // starts now, as it would to perform it, so that its steps can
+            // be a run (a case's first steps are, most often, of one new
+            // process).
+            if worker_step(step) && step.process.is_some() {
+                self.proc_for(step)?;
+            }
             match self.relay(&steps[i..], i)? {
                 Some(n) if n > 0 => {
                     i += n;
@@ -379,17 +386,25 @@ impl Run<'_> {
         if let (true, Some(name), Some(v)) = (records, &step.name, obs.value) {
             self.values.insert(name.clone(), v);
         }
-        // walk() already described the step it is on; inner steps of
-        // `together` are described here.
-        let summary = match &self.current {
-            Some((i, text)) if i == index => text.clone(),
-            _ => plan::summary(step),
+        // walk() already described the step it is on (taken, not copied:
+        // it is described anew before the next step); inner steps of
+        // `together`, and the steps of a run, are described here.
+        let summary = match self.current.take() {
+            Some((i, text)) if i == index => text,
+            other => {
+                self.current = other;
+                plan::summary(step)
+            }
         };
+        let skip_rest = applied_skip.map(|why| format!("step {index} ({summary}): {why}"));
+        if status == StepStatus::Error {
+            self.current = Some((index.to_string(), summary.clone()));
+        }
         self.steps.push(StepReport {
             index: index.to_string(),
             process: step.process.clone(),
             op: step.op.name().to_string(),
-            summary: summary.clone(),
+            summary,
             status,
             expected: applied.expect,
             variant: applied.variant,
@@ -397,17 +412,13 @@ impl Run<'_> {
             message: message.clone(),
             duration_us,
         });
-        let skip_rest = applied_skip.map(|why| format!("step {index} ({summary}): {why}"));
         match status {
             StepStatus::Pass if skip_rest.is_some() => {
                 Err(Stop::Skipped(skip_rest.unwrap_or_default()))
             }
             StepStatus::Pass | StepStatus::Observed => Ok(()),
             StepStatus::Fail => Err(Stop::Failed),
-            StepStatus::Error => {
-                self.current = Some((index.to_string(), summary));
-                Err(Stop::Broken(message.unwrap_or_default()))
-            }
+            StepStatus::Error => Err(Stop::Broken(message.unwrap_or_default())),
         }
     }
 

@@ -20,9 +20,12 @@ use std::time::Instant;
 
 /// The most steps of one run: enough that the coordinator's wake-up is rare.
 const MAX_RELAY: usize = 1024;
-/// A run of one process's steps shorter than this goes as a batch: setting
-/// the region up for a few steps would cost more than it saves.
-const MIN_ALONE: usize = 8;
+/// A run of one process's steps shorter than this goes as a batch. A batch
+/// of n steps wakes the coordinator n times (each answer as it comes); a
+/// run wakes it once, after one round trip to map the region (once per
+/// process). From three steps on the run switches less, which is what
+/// costs under TCG (every switch flushes the emulated TLB).
+const MIN_ALONE: usize = 3;
 
 /// A run: its processes (slot = index) and each step's owner slot and call.
 struct Plan {
@@ -42,7 +45,7 @@ impl Run<'_> {
             let Some(name) = step
                 .process
                 .as_ref()
-                .filter(|name| worker_step(step) && super::threads::key(step, name) == **name)
+                .filter(|_| worker_step(step) && super::threads::in_main_thread(step))
             else {
                 break;
             };
@@ -102,10 +105,15 @@ impl Run<'_> {
             })
             .cloned()
             .collect();
-        if !unattached.is_empty() {
-            for name in &unattached {
-                self.attach(name)?;
-            }
+        for name in &unattached {
+            self.attach(name)?;
+        }
+        let refused = unattached.iter().any(|n| {
+            self.procs
+                .get(n)
+                .is_none_or(|p| p.attached == Attached::Refused)
+        });
+        if refused {
             // Without the processes that could not map it.
             match self.relay_plan(steps) {
                 Some(p) => plan = p,
@@ -207,8 +215,8 @@ impl Run<'_> {
         let entries = self.region().entries(n).map_err(Stop::Broken)?;
         let mut total = 0;
         for (k, (obs, us)) in entries.into_iter().enumerate() {
+            // Described by `record`, once.
             let index = (first + k + 1).to_string();
-            self.current = Some((index.clone(), plan::summary(&steps[k])));
             self.record(&index, &steps[k], obs, us)?;
             total += us;
         }

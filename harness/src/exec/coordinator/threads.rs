@@ -17,6 +17,12 @@ use std::os::unix::net::UnixStream;
 /// characters out of both names, so no process name is such a key.
 const SEP: char = '\u{1f}';
 
+/// Whether `step` is performed by its process's main thread (its key is
+/// the process's name), told without making the key.
+pub(super) fn in_main_thread(step: &Step) -> bool {
+    step.thread.as_deref().is_none_or(|t| t == MAIN_THREAD)
+}
+
 /// The key of the channel that performs `step`: its process's name, or
 /// that joined with a thread's name other than `main`.
 pub(super) fn key(step: &Step, process: &str) -> String {

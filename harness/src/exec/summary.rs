@@ -1,0 +1,315 @@
+//! A step's one-line summary ("writer: store at=0 map=\"m\" text=\"Hello\""),
+//! as every step of every report carries it.
+//!
+//! The arguments are the step's fields as its JSON form has them, in the
+//! order of their names (what serde_json's map keeps), strings quoted and
+//! cut at 40 characters, other values as compact JSON. They are collected
+//! by a serializer of the operation's top level, rather than through a
+//! whole `serde_json::Value` of it: a summary is made for every step on the
+//! coordinator's path, and the tree of the operation was most of its cost.
+
+use crate::case::model::Step;
+use serde::ser::{self, Impossible, Serialize};
+use std::fmt::Write;
+
+/// One readable line for a step.
+pub fn summary(step: &Step) -> String {
+    let mut out = String::with_capacity(64);
+    match (&step.process, &step.thread) {
+        (Some(p), Some(t)) => write!(out, "{p}/{t}: "),
+        (Some(p), None) => write!(out, "{p}: "),
+        _ => Ok(()),
+    }
+    .expect("writing to a String");
+    out.push_str(step.op.name());
+    out.push(' ');
+    let mut args = step.op.serialize(Fields::default()).unwrap_or_default();
+    // Sorted by name, and of a name given twice the last, as a map keeps them.
+    args.sort_by(|a, b| a.0.cmp(&b.0));
+    args.reverse();
+    args.dedup_by(|later, kept| later.0 == kept.0);
+    args.reverse();
+    for (k, (_, shown)) in args.iter().enumerate() {
+        if k > 0 {
+            out.push(' ');
+        }
+        out.push_str(shown);
+    }
+    if let Some(n) = &step.name {
+        write!(out, " -> {n}").expect("writing to a String");
+    }
+    out.truncate(out.trim_end().len());
+    out
+}
+
+/// `name=value` of one field, or None for the fields a summary leaves out.
+fn shown(name: &str, value: &(impl Serialize + ?Sized)) -> Result<Option<String>, Error> {
+    if name == "do" || name == "steps" {
+        return Ok(None);
+    }
+    let v = serde_json::to_value(value).map_err(|e| Error(e.to_string()))?;
+    let mut out = String::new();
+    match &v {
+        // Shown up to 40 characters, the rest as an ellipsis.
+        serde_json::Value::String(s) => match s.char_indices().nth(40) {
+            Some((cut, _)) => write!(out, "{name}={:?}…", &s[..cut]),
+            None => write!(out, "{name}={s:?}"),
+        },
+        other => write!(out, "{name}={other}"),
+    }
+    .expect("writing to a String");
+    Ok(Some(out))
+}
+
+/// The fields collected: (name, `name=value`).
+type Shown = Vec<(String, String)>;
+
+#[derive(Debug)]
+struct Error(String);
+
+impl std::fmt::Display for Error {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+impl std::error::Error for Error {}
+
+impl ser::Error for Error {
+    fn custom<T: std::fmt::Display>(msg: T) -> Self {
+        Error(msg.to_string())
+    }
+}
+
+/// The serializer of an operation's top level: a struct, or a map when a
+/// field is flattened into it. Anything else has no fields to show.
+#[derive(Default)]
+struct Fields {
+    shown: Shown,
+    key: Option<String>,
+}
+
+impl Fields {
+    fn push(&mut self, name: &str, value: &(impl Serialize + ?Sized)) -> Result<(), Error> {
+        if let Some(s) = shown(name, value)? {
+            self.shown.push((name.to_string(), s));
+        }
+        Ok(())
+    }
+}
+
+macro_rules! nothing_to_show {
+    ($($method:ident($($arg:ty),*)),* $(,)?) => {
+        $(fn $method(self, $(_: $arg),*) -> Result<Shown, Error> {
+            Ok(Shown::new())
+        })*
+    };
+}
+
+impl ser::Serializer for Fields {
+    type Ok = Shown;
+    type Error = Error;
+    type SerializeSeq = Impossible<Shown, Error>;
+    type SerializeTuple = Impossible<Shown, Error>;
+    type SerializeTupleStruct = Impossible<Shown, Error>;
+    type SerializeTupleVariant = Impossible<Shown, Error>;
+    type SerializeMap = Self;
+    type SerializeStruct = Self;
+    type SerializeStructVariant = Impossible<Shown, Error>;
+
+    nothing_to_show!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+        serialize_f32(f32),
+        serialize_f64(f64),
+        serialize_char(char),
+        serialize_str(&str),
+        serialize_bytes(&[u8]),
+        serialize_none(),
+        serialize_unit(),
+        serialize_unit_struct(&'static str),
+        serialize_unit_variant(&'static str, u32, &'static str),
+    );
+
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Shown, Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<Shown, Error> {
+        value.serialize(self)
+    }
+
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<Shown, Error> {
+        Ok(Shown::new())
+    }
+
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
+        Err(Error("not an operation".into()))
+    }
+
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Error> {
+        Err(Error("not an operation".into()))
+    }
+
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, Error> {
+        Err(Error("not an operation".into()))
+    }
+
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Error> {
+        Err(Error("not an operation".into()))
+    }
+
+    fn serialize_map(self, _: Option<usize>) -> Result<Self, Error> {
+        Ok(self)
+    }
+
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self, Error> {
+        Ok(self)
+    }
+
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Error> {
+        Err(Error("not an operation".into()))
+    }
+}
+
+impl ser::SerializeStruct for Fields {
+    type Ok = Shown;
+    type Error = Error;
+
+    fn serialize_field<T: Serialize + ?Sized>(
+        &mut self,
+        name: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        self.push(name, value)
+    }
+
+    fn end(self) -> Result<Shown, Error> {
+        Ok(self.shown)
+    }
+}
+
+impl ser::SerializeMap for Fields {
+    type Ok = Shown;
+    type Error = Error;
+
+    fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
+        // Names are strings, as in JSON.
+        match serde_json::to_value(key).map_err(|e| Error(e.to_string()))? {
+            serde_json::Value::String(k) => self.key = Some(k),
+            other => self.key = Some(other.to_string()),
+        }
+        Ok(())
+    }
+
+    fn serialize_value<T: Serialize + ?Sized>(&mut self, value: &T) -> Result<(), Error> {
+        let key = self
+            .key
+            .take()
+            .ok_or_else(|| Error("a value without a name".into()))?;
+        self.push(&key, value)
+    }
+
+    fn end(self) -> Result<Shown, Error> {
+        Ok(self.shown)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// What the summary was before this serializer: from a whole `Value`.
+    fn through_value(step: &Step) -> String {
+        let who = match (&step.process, &step.thread) {
+            (Some(p), Some(t)) => format!("{p}/{t}: "),
+            (Some(p), None) => format!("{p}: "),
+            _ => String::new(),
+        };
+        let v = serde_json::to_value(&step.op).unwrap_or_default();
+        let mut args = Vec::new();
+        for (k, val) in v.as_object().into_iter().flatten() {
+            if k == "do" || k == "steps" {
+                continue;
+            }
+            args.push(match val {
+                serde_json::Value::String(s) => {
+                    let short: String = s.chars().take(40).collect();
+                    if s.chars().count() > 40 {
+                        format!("{k}={short:?}…")
+                    } else {
+                        format!("{k}={short:?}")
+                    }
+                }
+                other => format!("{k}={other}"),
+            });
+        }
+        let named = step
+            .name
+            .as_deref()
+            .map(|n| format!(" -> {n}"))
+            .unwrap_or_default();
+        format!("{who}{} {}{named}", step.op.name(), args.join(" "))
+            .trim_end()
+            .to_string()
+    }
+
+    #[test]
+    fn every_step_of_the_corpus_is_summarized_as_through_a_value() {
+        let corpus = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
+        let mut seen = 0;
+        let mut ops = std::collections::BTreeSet::new();
+        let files = crate::case::discover(&[corpus]).expect("the corpus");
+        for file in files {
+            let Ok(case) = crate::case::load_file(&file, 4096) else {
+                continue;
+            };
+            let steps = case.case.steps.iter().flat_map(|s| match &s.op {
+                crate::case::model::Op::Together { steps } => {
+                    std::iter::once(s).chain(steps.iter()).collect::<Vec<_>>()
+                }
+                _ => vec![s],
+            });
+            for step in steps {
+                assert_eq!(summary(step), through_value(step), "{}", case.id);
+                ops.insert(step.op.name());
+                seen += 1;
+            }
+        }
+        // The corpus has thousands of steps of dozens of operations.
+        assert!(seen > 1000 && ops.len() > 40, "{seen} steps, {ops:?}");
+    }
+}
