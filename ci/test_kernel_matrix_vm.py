@@ -462,6 +462,13 @@ class Arches(unittest.TestCase):
         with self.assertRaisesRegex(km.Fatal, "no 6.12 kernel for s390x"):
             km.ARCHES["s390x"].kernel("6.12")
 
+    def test_a_kernel_debian_does_not_ship_for_an_architecture_is_absent_not_failed(self):
+        self.assertRegex(km.not_shipped(km.ARCHES["s390x"], "6.12"), "no 6.12 kernel for s390x")
+        self.assertIsNone(km.not_shipped(km.ARCHES["s390x"], "7.x"))
+        self.assertIsNone(km.not_shipped(km.ARCHES["ppc64el"], "6.12"))
+        self.assertIsNone(km.not_shipped(km.ARCHES["x86_64"], "6.12"))
+        self.assertIsNone(km.not_shipped(km.ARCHES["x86_64"], km.OWN))
+
     def test_transport_console_and_modules_follow_the_architecture(self):
         s390x, arm64 = km.ARCHES["s390x"], km.ARCHES["arm64"]
         self.assertEqual(s390x.serial_device(), "virtio-serial-ccw")

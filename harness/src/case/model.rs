@@ -143,7 +143,8 @@ pub enum Probe {
     PagemapPfn,
     /// mremap(2) knows MREMAP_DONTUNMAP (Linux 5.7).
     MremapDontunmap,
-    /// At least 16 free huge pages of 2 MiB for the run: the harness
+    /// At least 16 free huge pages of the kernel's default size
+    /// (`Hugepagesize`, what `h` stands for) for the run: the harness
     /// raised /proc/sys/vm/nr_hugepages by that much (it needs root and
     /// the memory), or found them free. Cases that need it run one at a
     /// time, since the pool is one for the whole machine.

@@ -165,7 +165,7 @@ pub fn huge_page_size() -> u64 {
     static SIZE: std::sync::OnceLock<u64> = std::sync::OnceLock::new();
     *SIZE.get_or_init(|| {
         crate::target::hugetlb::default_huge_page_size()
-            .unwrap_or(crate::target::hugetlb::HUGE_PAGE)
+            .unwrap_or(crate::target::hugetlb::FALLBACK_HUGE_PAGE)
     })
 }
 

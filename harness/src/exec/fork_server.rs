@@ -304,6 +304,25 @@ pub fn main() -> ! {
     }
 }
 
+/// The first two arguments of the raw clone system call on `arch`: the
+/// flags, then the new stack, except on s390x, whose clone takes the stack
+/// first (arch/s390/Kconfig selects CLONE_BACKWARDS2: kernel/fork.c then
+/// declares clone(newsp, clone_flags, ...); clone(2) NOTES). Given the other order
+/// there, the kernel read CLONE_PARENT as a stack pointer and no flags: the
+/// copy crashed on its first push and was the server's child, not the
+/// harness's, so every wait for it said ECHILD.
+fn clone_flags_and_stack(
+    arch: &str,
+    flags: libc::c_long,
+    stack: libc::c_long,
+) -> [libc::c_long; 2] {
+    if arch == "s390x" {
+        [stack, flags]
+    } else {
+        [flags, stack]
+    }
+}
+
 /// Forks a child of `harness` that runs `child` (which never returns).
 /// Returns once the child is ready (set up, exec'd, or failed and
 /// exiting): when it has closed the readiness pipe, by exec or by ending.
@@ -316,12 +335,17 @@ fn fork_child(harness: libc::pid_t, child: impl FnOnce(OwnedFd)) -> SpawnReply {
     // single-threaded and holds no locks, so the copy may run any code;
     // glibc's cached thread id in the copy is stale, which only raise()
     // and pthread mutex ownership would notice, and workers use neither.
+    let [first, second] = clone_flags_and_stack(
+        std::env::consts::ARCH,
+        libc::CLONE_PARENT as libc::c_long,
+        0,
+    );
     // SAFETY: clone with a null stack behaves as fork.
     let pid = unsafe {
         libc::syscall(
             libc::SYS_clone,
-            libc::CLONE_PARENT as libc::c_long,
-            0 as libc::c_long,
+            first,
+            second,
             0 as libc::c_long,
             0 as libc::c_long,
             0 as libc::c_long,
@@ -391,5 +415,19 @@ fn exec_program(args: &[CString], out: &OwnedFd, err: &OwnedFd, _ready: OwnedFd)
             std::io::Error::last_os_error()
         );
         libc::write(2, why.as_ptr().cast(), why.len());
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::clone_flags_and_stack;
+
+    #[test]
+    fn s390x_clone_takes_the_stack_before_the_flags() {
+        let flags = libc::CLONE_PARENT as libc::c_long;
+        assert_eq!(clone_flags_and_stack("s390x", flags, 0), [0, flags]);
+        for arch in ["x86_64", "aarch64", "powerpc64", "riscv64"] {
+            assert_eq!(clone_flags_and_stack(arch, flags, 0), [flags, 0], "{arch}");
+        }
     }
 }
