@@ -73,6 +73,14 @@ class Unusable(unittest.TestCase):
         ran = {"summary": {"total": 2, "skip": 1}, "cases": []}
         self.assertIs(km.unusable("xfs", "2", ran, ""), ran)
 
+    def test_a_run_that_skipped_every_case_fails_the_cell_though_it_exited_0(self):
+        skipped = {"summary": {"total": 2, "skip": 2}, "cases": [{"reason": "mount: ECHILD"}] * 2}
+        cell = km.unusable("tmpfs", "0", skipped, "console")
+        self.assertIsInstance(cell, km.Broken)
+        self.assertIn("no case ran on tmpfs: all 2 skipped (the first: mount: ECHILD)", cell.reason)
+        ran = {"summary": {"total": 2, "skip": 1}, "cases": []}
+        self.assertIs(km.unusable("tmpfs", "0", ran, ""), ran)
+
 
 class OwnKernel(unittest.TestCase):
     def setUp(self):
