@@ -513,8 +513,9 @@ fn zero() -> Size {
 }
 
 /// The operations. `do` names one; the other fields are its arguments.
-#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema)]
+#[derive(Debug, Clone, Serialize, Deserialize, JsonSchema, strum::IntoStaticStr)]
 #[serde(tag = "do", rename_all = "snake_case")]
+#[strum(serialize_all = "snake_case")]
 pub enum Op {
     /// open(2) a file of the scratch directory; `as` names the fd.
     Open {
@@ -1059,71 +1060,10 @@ fn memfd_default_name() -> String {
 }
 
 impl Op {
-    /// The operation's name as written in `do`.
+    /// The operation's name as written in `do` (the variant's name in
+    /// snake_case, as serde's `rename_all` spells the tag).
     pub fn name(&self) -> &'static str {
-        match self {
-            Op::Open { .. } => "open",
-            Op::Close { .. } => "close",
-            Op::Ftruncate { .. } => "ftruncate",
-            Op::Pread { .. } => "pread",
-            Op::Pwrite { .. } => "pwrite",
-            Op::Write { .. } => "write",
-            Op::Fsync { .. } => "fsync",
-            Op::Fdatasync { .. } => "fdatasync",
-            Op::Fstat { .. } => "fstat",
-            Op::Futimens { .. } => "futimens",
-            Op::Unlink { .. } => "unlink",
-            Op::MemfdCreate { .. } => "memfd_create",
-            Op::Mmap { .. } => "mmap",
-            Op::Munmap { .. } => "munmap",
-            Op::Mprotect { .. } => "mprotect",
-            Op::Msync { .. } => "msync",
-            Op::Madvise { .. } => "madvise",
-            Op::Mlock { .. } => "mlock",
-            Op::Munlock { .. } => "munlock",
-            Op::Mincore { .. } => "mincore",
-            Op::Mremap { .. } => "mremap",
-            Op::Store { .. } => "store",
-            Op::Load { .. } => "load",
-            Op::Increment { .. } => "increment",
-            Op::Fork => "fork",
-            Op::Exit { .. } => "exit",
-            Op::Wait { .. } => "wait",
-            Op::Kill { .. } => "kill",
-            Op::Together { .. } => "together",
-            Op::CheckFile { .. } => "check_file",
-            Op::Pagemap { .. } => "pagemap",
-            Op::Remount { .. } => "remount",
-            Op::Crash => "crash",
-            Op::DropCaches => "drop_caches",
-            Op::FillFs { .. } => "fill_fs",
-            Op::Io { .. } => "io",
-            Op::AddSeals { .. } => "add_seals",
-            Op::GetSeals { .. } => "get_seals",
-            Op::Dup { .. } => "dup",
-            Op::Lseek { .. } => "lseek",
-            Op::Mlockall { .. } => "mlockall",
-            Op::Munlockall => "munlockall",
-            Op::Smaps { .. } => "smaps",
-            Op::OpenSpecial { .. } => "open_special",
-            Op::ShmOpen { .. } => "shm_open",
-            Op::ShmUnlink { .. } => "shm_unlink",
-            Op::Shmget { .. } => "shmget",
-            Op::Shmat { .. } => "shmat",
-            Op::Shmdt { .. } => "shmdt",
-            Op::ShmRmid { .. } => "shm_rmid",
-            Op::Setrlimit { .. } => "setrlimit",
-            Op::IgnoreSignal { .. } => "ignore_signal",
-            Op::DropPrivileges => "drop_privileges",
-            Op::RemoteRead { .. } => "remote_read",
-            Op::RemoteWrite { .. } => "remote_write",
-            Op::SpawnThread => "spawn_thread",
-            Op::Vmsplice { .. } => "vmsplice",
-            Op::Read { .. } => "read",
-            Op::IoUringRegister { .. } => "io_uring_register",
-            Op::IoUringFixed { .. } => "io_uring_fixed",
-            Op::IoUringUnregister { .. } => "io_uring_unregister",
-        }
+        self.into()
     }
 
     /// Steps on system state beyond the case's files and its processes'
@@ -1340,5 +1280,29 @@ impl Case {
         self.steps
             .iter()
             .any(|s| matches!(s.op, Op::Remount { .. } | Op::Crash | Op::FillFs { .. }))
+    }
+}
+
+#[cfg(test)]
+mod name_tests {
+    use super::*;
+
+    /// `Op::name` (strum) and the `do` tag serde writes are two spellings
+    /// of one name: every operation of the corpus must get the same from both.
+    #[test]
+    fn every_corpus_operation_is_named_as_its_do_tag() {
+        let cases = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../cases");
+        let (loaded, problems) = crate::cli::load_all(&[cases]).unwrap();
+        assert!(problems.is_empty(), "{problems:?}");
+        let mut seen = std::collections::BTreeSet::new();
+        for case in &loaded {
+            for step in all_steps(&case.case.steps) {
+                let tag = serde_json::to_value(&step.op).unwrap()["do"].clone();
+                assert_eq!(tag.as_str(), Some(step.op.name()), "{}", case.id);
+                seen.insert(step.op.name());
+            }
+        }
+        // The corpus uses (nearly) every operation, so the check covers them.
+        assert!(seen.len() >= 55, "{} operations seen: {seen:?}", seen.len());
     }
 }
