@@ -13,6 +13,9 @@ use super::load::Issue;
 use super::locate::{path_text, Focus, Seg};
 use super::model::Case;
 use serde_json::{Map, Value};
+use std::cell::RefCell;
+use std::collections::HashMap;
+use std::rc::Rc;
 use std::sync::OnceLock;
 
 /// The generated schema of a case, with its definitions.
@@ -149,6 +152,42 @@ fn any_of(
     }
 }
 
+/// The operation a branch of a step's `oneOf` is for (its `do`). Plain
+/// lookups, not `Value::pointer`, which parses and unescapes its path anew
+/// on every call.
+fn op_name(b: &Value) -> Option<&str> {
+    b.get("properties")
+        .and_then(|p| p.get("do"))
+        .and_then(|d| d.get("enum"))
+        .and_then(|e| e.get(0))
+        .and_then(Value::as_str)
+}
+
+/// Operation name to branch, for a `oneOf` of operations (empty for any
+/// other `oneOf`), made once per branch list. Every step of every case
+/// loaded looks its operation up among some 90 branches: searching them in
+/// turn was most of the time of loading the corpus, which every run and
+/// every VM cell pays.
+fn op_index(branches: &[Value]) -> Rc<HashMap<String, usize>> {
+    thread_local! {
+        static INDEX: RefCell<HashMap<usize, Rc<HashMap<String, usize>>>> = RefCell::default();
+    }
+    INDEX.with(|m| {
+        m.borrow_mut()
+            .entry(branches.as_ptr() as usize)
+            .or_insert_with(|| {
+                Rc::new(
+                    branches
+                        .iter()
+                        .enumerate()
+                        .filter_map(|(i, b)| op_name(b).map(|n| (n.to_string(), i)))
+                        .collect(),
+                )
+            })
+            .clone()
+    })
+}
+
 /// `oneOf`: the operations of a step (told apart by `do`), the choices of an
 /// enum (a profile, a probe), or a `since` object. Returns whether the
 /// checks of the schema's own keywords should go on.
@@ -160,13 +199,9 @@ fn one_of(
     path: &mut Vec<Seg>,
     out: &mut Vec<Issue>,
 ) -> bool {
-    let op_name = |b: &Value| {
-        b.pointer("/properties/do/enum/0")
-            .and_then(Value::as_str)
-            .map(str::to_string)
-    };
-    let ops: Vec<String> = branches.iter().filter_map(op_name).collect();
-    if !ops.is_empty() {
+    let index = op_index(branches);
+    if !index.is_empty() {
+        let ops = || -> Vec<&str> { branches.iter().filter_map(op_name).collect() };
         let Some(obj) = v.as_object() else {
             out.push(issue(
                 path,
@@ -178,18 +213,27 @@ fn one_of(
             None => {
                 out.push(issue(
                     path,
-                    format!("missing field `do`: the operation, one of {}", sorted(&ops)),
+                    format!(
+                        "missing field `do`: the operation, one of {}",
+                        sorted(&ops())
+                    ),
                 ));
                 None
             }
             Some(Value::String(op)) => {
-                match branches.iter().find(|b| op_name(b).as_deref() == Some(op)) {
+                // The index is checked against the branch it names (it is
+                // keyed by the branches' address).
+                let found = index
+                    .get(op.as_str())
+                    .map(|&i| &branches[i])
+                    .filter(|b| op_name(b) == Some(op.as_str()));
+                match found {
                     Some(b) => Some(b),
                     None => {
                         out.push(Issue {
                             path: path.clone(),
                             focus: Focus::StringValue(op.clone()),
-                            message: format!("unknown operation `{op}`; known: {}", sorted(&ops)),
+                            message: format!("unknown operation `{op}`; known: {}", sorted(&ops())),
                         });
                         None
                     }
@@ -201,7 +245,7 @@ fn one_of(
                     path,
                     format!(
                         "`do` must be one of the operation names ({}); found {}",
-                        sorted(&ops),
+                        sorted(&ops()),
                         found(other)
                     ),
                 ));
@@ -217,7 +261,7 @@ fn one_of(
     }
     let choices: Vec<&str> = branches
         .iter()
-        .filter_map(|b| b.pointer("/enum/0").and_then(Value::as_str))
+        .filter_map(|b| b.get("enum").and_then(|e| e.get(0)).and_then(Value::as_str))
         .collect();
     if choices.len() == branches.len() {
         if !v.as_str().is_some_and(|x| choices.contains(&x)) {
@@ -457,8 +501,8 @@ fn found(v: &Value) -> String {
     }
 }
 
-fn sorted(names: &[String]) -> String {
-    let mut v: Vec<&str> = names.iter().map(String::as_str).collect();
+fn sorted(names: &[&str]) -> String {
+    let mut v = names.to_vec();
     v.sort_unstable();
     v.join(", ")
 }
