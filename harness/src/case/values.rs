@@ -347,7 +347,16 @@ pub fn parse_hex(text: &str) -> Result<Vec<u8>, String> {
 }
 
 pub fn to_hex(bytes: &[u8]) -> String {
-    bytes.iter().map(|b| format!("{b:02x}")).collect()
+    // By table, not `format!` per byte: observations of whole pages are
+    // written as hex into every report, and a String per byte made that a
+    // visible part of a run under emulation (TCG).
+    const DIGITS: &[u8; 16] = b"0123456789abcdef";
+    let mut hex = String::with_capacity(bytes.len() * 2);
+    for b in bytes {
+        hex.push(DIGITS[usize::from(b >> 4)] as char);
+        hex.push(DIGITS[usize::from(b & 0xf)] as char);
+    }
+    hex
 }
 
 /// serde helper: Vec<u8> as a hex string on the wire and in reports.
@@ -366,6 +375,15 @@ pub mod hex_bytes {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn hex_is_two_lowercase_digits_a_byte_and_parses_back() {
+        let all: Vec<u8> = (0..=255).collect();
+        let hex = super::to_hex(&all);
+        assert_eq!(&hex[..8], "00010203");
+        assert_eq!(&hex[hex.len() - 4..], "feff");
+        assert_eq!(hex.len(), 512);
+        assert_eq!(super::parse_hex(&hex).unwrap(), all);
+    }
     use super::*;
     use rstest::rstest;
 
