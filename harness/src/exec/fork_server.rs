@@ -272,6 +272,7 @@ pub fn main() -> ! {
     // SAFETY: fd 3 was set up as our channel by the harness before exec.
     let chan = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
     let harness = unsafe { libc::getppid() };
+    super::protocol::make_read_buffer();
     loop {
         let (request, fds) = match recv_blocking_fds::<SpawnRequest>(&chan) {
             Ok(Some(msg)) => msg,

@@ -547,6 +547,35 @@ fn take_frame(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
     Some(buf.drain(..4 + len).skip(4).collect())
 }
 
+/// The most one read of a channel takes.
+const READ_CHUNK: usize = 65536;
+
+thread_local! {
+    /// Where reads of a channel land before their bytes join the message
+    /// being received: one buffer a thread, made once. A zeroed array on
+    /// the stack at every read cost a 64 KiB memset a read, and in a fresh
+    /// worker 16 page faults on its stack; under emulation (TCG) both were a
+    /// visible part of every case.
+    static READ_BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
+}
+
+/// Runs `read` with this thread's read buffer.
+fn with_read_chunk<R>(read: impl FnOnce(&mut [u8]) -> R) -> R {
+    READ_BUF.with(|b| {
+        let mut b = b.borrow_mut();
+        if b.is_empty() {
+            b.resize(READ_CHUNK, 0);
+        }
+        read(&mut b)
+    })
+}
+
+/// Makes this thread's read buffer now: the fork server does, so that every
+/// worker, a copy of it, has one without zeroing its own.
+pub fn make_read_buffer() {
+    with_read_chunk(|_| ());
+}
+
 /// A worker's blocking end of its channel. One recvmsg takes whatever has
 /// arrived (a whole request, as a rule), where reading the length and then
 /// the body would cost three system calls a step.
@@ -578,16 +607,18 @@ impl Receiver {
                     .map_err(|e| RecvError::Malformed(e.to_string()))?;
                 return Ok(Some((msg, ours.into_iter().map(|(_, fd)| fd).collect())));
             }
-            let mut chunk = [0u8; 65536];
             let mut fds = Vec::new();
-            let n = recvmsg_fds(sock, &mut chunk, &mut fds)?;
+            let n = with_read_chunk(|chunk| {
+                let n = recvmsg_fds(sock, chunk, &mut fds)?;
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok::<_, RecvError>(n)
+            })?;
             if n == 0 {
                 return match self.buf.is_empty() {
                     true => Ok(None),
                     false => Err(RecvError::Malformed("channel closed mid-message".into())),
                 };
             }
-            self.buf.extend_from_slice(&chunk[..n]);
             let last = self.buf.len() - 1;
             self.fds.extend(fds.into_iter().map(|fd| (last, fd)));
         }
@@ -691,12 +722,13 @@ impl Channel {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::os::fd::AsFd;
         loop {
-            let mut chunk = [0u8; 65536];
-            match (&self.sock).read(&mut chunk) {
-                Ok(n) => {
-                    self.buf.extend_from_slice(&chunk[..n]);
-                    return Ok(n);
-                }
+            let read: std::io::Result<usize> = with_read_chunk(|chunk| {
+                let n = (&self.sock).read(chunk)?;
+                self.buf.extend_from_slice(&chunk[..n]);
+                Ok(n)
+            });
+            match read {
+                Ok(n) => return Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
                 Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(0),
