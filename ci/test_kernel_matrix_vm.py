@@ -569,6 +569,29 @@ class Arches(unittest.TestCase):
             km.foreign_tool_files(root, ["no-such-tool"])
 
 
+
+class PortMarkers(unittest.TestCase):
+    def test_markers_are_counted_once_however_the_port_grows(self):
+        with tempfile.TemporaryDirectory() as d:
+            port = Path(d) / "port"
+            self.assertEqual(km.new_markers(port, 0), (0, 0))
+            text = b"".join(b"@@mmapconf begin fs%d\n" % i + b"x" * (i * 7) for i in range(40))
+            total, read_to, written = 0, 0, 0
+            # Pieces of every size from 1 byte, so that some cut a marker anywhere in it.
+            for size in [1, 2, 3, 5, 8, 11, 13, 4, 9, 6] * 20:
+                if written >= len(text):
+                    break
+                with open(port, "ab") as f:
+                    f.write(text[written:written + size])
+                written += size
+                found, read_to = km.new_markers(port, read_to)
+                total += found
+            with open(port, "ab") as f:
+                f.write(text[written:])
+            found, read_to = km.new_markers(port, read_to)
+            self.assertEqual(total + found, 40)
+            self.assertEqual(read_to, len(text))
+
 if __name__ == "__main__":
     unittest.main()
 
