@@ -360,16 +360,42 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 /// serde helper: Vec<u8> as a hex string on the wire and in reports.
+/// Bytes as hex in JSON, and as they are in a binary format (the wire to
+/// workers, `exec::protocol`), where hex would only double their size.
 pub mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::to_hex(bytes))
+        match s.is_human_readable() {
+            true => s.serialize_str(&super::to_hex(bytes)),
+            false => s.serialize_bytes(bytes),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if !d.is_human_readable() {
+            return d.deserialize_byte_buf(Raw);
+        }
         let text = String::deserialize(d)?;
         super::parse_hex(&text).map_err(serde::de::Error::custom)
+    }
+
+    struct Raw;
+
+    impl serde::de::Visitor<'_> for Raw {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
     }
 }
 

@@ -63,6 +63,26 @@ enum SpawnReply {
     Failed(String),
 }
 
+impl super::protocol::Message for SpawnRequest {
+    fn encode(&self, out: &mut Vec<u8>) {
+        super::protocol::encode_postcard(self, out)
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, String> {
+        super::protocol::decode_postcard(body)
+    }
+}
+
+impl super::protocol::Message for SpawnReply {
+    fn encode(&self, out: &mut Vec<u8>) {
+        super::protocol::encode_postcard(self, out)
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, String> {
+        super::protocol::decode_postcard(body)
+    }
+}
+
 struct Server {
     chan: UnixStream,
 }
