@@ -47,8 +47,20 @@ fn shown(name: &str, value: &(impl Serialize + ?Sized)) -> Result<Option<String>
     if name == "do" || name == "steps" {
         return Ok(None);
     }
-    let v = serde_json::to_value(value).map_err(|e| Error(e.to_string()))?;
     let mut out = String::new();
+    // Strings, numbers and flags (nearly every field) are written as they
+    // come; anything else is shown as its compact JSON through a `Value`.
+    if value
+        .serialize(Plain {
+            out: &mut out,
+            name,
+        })
+        .is_ok()
+    {
+        return Ok(Some(out));
+    }
+    out.clear();
+    let v = serde_json::to_value(value).map_err(|e| Error(e.to_string()))?;
     match &v {
         // Shown up to 40 characters, the rest as an ellipsis.
         serde_json::Value::String(s) => match s.char_indices().nth(40) {
@@ -59,6 +71,160 @@ fn shown(name: &str, value: &(impl Serialize + ?Sized)) -> Result<Option<String>
     }
     .expect("writing to a String");
     Ok(Some(out))
+}
+
+/// `name=value` of a value that is a string, an integer, a flag or null,
+/// written into `out` as `shown` would through a `Value`; Err (with `out`
+/// to be cleared) for any other value.
+struct Plain<'o> {
+    out: &'o mut String,
+    name: &'o str,
+}
+
+impl Plain<'_> {
+    fn number(self, v: impl std::fmt::Display) -> Result<(), Error> {
+        write!(self.out, "{}={v}", self.name).expect("writing to a String");
+        Ok(())
+    }
+}
+
+fn not_plain<T>() -> Result<T, Error> {
+    Err(Error("not a plain value".into()))
+}
+
+impl ser::Serializer for Plain<'_> {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = Impossible<(), Error>;
+    type SerializeTuple = Impossible<(), Error>;
+    type SerializeTupleStruct = Impossible<(), Error>;
+    type SerializeTupleVariant = Impossible<(), Error>;
+    type SerializeMap = Impossible<(), Error>;
+    type SerializeStruct = Impossible<(), Error>;
+    type SerializeStructVariant = Impossible<(), Error>;
+
+    fn serialize_bool(self, v: bool) -> Result<(), Error> {
+        self.number(v)
+    }
+    fn serialize_i8(self, v: i8) -> Result<(), Error> {
+        self.number(v)
+    }
+    fn serialize_i16(self, v: i16) -> Result<(), Error> {
+        self.number(v)
+    }
+    fn serialize_i32(self, v: i32) -> Result<(), Error> {
+        self.number(v)
+    }
+    fn serialize_i64(self, v: i64) -> Result<(), Error> {
+        self.number(v)
+    }
+    fn serialize_u8(self, v: u8) -> Result<(), Error> {
+        self.number(v)
+    }
+    fn serialize_u16(self, v: u16) -> Result<(), Error> {
+        self.number(v)
+    }
+    fn serialize_u32(self, v: u32) -> Result<(), Error> {
+        self.number(v)
+    }
+    fn serialize_u64(self, v: u64) -> Result<(), Error> {
+        self.number(v)
+    }
+    // JSON writes floats its own way (1.0, not 1): through a `Value`.
+    fn serialize_f32(self, _: f32) -> Result<(), Error> {
+        not_plain()
+    }
+    fn serialize_f64(self, _: f64) -> Result<(), Error> {
+        not_plain()
+    }
+    fn serialize_char(self, v: char) -> Result<(), Error> {
+        self.serialize_str(v.encode_utf8(&mut [0; 4]))
+    }
+    fn serialize_str(self, s: &str) -> Result<(), Error> {
+        // Shown up to 40 characters, the rest as an ellipsis.
+        match s.char_indices().nth(40) {
+            Some((cut, _)) => write!(self.out, "{}={:?}…", self.name, &s[..cut]),
+            None => write!(self.out, "{}={s:?}", self.name),
+        }
+        .expect("writing to a String");
+        Ok(())
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), Error> {
+        not_plain()
+    }
+    fn serialize_none(self) -> Result<(), Error> {
+        self.number("null")
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), Error> {
+        self.number("null")
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Error> {
+        self.number("null")
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+    ) -> Result<(), Error> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), Error> {
+        not_plain()
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
+        not_plain()
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Error> {
+        not_plain()
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, Error> {
+        not_plain()
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Error> {
+        not_plain()
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
+        not_plain()
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Error> {
+        not_plain()
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Error> {
+        not_plain()
+    }
 }
 
 /// The fields collected: (name, `name=value`).

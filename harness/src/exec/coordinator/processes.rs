@@ -329,23 +329,7 @@ impl Run<'_> {
     /// Kills every process of the case and reaps them, recording `how`.
     pub(super) fn kill_all(&mut self, how: Reaped) {
         // 1. SIGKILL to everything.
-        for p in self.procs.values() {
-            if p.reaped.is_some() {
-                continue;
-            }
-            if p.spawned {
-                // Its group, with any process a worker started that the
-                // case does not know of. The leader is not reaped, so the
-                // group id is still this group's.
-                // SAFETY: signals a process group this case created.
-                unsafe { libc::killpg(p.pid, libc::SIGKILL) };
-            }
-            // Forked processes whose group leader was reaped by a `wait`
-            // (so whose group id may be reused) are reached only this way.
-            if let Some(fd) = &p.pidfd {
-                let _ = pidfd::send_signal(fd, libc::SIGKILL);
-            }
-        }
+        self.signal_all();
         // Fresh workers die but stay zombies for now: a group id is not
         // reused while its leader is unreaped, so step 3 may still use it.
         for p in self
@@ -375,6 +359,31 @@ impl Run<'_> {
             p.reaped = Some(how.clone());
             if let Some(group) = p.group {
                 live::leader_reaped(group);
+            }
+        }
+    }
+
+    /// SIGKILL to every process of the case that was not reaped, without
+    /// waiting for any: what `kill_all` starts with, and what the walk does
+    /// once the case's last step has been observed, so that the processes'
+    /// ends (their address spaces torn down) overlap with the judging of
+    /// the steps instead of following it.
+    pub(super) fn signal_all(&self) {
+        for p in self.procs.values() {
+            if p.reaped.is_some() {
+                continue;
+            }
+            if p.spawned {
+                // Its group, with any process a worker started that the
+                // case does not know of. The leader is not reaped, so the
+                // group id is still this group's.
+                // SAFETY: signals a process group this case created.
+                unsafe { libc::killpg(p.pid, libc::SIGKILL) };
+            }
+            // Forked processes whose group leader was reaped by a `wait`
+            // (so whose group id may be reused) are reached only this way.
+            if let Some(fd) = &p.pidfd {
+                let _ = pidfd::send_signal(fd, libc::SIGKILL);
             }
         }
     }

@@ -198,11 +198,12 @@ impl Run<'_> {
                 self.proc(&names[slot])?.attached = Attached::Refused;
                 continue;
             }
-            let logged = self.record_logged(steps, first, s)?;
             let index = (first + s + 1).to_string();
             self.current = Some((index.clone(), plan::summary(&steps[s])));
             // Its answer, or its death as `receive` tells it.
             let obs = self.receive(&names[slot])?;
+            self.if_last(steps, s);
+            let logged = self.record_logged(steps, first, s)?;
             let us = us_since(started).saturating_sub(logged);
             self.record(&index, &steps[s], obs, us)?;
             return Ok(s + 1);
