@@ -92,6 +92,15 @@ fn not_plain<T>() -> Result<T, Error> {
     Err(Error("not a plain value".into()))
 }
 
+/// Numbers and flags: JSON writes them as Display does.
+macro_rules! shown_as_displayed {
+    ($($method:ident($ty:ty)),* $(,)?) => {
+        $(fn $method(self, v: $ty) -> Result<(), Error> {
+            self.number(v)
+        })*
+    };
+}
+
 impl ser::Serializer for Plain<'_> {
     type Ok = ();
     type Error = Error;
@@ -103,33 +112,17 @@ impl ser::Serializer for Plain<'_> {
     type SerializeStruct = Impossible<(), Error>;
     type SerializeStructVariant = Impossible<(), Error>;
 
-    fn serialize_bool(self, v: bool) -> Result<(), Error> {
-        self.number(v)
-    }
-    fn serialize_i8(self, v: i8) -> Result<(), Error> {
-        self.number(v)
-    }
-    fn serialize_i16(self, v: i16) -> Result<(), Error> {
-        self.number(v)
-    }
-    fn serialize_i32(self, v: i32) -> Result<(), Error> {
-        self.number(v)
-    }
-    fn serialize_i64(self, v: i64) -> Result<(), Error> {
-        self.number(v)
-    }
-    fn serialize_u8(self, v: u8) -> Result<(), Error> {
-        self.number(v)
-    }
-    fn serialize_u16(self, v: u16) -> Result<(), Error> {
-        self.number(v)
-    }
-    fn serialize_u32(self, v: u32) -> Result<(), Error> {
-        self.number(v)
-    }
-    fn serialize_u64(self, v: u64) -> Result<(), Error> {
-        self.number(v)
-    }
+    shown_as_displayed!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+    );
     // JSON writes floats its own way (1.0, not 1): through a `Value`.
     fn serialize_f32(self, _: f32) -> Result<(), Error> {
         not_plain()
