@@ -10,7 +10,9 @@
 
 use crate::case::model::Step;
 use serde::ser::{self, Impossible, Serialize};
+use std::borrow::Cow;
 use std::fmt::Write;
+use std::ops::Range;
 
 /// One readable line for a step.
 pub fn summary(step: &Step) -> String {
@@ -23,17 +25,17 @@ pub fn summary(step: &Step) -> String {
     .expect("writing to a String");
     out.push_str(step.op.name());
     out.push(' ');
-    let mut args = step.op.serialize(Fields::default()).unwrap_or_default();
+    let Collected { text, mut args } = step.op.serialize(Fields::default()).unwrap_or_default();
     // Sorted by name, and of a name given twice the last, as a map keeps them.
     args.sort_by(|a, b| a.0.cmp(&b.0));
     args.reverse();
     args.dedup_by(|later, kept| later.0 == kept.0);
     args.reverse();
-    for (k, (_, shown)) in args.iter().enumerate() {
+    for (k, (_, shown)) in args.into_iter().enumerate() {
         if k > 0 {
             out.push(' ');
         }
-        out.push_str(shown);
+        out.push_str(&text[shown]);
     }
     if let Some(n) = &step.name {
         write!(out, " -> {n}").expect("writing to a String");
@@ -42,27 +44,26 @@ pub fn summary(step: &Step) -> String {
     out
 }
 
-/// `name=value` of one field, or None for the fields a summary leaves out.
-fn shown(name: &str, value: &(impl Serialize + ?Sized)) -> Result<Option<String>, Error> {
+/// Appends `name=value` of one field to `out`; false for the fields a
+/// summary leaves out.
+fn shown(out: &mut String, name: &str, value: &(impl Serialize + ?Sized)) -> Result<bool, Error> {
     if name == "do" || name == "steps" {
-        return Ok(None);
+        return Ok(false);
     }
-    let mut out = String::new();
     // Strings, numbers and flags (nearly every field) are written as they
     // come; anything else is shown as its compact JSON through a `Value`.
-    if value
-        .serialize(Plain {
-            out: &mut out,
-            name,
-        })
-        .is_ok()
-    {
-        return Ok(Some(out));
+    let start = out.len();
+    let plain = Plain {
+        out,
+        name: Some(name),
+    };
+    if value.serialize(plain).is_ok() {
+        return Ok(true);
     }
-    out.clear();
+    out.truncate(start);
     let v = serde_json::to_value(value).map_err(|e| Error(e.to_string()))?;
     match &v {
-        // Shown up to 40 characters, the rest as an ellipsis.
+        // Collected up to 40 characters, the rest as an ellipsis.
         serde_json::Value::String(s) => match s.char_indices().nth(40) {
             Some((cut, _)) => write!(out, "{name}={:?}…", &s[..cut]),
             None => write!(out, "{name}={s:?}"),
@@ -70,20 +71,25 @@ fn shown(name: &str, value: &(impl Serialize + ?Sized)) -> Result<Option<String>
         other => write!(out, "{name}={other}"),
     }
     .expect("writing to a String");
-    Ok(Some(out))
+    Ok(true)
 }
 
 /// `name=value` of a value that is a string, an integer, a flag or null,
 /// written into `out` as `shown` would through a `Value`; Err (with `out`
-/// to be cleared) for any other value.
+/// to be cut back) for any other value. Without a name: the value as a
+/// JSON map's key is, a string as it is (the names of flattened fields).
 struct Plain<'o> {
     out: &'o mut String,
-    name: &'o str,
+    name: Option<&'o str>,
 }
 
 impl Plain<'_> {
     fn number(self, v: impl std::fmt::Display) -> Result<(), Error> {
-        write!(self.out, "{}={v}", self.name).expect("writing to a String");
+        match self.name {
+            Some(name) => write!(self.out, "{name}={v}"),
+            None => write!(self.out, "{v}"),
+        }
+        .expect("writing to a String");
         Ok(())
     }
 }
@@ -134,10 +140,14 @@ impl ser::Serializer for Plain<'_> {
         self.serialize_str(v.encode_utf8(&mut [0; 4]))
     }
     fn serialize_str(self, s: &str) -> Result<(), Error> {
-        // Shown up to 40 characters, the rest as an ellipsis.
+        let Some(name) = self.name else {
+            self.out.push_str(s);
+            return Ok(());
+        };
+        // Collected up to 40 characters, the rest as an ellipsis.
         match s.char_indices().nth(40) {
-            Some((cut, _)) => write!(self.out, "{}={:?}…", self.name, &s[..cut]),
-            None => write!(self.out, "{}={s:?}", self.name),
+            Some((cut, _)) => write!(self.out, "{name}={:?}…", &s[..cut]),
+            None => write!(self.out, "{name}={s:?}"),
         }
         .expect("writing to a String");
         Ok(())
@@ -146,7 +156,10 @@ impl ser::Serializer for Plain<'_> {
         not_plain()
     }
     fn serialize_none(self) -> Result<(), Error> {
-        self.number("null")
+        match self.name {
+            Some(_) => self.number("null"),
+            None => not_plain(),
+        }
     }
     fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
         value.serialize(self)
@@ -220,8 +233,14 @@ impl ser::Serializer for Plain<'_> {
     }
 }
 
-/// The fields collected: (name, `name=value`).
-type Shown = Vec<(String, String)>;
+/// The fields collected: their `name=value` texts one after the other in
+/// `text` (one buffer, not a String a field), and each field's name and
+/// place in it.
+#[derive(Default)]
+struct Collected {
+    text: String,
+    args: Vec<(Cow<'static, str>, Range<usize>)>,
+}
 
 #[derive(Debug)]
 struct Error(String);
@@ -244,14 +263,20 @@ impl ser::Error for Error {
 /// field is flattened into it. Anything else has no fields to show.
 #[derive(Default)]
 struct Fields {
-    shown: Shown,
+    collected: Collected,
     key: Option<String>,
 }
 
 impl Fields {
-    fn push(&mut self, name: &str, value: &(impl Serialize + ?Sized)) -> Result<(), Error> {
-        if let Some(s) = shown(name, value)? {
-            self.shown.push((name.to_string(), s));
+    fn push(
+        &mut self,
+        name: Cow<'static, str>,
+        value: &(impl Serialize + ?Sized),
+    ) -> Result<(), Error> {
+        let start = self.collected.text.len();
+        if shown(&mut self.collected.text, &name, value)? {
+            let end = self.collected.text.len();
+            self.collected.args.push((name, start..end));
         }
         Ok(())
     }
@@ -259,22 +284,22 @@ impl Fields {
 
 macro_rules! nothing_to_show {
     ($($method:ident($($arg:ty),*)),* $(,)?) => {
-        $(fn $method(self, $(_: $arg),*) -> Result<Shown, Error> {
-            Ok(Shown::new())
+        $(fn $method(self, $(_: $arg),*) -> Result<Collected, Error> {
+            Ok(Collected::default())
         })*
     };
 }
 
 impl ser::Serializer for Fields {
-    type Ok = Shown;
+    type Ok = Collected;
     type Error = Error;
-    type SerializeSeq = Impossible<Shown, Error>;
-    type SerializeTuple = Impossible<Shown, Error>;
-    type SerializeTupleStruct = Impossible<Shown, Error>;
-    type SerializeTupleVariant = Impossible<Shown, Error>;
+    type SerializeSeq = Impossible<Collected, Error>;
+    type SerializeTuple = Impossible<Collected, Error>;
+    type SerializeTupleStruct = Impossible<Collected, Error>;
+    type SerializeTupleVariant = Impossible<Collected, Error>;
     type SerializeMap = Self;
     type SerializeStruct = Self;
-    type SerializeStructVariant = Impossible<Shown, Error>;
+    type SerializeStructVariant = Impossible<Collected, Error>;
 
     nothing_to_show!(
         serialize_bool(bool),
@@ -297,7 +322,7 @@ impl ser::Serializer for Fields {
         serialize_unit_variant(&'static str, u32, &'static str),
     );
 
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Shown, Error> {
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Collected, Error> {
         value.serialize(self)
     }
 
@@ -305,7 +330,7 @@ impl ser::Serializer for Fields {
         self,
         _: &'static str,
         value: &T,
-    ) -> Result<Shown, Error> {
+    ) -> Result<Collected, Error> {
         value.serialize(self)
     }
 
@@ -315,8 +340,8 @@ impl ser::Serializer for Fields {
         _: u32,
         _: &'static str,
         _: &T,
-    ) -> Result<Shown, Error> {
-        Ok(Shown::new())
+    ) -> Result<Collected, Error> {
+        Ok(Collected::default())
     }
 
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
@@ -365,7 +390,7 @@ impl ser::Serializer for Fields {
 }
 
 impl ser::SerializeStruct for Fields {
-    type Ok = Shown;
+    type Ok = Collected;
     type Error = Error;
 
     fn serialize_field<T: Serialize + ?Sized>(
@@ -373,24 +398,32 @@ impl ser::SerializeStruct for Fields {
         name: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.push(name, value)
+        self.push(Cow::Borrowed(name), value)
     }
 
-    fn end(self) -> Result<Shown, Error> {
-        Ok(self.shown)
+    fn end(self) -> Result<Collected, Error> {
+        Ok(self.collected)
     }
 }
 
 impl ser::SerializeMap for Fields {
-    type Ok = Shown;
+    type Ok = Collected;
     type Error = Error;
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
-        // Names are strings, as in JSON.
-        match serde_json::to_value(key).map_err(|e| Error(e.to_string()))? {
-            serde_json::Value::String(k) => self.key = Some(k),
-            other => self.key = Some(other.to_string()),
+        // Names are strings, as in JSON: written as they are, or through a `Value`.
+        let mut name = String::new();
+        let plain = Plain {
+            out: &mut name,
+            name: None,
+        };
+        if key.serialize(plain).is_err() {
+            name = match serde_json::to_value(key).map_err(|e| Error(e.to_string()))? {
+                serde_json::Value::String(k) => k,
+                other => other.to_string(),
+            };
         }
+        self.key = Some(name);
         Ok(())
     }
 
@@ -399,11 +432,11 @@ impl ser::SerializeMap for Fields {
             .key
             .take()
             .ok_or_else(|| Error("a value without a name".into()))?;
-        self.push(&key, value)
+        self.push(Cow::Owned(key), value)
     }
 
-    fn end(self) -> Result<Shown, Error> {
-        Ok(self.shown)
+    fn end(self) -> Result<Collected, Error> {
+        Ok(self.collected)
     }
 }
 
