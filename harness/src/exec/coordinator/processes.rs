@@ -88,8 +88,12 @@ impl Run<'_> {
         // Before the process exists, so nothing can fail between its start
         // and its record (teardown finds it only there).
         let chan = Channel::new(ours).map_err(|e| Stop::Broken(format!("channel: {e}")))?;
+        // The region of direct hand-offs goes along: the process maps it as
+        // it starts, rather than at a round trip of its own before its
+        // first run of steps (most processes have one).
+        let region = self.region_fd()?;
         let dir = self.second_dirs.get(name).unwrap_or(&self.dir);
-        let pid = fork_server::spawn_worker(&self.opts.worker_exe, dir, &theirs)
+        let pid = fork_server::spawn_worker(&self.opts.worker_exe, dir, &theirs, Some(region))
             .map_err(|e| Stop::Broken(format!("cannot start process `{name}`: {e}")))?;
         drop(theirs);
         let group = live::add_group(pid);
@@ -110,7 +114,7 @@ impl Run<'_> {
                 signalled: None,
                 born: self.procs.len(),
                 group: Some(group),
-                attached: Attached::No,
+                attached: Attached::Yes,
             },
         );
         match failed {
@@ -187,9 +191,12 @@ impl Run<'_> {
             let failed = pidfd.as_ref().err().map(|e| e.to_string());
             // In its parent's process group.
             let group = self.proc(parent)?.group;
-            // fork(2) copies the parent's mapping of the region, shared.
+            // fork(2) copies the parent's mapping of the region, shared;
+            // but a child forked by a thread other than main is served by
+            // that thread, which does not hold the mapping: it maps it anew.
+            let by_main = super::threads::process_of(parent) == parent;
             let attached = match self.proc(parent)?.attached {
-                Attached::Yes => Attached::Yes,
+                Attached::Yes if by_main => Attached::Yes,
                 _ => Attached::No,
             };
             if let (Some(group), Ok(fd)) = (group, &pidfd) {

@@ -73,12 +73,8 @@ impl Run<'_> {
     /// Maps the region in process `name` (making the region first if need
     /// be). A process that cannot map it is left out of runs from now on.
     fn attach(&mut self, name: &str) -> Result<(), Stop> {
-        if self.region.is_none() {
-            let made = Region::create().map_err(|e| Stop::Broken(format!("relay region: {e}")))?;
-            self.region = Some(made);
-        }
-        let fd = self.region.as_ref().map(|(_, fd)| fd.as_raw_fd());
-        self.send(name, Request::Attach, fd)?;
+        let fd = self.region_fd()?;
+        self.send(name, Request::Attach, Some(fd))?;
         let obs = self.receive(name)?;
         self.proc(name)?.attached = match obs.outcome {
             Outcome::Ok => Attached::Yes,
@@ -146,6 +142,19 @@ impl Run<'_> {
         }
         self.supervise(steps, first, &plan.names, &owners, started)
             .map(Some)
+    }
+
+    /// The region's memfd, making the region first if need be.
+    pub(super) fn region_fd(&mut self) -> Result<std::os::fd::RawFd, Stop> {
+        if self.region.is_none() {
+            let made = Region::create().map_err(|e| Stop::Broken(format!("relay region: {e}")))?;
+            self.region = Some(made);
+        }
+        Ok(self
+            .region
+            .as_ref()
+            .map(|(_, fd)| fd.as_raw_fd())
+            .expect("made above"))
     }
 
     fn region(&self) -> &Region {
