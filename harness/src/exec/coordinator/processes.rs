@@ -40,7 +40,9 @@ pub(super) struct Proc {
 /// Whether a process can take part in runs of direct hand-offs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Attached {
-    /// Not asked yet.
+    /// Not mapped yet: a child forked by a thread other than main, or by
+    /// a process that had not mapped it (fresh processes map it as they
+    /// start); asked to at its first run.
     No,
     /// It mapped the region (or inherited it from its parent by fork).
     Yes,
