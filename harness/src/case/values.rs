@@ -45,6 +45,11 @@ impl std::fmt::Display for Size {
 impl Size {
     /// The size in bytes for a given page size. "2p+100" = 2 pages and 100 bytes.
     pub fn resolve(&self, page_size: u64) -> Result<i128, String> {
+        // A plain number (most sizes on the step path) needs no terms: no
+        // allocation for it.
+        if let Size::Bytes(n) = self {
+            return Ok(i128::from(*n));
+        }
         let mut total: i128 = 0;
         for t in self.terms()? {
             let unit = match t.unit {
@@ -415,6 +420,8 @@ mod tests {
 
     #[rstest]
     #[case(Size::Bytes(64), 64)]
+    #[case(Size::Bytes(-3), -3)]
+    #[case(Size::Bytes(i64::MIN), i64::MIN as i128)]
     #[case(Size::Expr("1p".into()), 4096)]
     #[case(Size::Expr("2p+100".into()), 8292)]
     #[case(Size::Expr("p-1".into()), 4095)]
