@@ -1186,6 +1186,12 @@ impl Case {
         !self.files.is_empty() || self.steps.iter().any(|s| s.op.opens_a_path())
     }
 
+    /// Whether a step may make a POSIX or System V shared memory object
+    /// (`shm_open`, `shmget`): objects that outlive the case's processes.
+    pub fn makes_shared_memory(&self) -> bool {
+        all_steps(&self.steps).any(|s| matches!(s.op, Op::ShmOpen { .. } | Op::Shmget { .. }))
+    }
+
     /// Whether any step acts on the whole filesystem (remount, crash, drop_caches).
     pub fn needs_exclusive_fs(&self) -> bool {
         self.steps.iter().any(|s| s.op.needs_exclusive_fs())

@@ -45,6 +45,11 @@ impl std::fmt::Display for Size {
 impl Size {
     /// The size in bytes for a given page size. "2p+100" = 2 pages and 100 bytes.
     pub fn resolve(&self, page_size: u64) -> Result<i128, String> {
+        // A plain number (most sizes on the step path) needs no terms: no
+        // allocation for it.
+        if let Size::Bytes(n) = self {
+            return Ok(i128::from(*n));
+        }
         let mut total: i128 = 0;
         for t in self.terms()? {
             let unit = match t.unit {
@@ -360,16 +365,42 @@ pub fn to_hex(bytes: &[u8]) -> String {
 }
 
 /// serde helper: Vec<u8> as a hex string on the wire and in reports.
+/// Bytes as hex in JSON, and as they are in a binary format (the wire to
+/// workers, `exec::protocol`), where hex would only double their size.
 pub mod hex_bytes {
     use serde::{Deserialize, Deserializer, Serializer};
 
     pub fn serialize<S: Serializer>(bytes: &[u8], s: S) -> Result<S::Ok, S::Error> {
-        s.serialize_str(&super::to_hex(bytes))
+        match s.is_human_readable() {
+            true => s.serialize_str(&super::to_hex(bytes)),
+            false => s.serialize_bytes(bytes),
+        }
     }
 
     pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<Vec<u8>, D::Error> {
+        if !d.is_human_readable() {
+            return d.deserialize_byte_buf(Raw);
+        }
         let text = String::deserialize(d)?;
         super::parse_hex(&text).map_err(serde::de::Error::custom)
+    }
+
+    struct Raw;
+
+    impl serde::de::Visitor<'_> for Raw {
+        type Value = Vec<u8>;
+
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("bytes")
+        }
+
+        fn visit_bytes<E: serde::de::Error>(self, v: &[u8]) -> Result<Vec<u8>, E> {
+            Ok(v.to_vec())
+        }
+
+        fn visit_byte_buf<E: serde::de::Error>(self, v: Vec<u8>) -> Result<Vec<u8>, E> {
+            Ok(v)
+        }
     }
 }
 
@@ -389,6 +420,8 @@ mod tests {
 
     #[rstest]
     #[case(Size::Bytes(64), 64)]
+    #[case(Size::Bytes(-3), -3)]
+    #[case(Size::Bytes(i64::MIN), i64::MIN as i128)]
     #[case(Size::Expr("1p".into()), 4096)]
     #[case(Size::Expr("2p+100".into()), 8292)]
     #[case(Size::Expr("p-1".into()), 4095)]

@@ -38,7 +38,7 @@ use super::worker::CHANNEL_FD;
 use serde::{Deserialize, Serialize};
 use std::ffi::CString;
 use std::io::Read;
-use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd, RawFd};
 use std::os::unix::net::UnixStream;
 use std::os::unix::process::{CommandExt, ExitStatusExt};
 use std::path::{Path, PathBuf};
@@ -61,6 +61,26 @@ enum SpawnRequest {
 enum SpawnReply {
     Spawned(i32),
     Failed(String),
+}
+
+impl super::protocol::Message for SpawnRequest {
+    fn encode(&self, out: &mut Vec<u8>) {
+        super::protocol::encode_postcard(self, out)
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, String> {
+        super::protocol::decode_postcard(body)
+    }
+}
+
+impl super::protocol::Message for SpawnReply {
+    fn encode(&self, out: &mut Vec<u8>) {
+        super::protocol::encode_postcard(self, out)
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, String> {
+        super::protocol::decode_postcard(body)
+    }
 }
 
 struct Server {
@@ -107,14 +127,23 @@ fn request(exe: Option<&Path>, req: &SpawnRequest, fds: &[i32]) -> Result<i32, S
     }
 }
 
-/// Starts a worker for the case in `dir`, its channel being `channel`:
-/// the pid of the new process, which is our child and leads its own
-/// process group, or why it could not be started.
-pub fn spawn_worker(exe: &Path, dir: &Path, channel: &UnixStream) -> Result<i32, String> {
+/// Starts a worker for the case in `dir`, its channel being `channel`
+/// and `region` the memfd of the case's region of direct hand-offs (see
+/// `relay`), which it maps before it reads its channel: the pid of the new
+/// process, which is our child and leads its own process group, or why it
+/// could not be started.
+pub fn spawn_worker(
+    exe: &Path,
+    dir: &Path,
+    channel: &UnixStream,
+    region: Option<RawFd>,
+) -> Result<i32, String> {
     let req = SpawnRequest::Worker {
         dir: dir.to_string_lossy().into_owned(),
     };
-    request(Some(exe), &req, &[channel.as_raw_fd()])
+    let mut fds = vec![channel.as_raw_fd()];
+    fds.extend(region);
+    request(Some(exe), &req, &fds)
 }
 
 /// Runs `cmd` (its program and arguments only: no environment, directory
@@ -279,11 +308,16 @@ pub fn main() -> ! {
             // The harness is gone: nothing more will be asked.
             Ok(None) | Err(_) => unsafe { libc::_exit(0) },
         };
-        let reply = match (request, <[OwnedFd; 1]>::try_from(fds)) {
-            (SpawnRequest::Worker { dir }, Ok([worker_chan])) => fork_child(harness, |ready| {
-                become_worker(worker_chan, &dir, harness, ready)
-            }),
-            (SpawnRequest::Program { argv }, Err(fds)) if fds.len() == 2 => {
+        let reply = match request {
+            SpawnRequest::Worker { dir } if (1..=2).contains(&fds.len()) => {
+                let mut fds = fds.into_iter();
+                let worker_chan = fds.next().expect("one fd at least");
+                let region = fds.next();
+                fork_child(harness, |ready| {
+                    become_worker(worker_chan, region, &dir, harness, ready)
+                })
+            }
+            SpawnRequest::Program { argv } if fds.len() == 2 => {
                 let mut fds = fds.into_iter();
                 let (out, err) = (fds.next().unwrap(), fds.next().unwrap());
                 match argv
@@ -377,7 +411,13 @@ fn fork_child(harness: libc::pid_t, child: impl FnOnce(OwnedFd)) -> SpawnReply {
 
 /// In the new process: its own process group, its channel on fd 3, then
 /// the worker's life.
-fn become_worker(worker_chan: OwnedFd, dir: &str, harness: libc::pid_t, ready: OwnedFd) {
+fn become_worker(
+    worker_chan: OwnedFd,
+    region: Option<OwnedFd>,
+    dir: &str,
+    harness: libc::pid_t,
+    ready: OwnedFd,
+) {
     // SAFETY: we are the new, single-threaded process.
     unsafe {
         libc::setpgid(0, 0);
@@ -390,7 +430,7 @@ fn become_worker(worker_chan: OwnedFd, dir: &str, harness: libc::pid_t, ready: O
     // Ready to be signalled as a group: the server may answer. (The
     // worker never execs, so close-on-exec would never close this.)
     drop(ready);
-    super::worker::main(dir, harness);
+    super::worker::main(dir, harness, region);
 }
 
 /// In the new process: stdin from /dev/null, stdout and stderr to the

@@ -1,4 +1,5 @@
-//! The relay log's encoding of an observation (see `relay`): a fixed,
+//! An observation's encoding on the wire (`protocol`) and in the relay
+//! log (see `relay`): a fixed,
 //! hand-packed layout for the observations nearly every step makes (ok or
 //! an errno, with a number and bytes or not), and JSON for the rest.
 //!

@@ -1,7 +1,8 @@
 //! The wire between the coordinator and a worker.
 //!
 //! One Unix stream socket per worker. A message is a 4-byte little-endian
-//! length and a JSON body. The coordinator sends a [`Request`] and waits for
+//! length and a body, encoded as its kind's [`Message`] impl says:
+//! requests in postcard, observations packed (`packed`). The coordinator sends a [`Request`] and waits for
 //! one [`Observation`] back (except after `Exit`, whose answer is the socket
 //! closing, and `Batch`, answered by one observation per call performed,
 //! each sent as soon as its call ends). A `Fork` request carries the child's new socket as SCM_RIGHTS
@@ -449,16 +450,73 @@ impl std::fmt::Display for RecvError {
     }
 }
 
-fn frame<T: Serialize>(msg: &T) -> Vec<u8> {
-    let body = serde_json::to_vec(msg).expect("wire messages serialize");
-    let mut out = Vec::with_capacity(body.len() + 4);
-    out.extend_from_slice(&(body.len() as u32).to_le_bytes());
-    out.extend_from_slice(&body);
+/// How one kind of message is written in a frame's body.
+///
+/// Why not JSON for all, as before: a long run of steps is one request
+/// with every call of it, and a worker decoding it as JSON spent more
+/// time there than in the steps; nobody reads the wire but another copy
+/// of the same binary. Requests go in postcard, a serde format the same
+/// derives serve (no mirror types to keep), observations in the packed
+/// layout of `packed`, which the relay log uses too (`Observation`'s
+/// serde shape, made for reports, is not one a non-self-describing
+/// format can carry).
+pub trait Message: Sized {
+    /// Appends the body to `out`.
+    fn encode(&self, out: &mut Vec<u8>);
+    /// Err says what is wrong with the body.
+    fn decode(body: &[u8]) -> Result<Self, String>;
+}
+
+/// [`Message::encode`] for types whose wire form is postcard.
+pub fn encode_postcard<T: Serialize>(msg: &T, out: &mut Vec<u8>) {
+    let taken = std::mem::take(out);
+    *out = postcard::to_extend(msg, taken).expect("wire messages serialize");
+}
+
+/// [`Message::decode`] for types whose wire form is postcard: the whole
+/// body, nothing left over.
+pub fn decode_postcard<T: for<'de> Deserialize<'de>>(body: &[u8]) -> Result<T, String> {
+    match postcard::take_from_bytes(body) {
+        Ok((msg, [])) => Ok(msg),
+        Ok((_, rest)) => Err(format!("{} bytes left over", rest.len())),
+        Err(e) => Err(e.to_string()),
+    }
+}
+
+impl Message for Request {
+    fn encode(&self, out: &mut Vec<u8>) {
+        encode_postcard(self, out)
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, String> {
+        decode_postcard(body)
+    }
+}
+
+impl Message for Observation {
+    fn encode(&self, out: &mut Vec<u8>) {
+        let packed = super::packed::Packed::of(self);
+        let at = out.len();
+        out.resize(at + packed.len(), 0);
+        packed.write(&mut out[at..]);
+    }
+
+    fn decode(body: &[u8]) -> Result<Self, String> {
+        super::packed::unpack(body)
+    }
+}
+
+fn frame<T: Message>(msg: &T) -> Vec<u8> {
+    let mut out = Vec::with_capacity(256);
+    out.extend_from_slice(&[0; 4]);
+    msg.encode(&mut out);
+    let len = (out.len() - 4) as u32;
+    out[..4].copy_from_slice(&len.to_le_bytes());
     out
 }
 
 /// Sends one message, with `fd` attached when given.
-pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fd: Option<RawFd>) -> std::io::Result<()> {
+pub fn send<T: Message>(sock: &UnixStream, msg: &T, fd: Option<RawFd>) -> std::io::Result<()> {
     send_fds(sock, msg, fd.as_slice())
 }
 
@@ -466,7 +524,7 @@ pub fn send<T: Serialize>(sock: &UnixStream, msg: &T, fd: Option<RawFd>) -> std:
 pub const MAX_FDS: usize = 3;
 
 /// Sends one message with up to [`MAX_FDS`] descriptors attached.
-pub fn send_fds<T: Serialize>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> std::io::Result<()> {
+pub fn send_fds<T: Message>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> std::io::Result<()> {
     let bytes = frame(msg);
     match fds {
         [] => (&*sock).write_all(&bytes),
@@ -482,14 +540,14 @@ pub fn send_fds<T: Serialize>(sock: &UnixStream, msg: &T, fds: &[RawFd]) -> std:
 
 /// Blocking receive for workers: one message and the first fd that came with it.
 /// `Ok(None)` means the coordinator closed the channel.
-pub fn recv_blocking<T: for<'de> Deserialize<'de>>(
+pub fn recv_blocking<T: Message>(
     sock: &UnixStream,
 ) -> Result<Option<(T, Option<OwnedFd>)>, RecvError> {
     Ok(recv_blocking_fds(sock)?.map(|(msg, fds)| (msg, fds.into_iter().next())))
 }
 
 /// Blocking receive: one message and every fd that came with it.
-pub fn recv_blocking_fds<T: for<'de> Deserialize<'de>>(
+pub fn recv_blocking_fds<T: Message>(
     sock: &UnixStream,
 ) -> Result<Option<(T, Vec<OwnedFd>)>, RecvError> {
     let mut first = [0u8; 1];
@@ -503,7 +561,7 @@ pub fn recv_blocking_fds<T: for<'de> Deserialize<'de>>(
     let len = u32::from_le_bytes([first[0], rest[0], rest[1], rest[2]]) as usize;
     let mut body = vec![0u8; len];
     (&*sock).read_exact(&mut body).map_err(RecvError::Io)?;
-    let msg = serde_json::from_slice(&body).map_err(|e| RecvError::Malformed(e.to_string()))?;
+    let msg = T::decode(&body).map_err(RecvError::Malformed)?;
     Ok(Some((msg, fds)))
 }
 
@@ -538,13 +596,14 @@ fn recvmsg_fds(
     Ok(msg.bytes)
 }
 
-/// Takes one whole message's body off the front of `buf`, if it holds one.
-fn take_frame(buf: &mut Vec<u8>) -> Option<Vec<u8>> {
+/// Decodes the whole message at the front of `buf`, if it holds one, and
+/// takes it off; returns it and its frame's length.
+fn take_frame<T: Message>(buf: &mut Vec<u8>) -> Option<(Result<T, RecvError>, usize)> {
     let len = u32::from_le_bytes(buf.get(..4)?.try_into().ok()?) as usize;
-    if buf.len() < 4 + len {
-        return None;
-    }
-    Some(buf.drain(..4 + len).skip(4).collect())
+    let body = buf.get(4..4 + len)?;
+    let msg = T::decode(body).map_err(RecvError::Malformed);
+    buf.drain(..4 + len);
+    Some((msg, 4 + len))
 }
 
 /// The most one read of a channel takes.
@@ -591,21 +650,17 @@ pub struct Receiver {
 impl Receiver {
     /// One message and every fd that came with it; `Ok(None)` means the
     /// peer closed the channel.
-    pub fn recv<T: for<'de> Deserialize<'de>>(
+    pub fn recv<T: Message>(
         &mut self,
         sock: &UnixStream,
     ) -> Result<Option<(T, Vec<OwnedFd>)>, RecvError> {
         loop {
-            let before = self.buf.len();
-            if let Some(body) = take_frame(&mut self.buf) {
-                let taken = before - self.buf.len();
+            if let Some((msg, taken)) = take_frame::<T>(&mut self.buf) {
                 let (ours, later): (Vec<_>, Vec<_>) = std::mem::take(&mut self.fds)
                     .into_iter()
                     .partition(|(at, _)| *at < taken);
                 self.fds = later.into_iter().map(|(at, fd)| (at - taken, fd)).collect();
-                let msg = serde_json::from_slice(&body)
-                    .map_err(|e| RecvError::Malformed(e.to_string()))?;
-                return Ok(Some((msg, ours.into_iter().map(|(_, fd)| fd).collect())));
+                return Ok(Some((msg?, ours.into_iter().map(|(_, fd)| fd).collect())));
             }
             let mut fds = Vec::new();
             let n = with_read_chunk(|chunk| {
@@ -695,9 +750,8 @@ impl Channel {
     /// Waits for one observation until `deadline`.
     pub fn recv(&mut self, deadline: Instant) -> Result<Observation, RecvError> {
         loop {
-            if let Some(body) = take_frame(&mut self.buf) {
-                return serde_json::from_slice(&body)
-                    .map_err(|e| RecvError::Malformed(e.to_string()));
+            if let Some((msg, _)) = take_frame(&mut self.buf) {
+                return msg;
             }
             match self.fill(deadline)? {
                 0 => return Err(RecvError::Closed),
@@ -718,10 +772,29 @@ impl Channel {
     }
 
     /// Reads what is available, waiting for it until the deadline. 0 = closed.
+    /// Polls first: the answer waited for has, as a rule, not come yet, and
+    /// a read first would fail with EAGAIN before every poll.
     fn fill(&mut self, deadline: Instant) -> Result<usize, RecvError> {
         use nix::poll::{poll, PollFd, PollFlags, PollTimeout};
         use std::os::fd::AsFd;
         loop {
+            // At or past the deadline the poll does not wait, so what has
+            // come already is still taken.
+            let left = deadline.saturating_duration_since(Instant::now());
+            let ms = match left.is_zero() {
+                true => 0,
+                false => left.as_millis().clamp(1, i32::MAX as u128) as i32,
+            };
+            let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
+            match poll(
+                &mut fds,
+                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
+            ) {
+                Ok(0) if left.is_zero() => return Err(RecvError::TimedOut),
+                Ok(0) | Err(nix::errno::Errno::EINTR) => continue,
+                Ok(_) => {}
+                Err(e) => return Err(RecvError::Io(e.into())),
+            }
             let read: std::io::Result<usize> = with_read_chunk(|chunk| {
                 let n = (&self.sock).read(chunk)?;
                 self.buf.extend_from_slice(&chunk[..n]);
@@ -730,22 +803,9 @@ impl Channel {
             match read {
                 Ok(n) => return Ok(n),
                 Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => {}
-                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => continue,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
                 Err(e) if e.kind() == std::io::ErrorKind::ConnectionReset => return Ok(0),
                 Err(e) => return Err(RecvError::Io(e)),
-            }
-            let now = Instant::now();
-            if now >= deadline {
-                return Err(RecvError::TimedOut);
-            }
-            let ms = (deadline - now).as_millis().clamp(1, i32::MAX as u128) as i32;
-            let mut fds = [PollFd::new(self.sock.as_fd(), PollFlags::POLLIN)];
-            match poll(
-                &mut fds,
-                PollTimeout::try_from(ms).unwrap_or(PollTimeout::MAX),
-            ) {
-                Ok(_) | Err(nix::errno::Errno::EINTR) => {}
-                Err(e) => return Err(RecvError::Io(e.into())),
             }
         }
     }
@@ -762,12 +822,31 @@ mod tests {
     #[case(Request::Exit(3))]
     #[case(Request::Call(Call::Store { map: "m".into(), at: -1, data: Bytes::Literal(vec![0, 255]) }))]
     #[case(Request::Call(Call::Mmap { fd: None, len: u64::MAX, prot: 3, flags: 0x22, offset: 0, addr: Some(Place::Raw(1)), name: "m".into() }))]
+    #[case(Request::Batch(vec![Call::Pwrite { fd: "f".into(), at: i64::MIN, data: Bytes::Fill { byte: 7, len: 1 << 40 } }, Call::Munlockall]))]
+    #[case(Request::Relay { epoch: 4095, slot: 31, items: vec![crate::exec::relay::Item { seq: 3, call: Call::Load { map: "m".into(), at: 8, len: 8 }, next: None }] })]
     fn requests_round_trip(#[case] req: Request) {
         let (a, b) = UnixStream::pair().unwrap();
         send(&a, &req, None).unwrap();
         let (got, fd) = recv_blocking::<Request>(&b).unwrap().unwrap();
         assert_eq!(got, req);
         assert!(fd.is_none());
+    }
+
+    #[test]
+    fn a_damaged_request_is_an_error_not_a_panic() {
+        let req = Request::Call(Call::Store {
+            map: "m".into(),
+            at: 3,
+            data: Bytes::Literal(b"abc".to_vec()),
+        });
+        let mut body = Vec::new();
+        req.encode(&mut body);
+        assert_eq!(Request::decode(&body), Ok(req));
+        for cut in 0..body.len() {
+            assert!(Request::decode(&body[..cut]).is_err(), "cut at {cut}");
+        }
+        body.push(0);
+        assert!(Request::decode(&body).is_err());
     }
 
     #[test]

@@ -15,7 +15,8 @@
 //! judges the logged observations in step order afterwards.
 //!
 //! The shared region is a memfd, mapped in the coordinator and in every
-//! worker that takes part (a forked worker inherits its parent's mapping).
+//! worker that takes part: a fresh worker maps it as it starts, a forked
+//! one inherits its parent's mapping.
 //! Its first word is the turn: which run (epoch), which step (sequence
 //! number) and in what state that step is. Every change of it is a
 //! compare-and-swap, so a worker and the coordinator (cancelling at a time

@@ -10,7 +10,9 @@
 
 use crate::case::model::Step;
 use serde::ser::{self, Impossible, Serialize};
+use std::borrow::Cow;
 use std::fmt::Write;
+use std::ops::Range;
 
 /// One readable line for a step.
 pub fn summary(step: &Step) -> String {
@@ -23,17 +25,17 @@ pub fn summary(step: &Step) -> String {
     .expect("writing to a String");
     out.push_str(step.op.name());
     out.push(' ');
-    let mut args = step.op.serialize(Fields::default()).unwrap_or_default();
+    let Collected { text, mut args } = step.op.serialize(Fields::default()).unwrap_or_default();
     // Sorted by name, and of a name given twice the last, as a map keeps them.
     args.sort_by(|a, b| a.0.cmp(&b.0));
     args.reverse();
     args.dedup_by(|later, kept| later.0 == kept.0);
     args.reverse();
-    for (k, (_, shown)) in args.iter().enumerate() {
+    for (k, (_, shown)) in args.into_iter().enumerate() {
         if k > 0 {
             out.push(' ');
         }
-        out.push_str(shown);
+        out.push_str(&text[shown]);
     }
     if let Some(n) = &step.name {
         write!(out, " -> {n}").expect("writing to a String");
@@ -42,15 +44,26 @@ pub fn summary(step: &Step) -> String {
     out
 }
 
-/// `name=value` of one field, or None for the fields a summary leaves out.
-fn shown(name: &str, value: &(impl Serialize + ?Sized)) -> Result<Option<String>, Error> {
+/// Appends `name=value` of one field to `out`; false for the fields a
+/// summary leaves out.
+fn shown(out: &mut String, name: &str, value: &(impl Serialize + ?Sized)) -> Result<bool, Error> {
     if name == "do" || name == "steps" {
-        return Ok(None);
+        return Ok(false);
     }
+    // Strings, numbers and flags (nearly every field) are written as they
+    // come; anything else is shown as its compact JSON through a `Value`.
+    let start = out.len();
+    let plain = Plain {
+        out,
+        name: Some(name),
+    };
+    if value.serialize(plain).is_ok() {
+        return Ok(true);
+    }
+    out.truncate(start);
     let v = serde_json::to_value(value).map_err(|e| Error(e.to_string()))?;
-    let mut out = String::new();
     match &v {
-        // Shown up to 40 characters, the rest as an ellipsis.
+        // Collected up to 40 characters, the rest as an ellipsis.
         serde_json::Value::String(s) => match s.char_indices().nth(40) {
             Some((cut, _)) => write!(out, "{name}={:?}…", &s[..cut]),
             None => write!(out, "{name}={s:?}"),
@@ -58,11 +71,176 @@ fn shown(name: &str, value: &(impl Serialize + ?Sized)) -> Result<Option<String>
         other => write!(out, "{name}={other}"),
     }
     .expect("writing to a String");
-    Ok(Some(out))
+    Ok(true)
 }
 
-/// The fields collected: (name, `name=value`).
-type Shown = Vec<(String, String)>;
+/// `name=value` of a value that is a string, an integer, a flag or null,
+/// written into `out` as `shown` would through a `Value`; Err (with `out`
+/// to be cut back) for any other value. Without a name: the value as a
+/// JSON map's key is, a string as it is (the names of flattened fields).
+struct Plain<'o> {
+    out: &'o mut String,
+    name: Option<&'o str>,
+}
+
+impl Plain<'_> {
+    fn number(self, v: impl std::fmt::Display) -> Result<(), Error> {
+        match self.name {
+            Some(name) => write!(self.out, "{name}={v}"),
+            None => write!(self.out, "{v}"),
+        }
+        .expect("writing to a String");
+        Ok(())
+    }
+}
+
+fn not_plain<T>() -> Result<T, Error> {
+    Err(Error("not a plain value".into()))
+}
+
+/// Numbers and flags: JSON writes them as Display does.
+macro_rules! shown_as_displayed {
+    ($($method:ident($ty:ty)),* $(,)?) => {
+        $(fn $method(self, v: $ty) -> Result<(), Error> {
+            self.number(v)
+        })*
+    };
+}
+
+impl ser::Serializer for Plain<'_> {
+    type Ok = ();
+    type Error = Error;
+    type SerializeSeq = Impossible<(), Error>;
+    type SerializeTuple = Impossible<(), Error>;
+    type SerializeTupleStruct = Impossible<(), Error>;
+    type SerializeTupleVariant = Impossible<(), Error>;
+    type SerializeMap = Impossible<(), Error>;
+    type SerializeStruct = Impossible<(), Error>;
+    type SerializeStructVariant = Impossible<(), Error>;
+
+    shown_as_displayed!(
+        serialize_bool(bool),
+        serialize_i8(i8),
+        serialize_i16(i16),
+        serialize_i32(i32),
+        serialize_i64(i64),
+        serialize_u8(u8),
+        serialize_u16(u16),
+        serialize_u32(u32),
+        serialize_u64(u64),
+    );
+    // JSON writes floats its own way (1.0, not 1): through a `Value`.
+    fn serialize_f32(self, _: f32) -> Result<(), Error> {
+        not_plain()
+    }
+    fn serialize_f64(self, _: f64) -> Result<(), Error> {
+        not_plain()
+    }
+    fn serialize_char(self, v: char) -> Result<(), Error> {
+        self.serialize_str(v.encode_utf8(&mut [0; 4]))
+    }
+    fn serialize_str(self, s: &str) -> Result<(), Error> {
+        let Some(name) = self.name else {
+            self.out.push_str(s);
+            return Ok(());
+        };
+        // Collected up to 40 characters, the rest as an ellipsis.
+        match s.char_indices().nth(40) {
+            Some((cut, _)) => write!(self.out, "{name}={:?}…", &s[..cut]),
+            None => write!(self.out, "{name}={s:?}"),
+        }
+        .expect("writing to a String");
+        Ok(())
+    }
+    fn serialize_bytes(self, _: &[u8]) -> Result<(), Error> {
+        not_plain()
+    }
+    fn serialize_none(self) -> Result<(), Error> {
+        match self.name {
+            Some(_) => self.number("null"),
+            None => not_plain(),
+        }
+    }
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<(), Error> {
+        value.serialize(self)
+    }
+    fn serialize_unit(self) -> Result<(), Error> {
+        self.number("null")
+    }
+    fn serialize_unit_struct(self, _: &'static str) -> Result<(), Error> {
+        self.number("null")
+    }
+    fn serialize_unit_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        variant: &'static str,
+    ) -> Result<(), Error> {
+        self.serialize_str(variant)
+    }
+    fn serialize_newtype_struct<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        value: &T,
+    ) -> Result<(), Error> {
+        value.serialize(self)
+    }
+    fn serialize_newtype_variant<T: Serialize + ?Sized>(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: &T,
+    ) -> Result<(), Error> {
+        not_plain()
+    }
+    fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
+        not_plain()
+    }
+    fn serialize_tuple(self, _: usize) -> Result<Self::SerializeTuple, Error> {
+        not_plain()
+    }
+    fn serialize_tuple_struct(
+        self,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleStruct, Error> {
+        not_plain()
+    }
+    fn serialize_tuple_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeTupleVariant, Error> {
+        not_plain()
+    }
+    fn serialize_map(self, _: Option<usize>) -> Result<Self::SerializeMap, Error> {
+        not_plain()
+    }
+    fn serialize_struct(self, _: &'static str, _: usize) -> Result<Self::SerializeStruct, Error> {
+        not_plain()
+    }
+    fn serialize_struct_variant(
+        self,
+        _: &'static str,
+        _: u32,
+        _: &'static str,
+        _: usize,
+    ) -> Result<Self::SerializeStructVariant, Error> {
+        not_plain()
+    }
+}
+
+/// The fields collected: their `name=value` texts one after the other in
+/// `text` (one buffer, not a String a field), and each field's name and
+/// place in it.
+#[derive(Default)]
+struct Collected {
+    text: String,
+    args: Vec<(Cow<'static, str>, Range<usize>)>,
+}
 
 #[derive(Debug)]
 struct Error(String);
@@ -85,14 +263,20 @@ impl ser::Error for Error {
 /// field is flattened into it. Anything else has no fields to show.
 #[derive(Default)]
 struct Fields {
-    shown: Shown,
+    collected: Collected,
     key: Option<String>,
 }
 
 impl Fields {
-    fn push(&mut self, name: &str, value: &(impl Serialize + ?Sized)) -> Result<(), Error> {
-        if let Some(s) = shown(name, value)? {
-            self.shown.push((name.to_string(), s));
+    fn push(
+        &mut self,
+        name: Cow<'static, str>,
+        value: &(impl Serialize + ?Sized),
+    ) -> Result<(), Error> {
+        let start = self.collected.text.len();
+        if shown(&mut self.collected.text, &name, value)? {
+            let end = self.collected.text.len();
+            self.collected.args.push((name, start..end));
         }
         Ok(())
     }
@@ -100,22 +284,22 @@ impl Fields {
 
 macro_rules! nothing_to_show {
     ($($method:ident($($arg:ty),*)),* $(,)?) => {
-        $(fn $method(self, $(_: $arg),*) -> Result<Shown, Error> {
-            Ok(Shown::new())
+        $(fn $method(self, $(_: $arg),*) -> Result<Collected, Error> {
+            Ok(Collected::default())
         })*
     };
 }
 
 impl ser::Serializer for Fields {
-    type Ok = Shown;
+    type Ok = Collected;
     type Error = Error;
-    type SerializeSeq = Impossible<Shown, Error>;
-    type SerializeTuple = Impossible<Shown, Error>;
-    type SerializeTupleStruct = Impossible<Shown, Error>;
-    type SerializeTupleVariant = Impossible<Shown, Error>;
+    type SerializeSeq = Impossible<Collected, Error>;
+    type SerializeTuple = Impossible<Collected, Error>;
+    type SerializeTupleStruct = Impossible<Collected, Error>;
+    type SerializeTupleVariant = Impossible<Collected, Error>;
     type SerializeMap = Self;
     type SerializeStruct = Self;
-    type SerializeStructVariant = Impossible<Shown, Error>;
+    type SerializeStructVariant = Impossible<Collected, Error>;
 
     nothing_to_show!(
         serialize_bool(bool),
@@ -138,7 +322,7 @@ impl ser::Serializer for Fields {
         serialize_unit_variant(&'static str, u32, &'static str),
     );
 
-    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Shown, Error> {
+    fn serialize_some<T: Serialize + ?Sized>(self, value: &T) -> Result<Collected, Error> {
         value.serialize(self)
     }
 
@@ -146,7 +330,7 @@ impl ser::Serializer for Fields {
         self,
         _: &'static str,
         value: &T,
-    ) -> Result<Shown, Error> {
+    ) -> Result<Collected, Error> {
         value.serialize(self)
     }
 
@@ -156,8 +340,8 @@ impl ser::Serializer for Fields {
         _: u32,
         _: &'static str,
         _: &T,
-    ) -> Result<Shown, Error> {
-        Ok(Shown::new())
+    ) -> Result<Collected, Error> {
+        Ok(Collected::default())
     }
 
     fn serialize_seq(self, _: Option<usize>) -> Result<Self::SerializeSeq, Error> {
@@ -206,7 +390,7 @@ impl ser::Serializer for Fields {
 }
 
 impl ser::SerializeStruct for Fields {
-    type Ok = Shown;
+    type Ok = Collected;
     type Error = Error;
 
     fn serialize_field<T: Serialize + ?Sized>(
@@ -214,24 +398,32 @@ impl ser::SerializeStruct for Fields {
         name: &'static str,
         value: &T,
     ) -> Result<(), Error> {
-        self.push(name, value)
+        self.push(Cow::Borrowed(name), value)
     }
 
-    fn end(self) -> Result<Shown, Error> {
-        Ok(self.shown)
+    fn end(self) -> Result<Collected, Error> {
+        Ok(self.collected)
     }
 }
 
 impl ser::SerializeMap for Fields {
-    type Ok = Shown;
+    type Ok = Collected;
     type Error = Error;
 
     fn serialize_key<T: Serialize + ?Sized>(&mut self, key: &T) -> Result<(), Error> {
-        // Names are strings, as in JSON.
-        match serde_json::to_value(key).map_err(|e| Error(e.to_string()))? {
-            serde_json::Value::String(k) => self.key = Some(k),
-            other => self.key = Some(other.to_string()),
+        // Names are strings, as in JSON: written as they are, or through a `Value`.
+        let mut name = String::new();
+        let plain = Plain {
+            out: &mut name,
+            name: None,
+        };
+        if key.serialize(plain).is_err() {
+            name = match serde_json::to_value(key).map_err(|e| Error(e.to_string()))? {
+                serde_json::Value::String(k) => k,
+                other => other.to_string(),
+            };
         }
+        self.key = Some(name);
         Ok(())
     }
 
@@ -240,11 +432,11 @@ impl ser::SerializeMap for Fields {
             .key
             .take()
             .ok_or_else(|| Error("a value without a name".into()))?;
-        self.push(&key, value)
+        self.push(Cow::Owned(key), value)
     }
 
-    fn end(self) -> Result<Shown, Error> {
-        Ok(self.shown)
+    fn end(self) -> Result<Collected, Error> {
+        Ok(self.collected)
     }
 }
 

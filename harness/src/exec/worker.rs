@@ -17,7 +17,7 @@ use super::ops::WorkerState;
 use super::protocol::{ends_batch, send, Observation, Receiver, Request};
 use super::relay::{self, Region};
 use std::collections::HashMap;
-use std::os::fd::{AsRawFd, FromRawFd};
+use std::os::fd::{AsRawFd, FromRawFd, OwnedFd};
 use std::os::unix::net::UnixStream;
 use std::sync::atomic::{AtomicI32, Ordering};
 
@@ -35,8 +35,10 @@ pub fn harness_pid() -> i32 {
 }
 
 /// A fresh worker's life, in the fork server's copy; `harness` is the
-/// harness's pid. Never returns.
-pub fn main(dir: &str, harness: i32) -> ! {
+/// harness's pid, `region` the memfd of its case's region of direct
+/// hand-offs (see `relay`), mapped here and closed, so the case's own
+/// descriptors get the numbers they would have got anyway. Never returns.
+pub fn main(dir: &str, harness: i32, region: Option<OwnedFd>) -> ! {
     HARNESS.store(harness, Ordering::SeqCst);
     // A fresh process starts with default signal state, whatever the harness had.
     let _ = nix::sys::signal::sigprocmask(
@@ -61,6 +63,13 @@ pub fn main(dir: &str, harness: i32) -> ! {
         eprintln!("mmapconf worker: no scratch dir {}", dir.display());
         std::process::exit(101);
     }
+    let region = match region.map(|fd| Region::map(&fd)).transpose() {
+        Ok(region) => region,
+        Err(e) => {
+            eprintln!("mmapconf worker: cannot map the region of hand-offs: {e}");
+            std::process::exit(101);
+        }
+    };
     // SAFETY: the fork server put our channel on fd 3.
     let chan = unsafe { UnixStream::from_raw_fd(CHANNEL_FD) };
     let state = WorkerState {
@@ -70,14 +79,14 @@ pub fn main(dir: &str, harness: i32) -> ! {
         segs: HashMap::new(),
         page_size: crate::target::page_size(),
     };
-    serve(chan, state)
+    serve(chan, state, region)
 }
 
-fn serve(mut chan: UnixStream, mut state: WorkerState) -> ! {
+/// `region`: the shared region of direct hand-offs, if mapped; the
+/// coordinator may ask for it later (`Attach`). A forked child inherits
+/// the mapping, and so this too.
+fn serve(mut chan: UnixStream, mut state: WorkerState, mut region: Option<Region>) -> ! {
     let mut receiver = Receiver::default();
-    // The shared region of direct hand-offs, once the coordinator asked
-    // for it; a forked child inherits the mapping, and so this too.
-    let mut region: Option<Region> = None;
     loop {
         let (req, fd) = match receiver.recv::<Request>(&chan) {
             Ok(Some((req, fds))) => (req, fds.into_iter().next()),
@@ -207,7 +216,9 @@ fn arm_parent_death(parent: i32) {
 /// is its only one, and serves the child's channel as its main thread.
 pub(super) fn forked_child(parent: i32, chan: UnixStream, state: WorkerState) -> ! {
     arm_parent_death(parent);
-    serve(chan, state)
+    // The region's mapping came along, but its `Region` is the main
+    // thread's: the coordinator asks this child to map it anew (`Attach`).
+    serve(chan, state, None)
 }
 
 fn reply(chan: &UnixStream, obs: &Observation) {

@@ -209,11 +209,14 @@ pub fn run_case_from(
     let past_deadline = Instant::now() >= run.deadline;
     run.teardown();
     // Shared memory objects live on after every process: removed here,
-    // after the processes, whatever way the case ended.
-    crate::target::ipc::remove_case(
-        std::process::id() as i32,
-        &crate::target::ipc::case_token(dir),
-    );
+    // after the processes, whatever way the case ended. Only a case with a
+    // step that makes them can have any: the others skip a scan of /dev/shm.
+    if case.case.makes_shared_memory() {
+        crate::target::ipc::remove_case(
+            std::process::id() as i32,
+            &crate::target::ipc::case_token(dir),
+        );
+    }
     report.steps = std::mem::take(&mut run.steps);
     match outcome {
         Ok(()) => {}
@@ -284,6 +287,7 @@ impl Run<'_> {
                 Some(_) => {
                     let started = Instant::now();
                     let obs = self.perform(step)?;
+                    self.if_last(steps, i);
                     self.record(&index, step, obs, us_since(started))?;
                     i += 1;
                     continue;
@@ -297,10 +301,20 @@ impl Run<'_> {
             }
             let started = Instant::now();
             let obs = self.perform(step)?;
+            self.if_last(steps, i);
             self.record(&index, step, obs, us_since(started))?;
             i += 1;
         }
         Ok(())
+    }
+
+    /// Once the case's last step (`steps[i]`) has been observed, its
+    /// processes are sent SIGKILL before the step is judged (see
+    /// `signal_all`).
+    fn if_last(&self, steps: &[Step], i: usize) {
+        if i + 1 == steps.len() {
+            self.signal_all();
+        }
     }
 
     /// The calls of the worker steps at the start of `steps` that one
@@ -345,6 +359,7 @@ impl Run<'_> {
             let index = (first + k).to_string();
             self.current = Some((index.clone(), plan::summary(step)));
             let obs = self.receive(&p)?;
+            self.if_last(steps, k);
             let ends = ends_batch(&obs);
             self.record(&index, step, obs, us_since(started))?;
             if ends {

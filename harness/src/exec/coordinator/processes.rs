@@ -40,7 +40,9 @@ pub(super) struct Proc {
 /// Whether a process can take part in runs of direct hand-offs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub(super) enum Attached {
-    /// Not asked yet.
+    /// Not mapped yet: a child forked by a thread other than main, or by
+    /// a process that had not mapped it (fresh processes map it as they
+    /// start); asked to at its first run.
     No,
     /// It mapped the region (or inherited it from its parent by fork).
     Yes,
@@ -88,8 +90,12 @@ impl Run<'_> {
         // Before the process exists, so nothing can fail between its start
         // and its record (teardown finds it only there).
         let chan = Channel::new(ours).map_err(|e| Stop::Broken(format!("channel: {e}")))?;
+        // The region of direct hand-offs goes along: the process maps it as
+        // it starts, rather than at a round trip of its own before its
+        // first run of steps (most processes have one).
+        let region = self.region_fd()?;
         let dir = self.second_dirs.get(name).unwrap_or(&self.dir);
-        let pid = fork_server::spawn_worker(&self.opts.worker_exe, dir, &theirs)
+        let pid = fork_server::spawn_worker(&self.opts.worker_exe, dir, &theirs, Some(region))
             .map_err(|e| Stop::Broken(format!("cannot start process `{name}`: {e}")))?;
         drop(theirs);
         let group = live::add_group(pid);
@@ -110,7 +116,7 @@ impl Run<'_> {
                 signalled: None,
                 born: self.procs.len(),
                 group: Some(group),
-                attached: Attached::No,
+                attached: Attached::Yes,
             },
         );
         match failed {
@@ -187,9 +193,12 @@ impl Run<'_> {
             let failed = pidfd.as_ref().err().map(|e| e.to_string());
             // In its parent's process group.
             let group = self.proc(parent)?.group;
-            // fork(2) copies the parent's mapping of the region, shared.
+            // fork(2) copies the parent's mapping of the region, shared;
+            // but a child forked by a thread other than main is served by
+            // that thread, which does not hold the mapping: it maps it anew.
+            let by_main = super::threads::process_of(parent) == parent;
             let attached = match self.proc(parent)?.attached {
-                Attached::Yes => Attached::Yes,
+                Attached::Yes if by_main => Attached::Yes,
                 _ => Attached::No,
             };
             if let (Some(group), Ok(fd)) = (group, &pidfd) {
@@ -329,23 +338,7 @@ impl Run<'_> {
     /// Kills every process of the case and reaps them, recording `how`.
     pub(super) fn kill_all(&mut self, how: Reaped) {
         // 1. SIGKILL to everything.
-        for p in self.procs.values() {
-            if p.reaped.is_some() {
-                continue;
-            }
-            if p.spawned {
-                // Its group, with any process a worker started that the
-                // case does not know of. The leader is not reaped, so the
-                // group id is still this group's.
-                // SAFETY: signals a process group this case created.
-                unsafe { libc::killpg(p.pid, libc::SIGKILL) };
-            }
-            // Forked processes whose group leader was reaped by a `wait`
-            // (so whose group id may be reused) are reached only this way.
-            if let Some(fd) = &p.pidfd {
-                let _ = pidfd::send_signal(fd, libc::SIGKILL);
-            }
-        }
+        self.signal_all();
         // Fresh workers die but stay zombies for now: a group id is not
         // reused while its leader is unreaped, so step 3 may still use it.
         for p in self
@@ -375,6 +368,31 @@ impl Run<'_> {
             p.reaped = Some(how.clone());
             if let Some(group) = p.group {
                 live::leader_reaped(group);
+            }
+        }
+    }
+
+    /// SIGKILL to every process of the case that was not reaped, without
+    /// waiting for any: what `kill_all` starts with, and what the walk does
+    /// once the case's last step has been observed, so that the processes'
+    /// ends (their address spaces torn down) overlap with the judging of
+    /// the steps instead of following it.
+    pub(super) fn signal_all(&self) {
+        for p in self.procs.values() {
+            if p.reaped.is_some() {
+                continue;
+            }
+            if p.spawned {
+                // Its group, with any process a worker started that the
+                // case does not know of. The leader is not reaped, so the
+                // group id is still this group's.
+                // SAFETY: signals a process group this case created.
+                unsafe { libc::killpg(p.pid, libc::SIGKILL) };
+            }
+            // Forked processes whose group leader was reaped by a `wait`
+            // (so whose group id may be reused) are reached only this way.
+            if let Some(fd) = &p.pidfd {
+                let _ = pidfd::send_signal(fd, libc::SIGKILL);
             }
         }
     }

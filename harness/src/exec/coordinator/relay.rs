@@ -73,12 +73,8 @@ impl Run<'_> {
     /// Maps the region in process `name` (making the region first if need
     /// be). A process that cannot map it is left out of runs from now on.
     fn attach(&mut self, name: &str) -> Result<(), Stop> {
-        if self.region.is_none() {
-            let made = Region::create().map_err(|e| Stop::Broken(format!("relay region: {e}")))?;
-            self.region = Some(made);
-        }
-        let fd = self.region.as_ref().map(|(_, fd)| fd.as_raw_fd());
-        self.send(name, Request::Attach, fd)?;
+        let fd = self.region_fd()?;
+        self.send(name, Request::Attach, Some(fd))?;
         let obs = self.receive(name)?;
         self.proc(name)?.attached = match obs.outcome {
             Outcome::Ok => Attached::Yes,
@@ -148,6 +144,19 @@ impl Run<'_> {
             .map(Some)
     }
 
+    /// The region's memfd, making the region first if need be.
+    pub(super) fn region_fd(&mut self) -> Result<std::os::fd::RawFd, Stop> {
+        if self.region.is_none() {
+            let made = Region::create().map_err(|e| Stop::Broken(format!("relay region: {e}")))?;
+            self.region = Some(made);
+        }
+        Ok(self
+            .region
+            .as_ref()
+            .map(|(_, fd)| fd.as_raw_fd())
+            .expect("made above"))
+    }
+
     fn region(&self) -> &Region {
         &self.region.as_ref().expect("attached before a run").0
     }
@@ -198,11 +207,12 @@ impl Run<'_> {
                 self.proc(&names[slot])?.attached = Attached::Refused;
                 continue;
             }
-            let logged = self.record_logged(steps, first, s)?;
             let index = (first + s + 1).to_string();
             self.current = Some((index.clone(), plan::summary(&steps[s])));
             // Its answer, or its death as `receive` tells it.
             let obs = self.receive(&names[slot])?;
+            self.if_last(steps, s);
+            let logged = self.record_logged(steps, first, s)?;
             let us = us_since(started).saturating_sub(logged);
             self.record(&index, &steps[s], obs, us)?;
             return Ok(s + 1);
