@@ -3,9 +3,14 @@
 //! For each scenario, a floor program (plain libc in forked processes, no
 //! harness code) performs the same steps with only the hand-offs a minimal
 //! design needs, and the harness runs the same steps as a case through
-//! `runner::run_one`. Both run in the same process, on the same scratch
-//! filesystem (tmpfs at /dev/shm, or $MMAPCONF_BENCH_DIR), interleaved, each
-//! repeated and the median kept, since the machine is shared and loaded.
+//! `runner::run_one`. They run on the same scratch filesystem (tmpfs at
+//! /dev/shm, or $MMAPCONF_BENCH_DIR), interleaved, each repeated and the
+//! median kept, since the machine is shared and loaded. The floors run in a
+//! process of their own, forked from this one before the harness starts (as
+//! the harness's workers come from a small fork server): forked from this
+//! process, they left every page of the coordinator, which runs here,
+//! copy-on-write, and the harness side then took a fault on each page it
+//! wrote (about 250 us a case), which no real run has.
 //! A benchmark, not a test: it prints numbers and never fails on time.
 //!
 //! The floor's hand-offs, per scenario:
@@ -17,18 +22,15 @@
 //! - corpus cases: their files made, a hand-off each time the acting
 //!   process changes, `check_file` as pread by the supervisor.
 //!
-//! Children of the floor never allocate (the bench process has threads):
-//! every buffer and path is made before fork.
+//! Children of the floor never allocate: every buffer and path is made
+//! before fork.
 //!
 //! Besides wall time, each side's CPU time (this process's and its reaped
 //! children's: every floor process, every harness worker) is printed, per
 //! step, as the median of the rounds: on a machine others load, CPU time
 //! moves less than wall time. `MMAPCONF_BENCH_ONLY=WORD` runs only the
 //! scenarios whose name contains WORD, `MMAPCONF_BENCH_ROUNDS=N` N rounds.
-//! `MMAPCONF_BENCH_NO_FLOOR=1` runs the harness side alone, for a profiler:
-//! each fork of the floor leaves every page of this process copy-on-write,
-//! so the coordinator, in this process, then takes a fault on each page it
-//! writes (about 300 us a case here), which no real run of the harness has.
+//! `MMAPCONF_BENCH_NO_FLOOR=1` runs the harness side alone, for a profiler.
 
 use mmapconf::case::{parse_case_bytes, LoadedCase};
 use mmapconf::exec::RunOptions;
@@ -125,6 +127,8 @@ fn main() {
         .into_iter()
         .filter(|s| s.name.contains(only.as_str()))
         .collect();
+    // Before the first case starts the harness's threads and fork server.
+    let floors = (!no_floor).then(|| FloorRunner::start(&scenarios, &floor_dir));
     // Warm up: the fork server starts on the first case.
     for s in &scenarios {
         run_harness(&s.case, &env, &root, &opts);
@@ -143,7 +147,7 @@ fn main() {
         "hcpu/st"
     );
     let mut mix = Totals::default();
-    for s in &scenarios {
+    for (index, s) in scenarios.iter().enumerate() {
         let steps = count_steps(&s.case);
         let mut row = Totals {
             steps,
@@ -151,8 +155,8 @@ fn main() {
         };
         let (mut floor, mut harness) = (Vec::new(), Vec::new());
         for _ in 0..rounds {
-            if !no_floor {
-                floor.push(time(|| (s.floor)(&floor_dir)));
+            if let Some(f) = &floors {
+                floor.push(f.run(index));
             }
             harness.push(time(|| run_harness(&s.case, &env, &root, &opts)));
         }
@@ -169,7 +173,91 @@ fn main() {
         print_row("corpus mix (the corpus cases above)", &mix);
     }
     println!("load average: {}", load_average());
+    if let Some(f) = floors {
+        f.finish();
+    }
     let _ = std::fs::remove_dir_all(&floor_dir);
+}
+
+/// A process that runs floors on request: a scenario's index in, the
+/// floor's wall and CPU time (its own and its reaped children's) out, on
+/// pipes. Forked while this process is small and has one thread.
+struct FloorRunner {
+    to: i32,
+    from: i32,
+    pid: i32,
+}
+
+impl FloorRunner {
+    fn start(scenarios: &[Scenario], floor_dir: &Path) -> FloorRunner {
+        let (mut ask, mut answer) = ([0; 2], [0; 2]);
+        // SAFETY: pipe2 fills the arrays.
+        assert_eq!(unsafe { libc::pipe2(ask.as_mut_ptr(), libc::O_CLOEXEC) }, 0);
+        assert_eq!(
+            unsafe { libc::pipe2(answer.as_mut_ptr(), libc::O_CLOEXEC) },
+            0
+        );
+        // SAFETY: this process has one thread yet (the harness has not run).
+        let pid = unsafe { libc::fork() };
+        assert!(pid >= 0);
+        if pid == 0 {
+            // SAFETY: the bench's ends, not ours: with them open here, the
+            // read below would never see the end of the requests.
+            unsafe {
+                libc::close(ask[1]);
+                libc::close(answer[0]);
+            }
+            let mut index = [0u8; 8];
+            // SAFETY: reads and writes of our pipe ends.
+            while unsafe { libc::read(ask[0], index.as_mut_ptr().cast(), 8) } == 8 {
+                let s = &scenarios[u64::from_le_bytes(index) as usize];
+                let (wall, cpu) = time(|| (s.floor)(floor_dir));
+                let mut out = [0u8; 16];
+                out[..8].copy_from_slice(&(wall.as_nanos() as u64).to_le_bytes());
+                out[8..].copy_from_slice(&(cpu.as_nanos() as u64).to_le_bytes());
+                assert_eq!(
+                    unsafe { libc::write(answer[1], out.as_ptr().cast(), 16) },
+                    16
+                );
+            }
+            unsafe { libc::_exit(0) };
+        }
+        // SAFETY: the child's ends, not ours.
+        unsafe {
+            libc::close(ask[0]);
+            libc::close(answer[1]);
+        }
+        FloorRunner {
+            to: ask[1],
+            from: answer[0],
+            pid,
+        }
+    }
+
+    /// Runs scenario `index`'s floor once; its (wall, CPU) time.
+    fn run(&self, index: usize) -> (Duration, Duration) {
+        let mut out = [0u8; 16];
+        // SAFETY: a write and a read of our pipe ends.
+        assert_eq!(
+            unsafe { libc::write(self.to, (index as u64).to_le_bytes().as_ptr().cast(), 8) },
+            8
+        );
+        assert_eq!(
+            unsafe { libc::read(self.from, out.as_mut_ptr().cast(), 16) },
+            16
+        );
+        let nanos = |b: &[u8]| Duration::from_nanos(u64::from_le_bytes(b.try_into().unwrap()));
+        (nanos(&out[..8]), nanos(&out[8..]))
+    }
+
+    fn finish(self) {
+        // SAFETY: closing our ends ends the runner's loop.
+        unsafe {
+            libc::close(self.to);
+            libc::close(self.from);
+        }
+        wait_ok(self.pid);
+    }
 }
 
 struct Scenario {

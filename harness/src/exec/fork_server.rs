@@ -143,7 +143,16 @@ pub fn spawn_worker(
     };
     let mut fds = vec![channel.as_raw_fd()];
     fds.extend(region);
-    request(Some(exe), &req, &fds)
+    let pid = request(Some(exe), &req, &fds)?;
+    // The worker makes its own group too (become_worker); whichever of the
+    // two calls comes first makes it, as a shell does for a job, so that the
+    // group exists when this returns although the server did not wait for
+    // the worker. The worker is our child (CLONE_PARENT): we may. It never
+    // execs, so EACCES cannot come; ESRCH means it died already, which its
+    // first step will find.
+    // SAFETY: setpgid on our own child.
+    unsafe { libc::setpgid(pid, pid) };
+    Ok(pid)
 }
 
 /// Runs `cmd` (its program and arguments only: no environment, directory
@@ -313,7 +322,11 @@ pub fn main() -> ! {
                 let mut fds = fds.into_iter();
                 let worker_chan = fds.next().expect("one fd at least");
                 let region = fds.next();
-                fork_child(harness, |ready| {
+                // No wait for the worker to be ready: the harness puts it in
+                // its own group itself (spawn_worker), and what it sends waits
+                // in the channel until the worker reads it. One hand-off fewer
+                // for every process of every case.
+                fork_child(harness, Ready::DontWait, |ready| {
                     become_worker(worker_chan, region, &dir, harness, ready)
                 })
             }
@@ -325,9 +338,9 @@ pub fn main() -> ! {
                     .map(|a| CString::new(a.as_str()))
                     .collect::<Result<Vec<_>, _>>()
                 {
-                    Ok(args) if !args.is_empty() => {
-                        fork_child(harness, |ready| exec_program(&args, &out, &err, ready))
-                    }
+                    Ok(args) if !args.is_empty() => fork_child(harness, Ready::Wait, |ready| {
+                        exec_program(&args, &out, &err, ready)
+                    }),
                     _ => SpawnReply::Failed(format!("cannot run {argv:?}")),
                 }
             }
@@ -361,7 +374,15 @@ fn clone_flags_and_stack(
 /// Forks a child of `harness` that runs `child` (which never returns).
 /// Returns once the child is ready (set up, exec'd, or failed and
 /// exiting): when it has closed the readiness pipe, by exec or by ending.
-fn fork_child(harness: libc::pid_t, child: impl FnOnce(OwnedFd)) -> SpawnReply {
+/// Whether the server answers only once the new process has closed its
+/// end of the ready pipe (a program: once it has exec'd).
+#[derive(PartialEq)]
+enum Ready {
+    Wait,
+    DontWait,
+}
+
+fn fork_child(harness: libc::pid_t, ready: Ready, child: impl FnOnce(OwnedFd)) -> SpawnReply {
     let (ready_read, ready_write) = match nix::unistd::pipe2(nix::fcntl::OFlag::O_CLOEXEC) {
         Ok(p) => p,
         Err(e) => return SpawnReply::Failed(format!("pipe2: {e}")),
@@ -403,8 +424,11 @@ fn fork_child(harness: libc::pid_t, child: impl FnOnce(OwnedFd)) -> SpawnReply {
     if pid < 0 {
         return SpawnReply::Failed(format!("clone: {}", std::io::Error::last_os_error()));
     }
-    let mut byte = [0u8; 1];
-    while let Err(nix::errno::Errno::EINTR) = nix::unistd::read(ready_read.as_raw_fd(), &mut byte) {
+    if ready == Ready::Wait {
+        let mut byte = [0u8; 1];
+        while let Err(nix::errno::Errno::EINTR) =
+            nix::unistd::read(ready_read.as_raw_fd(), &mut byte)
+        {}
     }
     SpawnReply::Spawned(pid as i32)
 }
