@@ -629,6 +629,18 @@ fn blocked_in(pid: i32) -> Option<i64> {
     text.split_whitespace().next()?.parse().ok()
 }
 
+/// The user-space CPU time of `pid` so far, in clock ticks (utime, the
+/// 14th field of /proc/PID/stat; 100 a second on Linux).
+fn user_ticks(pid: i32) -> Option<u64> {
+    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
+    // Fields follow the command name's last ')': state is the 3rd, utime the 14th.
+    stat[stat.rfind(')')? + 1..]
+        .split_whitespace()
+        .nth(11)?
+        .parse()
+        .ok()
+}
+
 #[test]
 fn a_death_in_a_run_is_told_at_its_step_and_a_death_out_of_turn_does_not_end_it() {
     let dir = tempfile::tempdir().unwrap();
@@ -643,13 +655,16 @@ fn a_death_in_a_run_is_told_at_its_step_and_a_death_out_of_turn_does_not_end_it(
         .spawn()
         .unwrap();
     // q is busy in user space in its increment (no system call); p waits
-    // for its turn on the futex of the hand-off.
+    // for its turn on the futex of the hand-off. Running is not enough to
+    // tell q is in step 5: it also runs, briefly, in step 4 while p already
+    // waits. Only the increment takes user time by the tenth of a second.
     let (p, q) = poll(Duration::from_secs(30), "p waiting and q busy", || {
         let pids = harness_descendants(run.id());
         let busy: Vec<i32> = pids
             .iter()
             .copied()
             .filter(|&pid| ppid_and_state(pid).is_some_and(|(_, s)| s == 'R'))
+            .filter(|&pid| user_ticks(pid).is_some_and(|t| t >= 10))
             .collect();
         let waiting: Vec<i32> = pids
             .iter()
