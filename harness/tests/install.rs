@@ -37,7 +37,7 @@ impl Sandbox {
             None => {
                 std::fs::create_dir(root.join("bin")).unwrap();
                 let exe = root.join("bin/mmapconf");
-                std::fs::copy(env!("CARGO_BIN_EXE_mmapconf"), &exe).unwrap();
+                copy_executable(Path::new(env!("CARGO_BIN_EXE_mmapconf")), &exe);
                 exe
             }
         };
@@ -73,6 +73,20 @@ impl Sandbox {
     fn run(&self, args: &[&str]) -> Output {
         self.command(args).output().unwrap()
     }
+}
+
+/// Copies an executable by `cp`, in a process of its own. Copied here,
+/// its descriptor open for writing would be inherited by any child another
+/// test's thread forks meanwhile, until that child's exec; executing the
+/// copy then fails with ETXTBSY ("Text file busy"), as it did once.
+fn copy_executable(from: &Path, to: &Path) {
+    let status = Command::new("cp")
+        .arg("--")
+        .arg(from)
+        .arg(to)
+        .status()
+        .unwrap();
+    assert!(status.success(), "cp {from:?} {to:?}: {status}");
 }
 
 /// Every file under `dir` with its size and modification time, and every
