@@ -632,13 +632,7 @@ fn blocked_in(pid: i32) -> Option<i64> {
 /// The user-space CPU time of `pid` so far, in clock ticks (utime, the
 /// 14th field of /proc/PID/stat; 100 a second on Linux).
 fn user_ticks(pid: i32) -> Option<u64> {
-    let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
-    // Fields follow the command name's last ')': state is the 3rd, utime the 14th.
-    stat[stat.rfind(')')? + 1..]
-        .split_whitespace()
-        .nth(11)?
-        .parse()
-        .ok()
+    stat_fields(pid)?.get(14 - 3)?.parse().ok()
 }
 
 #[test]

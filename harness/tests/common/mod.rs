@@ -56,12 +56,19 @@ pub fn harness_descendants(root: u32) -> Vec<i32> {
     found
 }
 
-pub fn ppid_and_state(pid: i32) -> Option<(i32, char)> {
+/// The fields of /proc/PID/stat after the command name, from the state
+/// (field 3) on: field N is at index N - 3.
+pub fn stat_fields(pid: i32) -> Option<Vec<String>> {
     let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).ok()?;
     // The command name may hold spaces and parentheses: fields follow the last ')'.
-    let mut rest = stat[stat.rfind(')')? + 1..].split_whitespace();
-    let state = rest.next()?.chars().next()?;
-    Some((rest.next()?.parse().ok()?, state))
+    let rest = &stat[stat.rfind(')')? + 1..];
+    Some(rest.split_whitespace().map(str::to_string).collect())
+}
+
+pub fn ppid_and_state(pid: i32) -> Option<(i32, char)> {
+    let fields = stat_fields(pid)?;
+    let state = fields.first()?.chars().next()?;
+    Some((fields.get(1)?.parse().ok()?, state))
 }
 
 pub fn runs_the_harness(pid: i32) -> bool {
